@@ -1,0 +1,352 @@
+// Mask wire codec implementation: docs/mask_wire_format.md is the contract; the numbered
+// checks below refer to its §6.
+#include "common/mask_codec.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/crc32c.h"
+#include "common/status_macros.h"
+
+namespace fedprllm {
+namespace {
+
+constexpr size_t kMaxNameBytes = 256;
+constexpr size_t kMaxRank = 8;
+constexpr int64_t kMaxNumel = int64_t{1} << 40;
+constexpr int kMaxGroup = 64;
+constexpr int kZstdLevel = 3;
+
+// "tensor 'name': ", with an over-long (hostile) name cut short.
+std::string Label(absl::string_view name) {
+  if (name.size() > 80) return absl::StrCat("tensor '", name.substr(0, 80), "...': ");
+  return absl::StrCat("tensor '", name, "': ");
+}
+
+absl::Status CheckName(absl::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "name is ", name.size(), " bytes, expected 1..", kMaxNameBytes));
+  }
+  return absl::OkStatus();
+}
+
+// Spec §2: rank 1..8, every dimension >= 1, numel <= 2^40. Returns numel.
+absl::StatusOr<int64_t> CheckShape(absl::string_view name, const std::vector<int64_t>& shape) {
+  if (shape.empty() || shape.size() > kMaxRank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "shape has rank ", shape.size(), ", expected 1..", kMaxRank));
+  }
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    if (d < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Label(name), "shape ", ShapeToString(shape), " has a dimension < 1"));
+    }
+    if (numel > kMaxNumel / d) {
+      return absl::InvalidArgumentError(absl::StrCat(Label(name), "shape ", ShapeToString(shape),
+                                                     " has more than 2^40 elements"));
+    }
+    numel *= d;
+  }
+  return numel;
+}
+
+// Spec §2: the pattern is well formed and the last dimension is a multiple of m.
+absl::Status CheckPatternForShape(absl::string_view name, MaskPattern p,
+                                  const std::vector<int64_t>& shape) {
+  if (!p.structured()) {
+    if (p.n != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Label(name), "pattern has n=", p.n, " but m=0 (unstructured)"));
+    }
+    return absl::OkStatus();
+  }
+  if (p.m < 1 || p.m > kMaxGroup || p.n < 1 || p.n > p.m) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "pattern ", PatternToString(p),
+                     " is invalid, expected 1 <= n <= m <= ", kMaxGroup));
+  }
+  if (shape.empty() || shape.back() % p.m != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "last dimension of shape ", ShapeToString(shape),
+                     " is not a multiple of m=", p.m, " for pattern ", PatternToString(p)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string PatternToString(MaskPattern pattern) {
+  if (!pattern.structured() && pattern.n == 0) return "unstructured";
+  return absl::StrCat(pattern.n, ":", pattern.m);
+}
+
+int64_t EncodedPayload::WireBytesUpperBound() const {
+  // Per field: 1 tag byte + up to 10 varint bytes; each submessage adds a tag and length.
+  constexpr int64_t kField = 11;
+  int64_t total = kField + kField + static_cast<int64_t>(header.tensor_name.size()) + kField +
+                  10 * static_cast<int64_t>(header.shape.size()) +  // name, shape
+                  kField + 2 * kField +                             // pattern
+                  2 * kField + 3 * kField;                          // kind, encoding, three counts
+  for (const PayloadChunk& c : chunks) {
+    total += kField + 2 * kField + kField + static_cast<int64_t>(c.data.size()) + 5 + 2;
+  }
+  return total;
+}
+
+absl::Status CheckMaskPattern(absl::string_view tensor_name, const PackedMask& mask,
+                              MaskPattern pattern) {
+  RETURN_IF_ERROR(CheckPatternForShape(tensor_name, pattern, mask.shape()));
+  if (!pattern.structured()) return absl::OkStatus();
+  // Rows are multiples of m long, so groups never straddle rows: group g covers flattened
+  // elements [g*m, g*m + m).
+  const int64_t m = pattern.m, numel = mask.numel(), row_len = mask.shape().back();
+  for (int64_t start = 0; start < numel; start += m) {
+    int count = 0;
+    for (int64_t i = start; i < start + m; ++i) count += mask.Get(i);
+    if (count != pattern.n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Label(tensor_name), "pattern ", PatternToString(pattern), " violated in row ",
+          start / row_len, ", group ", (start % row_len) / m, " (flattened elements [", start, ", ",
+          start + m, ")): ", count, " pruned, expected exactly ", pattern.n));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EncodedPayload> EncodeMask(std::string tensor_name, const PackedMask& mask,
+                                          MaskPattern pattern, size_t max_chunk_bytes) {
+  RETURN_IF_ERROR(CheckName(tensor_name));
+  RETURN_IF_ERROR(CheckShape(tensor_name, mask.shape()).status());
+  RETURN_IF_ERROR(CheckMaskPattern(tensor_name, mask, pattern));
+  if (max_chunk_bytes == 0) {
+    return absl::InvalidArgumentError(Label(tensor_name) + "max_chunk_bytes must be >= 1");
+  }
+  const std::vector<uint8_t>& raw = mask.bytes();
+
+  EncodedPayload out;
+  TensorPayloadHeader& h = out.header;
+  h.tensor_name = std::move(tensor_name);
+  h.shape = mask.shape();
+  h.kind = PayloadKind::kPruneMask;
+  h.pattern = pattern;
+  h.declared_count = mask.CountOnes();
+  h.raw_bytes = static_cast<int64_t>(raw.size());
+
+  // Only where it pays: keep the zstd form if it is strictly smaller than the raw bits.
+  std::string encoded(ZSTD_compressBound(raw.size()), '\0');
+  const size_t zsize =
+      ZSTD_compress(encoded.data(), encoded.size(), raw.data(), raw.size(), kZstdLevel);
+  if (!ZSTD_isError(zsize) && zsize < raw.size()) {
+    encoded.resize(zsize);
+    h.encoding = PayloadEncoding::kZstdBits;
+  } else {
+    encoded.assign(raw.begin(), raw.end());
+    h.encoding = PayloadEncoding::kRawBits;
+  }
+  h.encoded_bytes = static_cast<int64_t>(encoded.size());
+
+  for (size_t offset = 0; offset < encoded.size(); offset += max_chunk_bytes) {
+    PayloadChunk c;
+    c.chunk_index = static_cast<int64_t>(out.chunks.size());
+    c.offset = static_cast<int64_t>(offset);
+    c.data = encoded.substr(offset, max_chunk_bytes);
+    c.crc32c = crc32c::Value(c.data);
+    c.last = offset + c.data.size() == encoded.size();
+    out.chunks.push_back(std::move(c));
+  }
+  return out;
+}
+
+absl::StatusOr<MaskAssembler> MaskAssembler::Create(TensorPayloadHeader header,
+                                                    const MaskExpectations& expect) {
+  const absl::string_view name = header.tensor_name;
+  // 1. Kind.
+  if (header.kind != PayloadKind::kPruneMask) {
+    return absl::UnimplementedError(absl::StrCat(Label(name), "payload kind ",
+                                                 static_cast<int32_t>(header.kind),
+                                                 " is not handled, expected PRUNE_MASK (1)"));
+  }
+  // 2. Name.
+  RETURN_IF_ERROR(CheckName(name));
+  // 3. Shape, against the spec and the job.
+  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, header.shape));
+  if (header.shape != expect.shape) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "shape ", ShapeToString(header.shape),
+                     " does not match the job's shape ", ShapeToString(expect.shape)));
+  }
+  // 4. Pattern, against the spec and the job.
+  RETURN_IF_ERROR(CheckPatternForShape(name, header.pattern, header.shape));
+  if (header.pattern != expect.pattern) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "pattern ", PatternToString(header.pattern),
+                     " does not match the job's pattern ", PatternToString(expect.pattern)));
+  }
+  // 5. Raw size and the receiver's bound.
+  const int64_t raw_bytes = (numel + 7) / 8;
+  if (raw_bytes > expect.max_raw_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(Label(name), "mask needs ", raw_bytes,
+                                                     " bytes, above the limit of ",
+                                                     expect.max_raw_bytes));
+  }
+  if (header.raw_bytes != raw_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(Label(name), "raw_bytes is ", header.raw_bytes,
+                                                   ", expected ", raw_bytes, " for shape ",
+                                                   ShapeToString(header.shape)));
+  }
+  // 6. Declared count.
+  if (header.declared_count < 0 || header.declared_count > numel) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Label(name), "declared_count ", header.declared_count, " is outside [0, ", numel, "]"));
+  }
+  if (header.pattern.structured()) {
+    const int64_t expected = numel / header.pattern.m * header.pattern.n;
+    if (header.declared_count != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Label(name), "declared_count ", header.declared_count, " is impossible for pattern ",
+          PatternToString(header.pattern), ", expected ", expected));
+    }
+  }
+  // 7. Encoding and encoded size.
+  switch (header.encoding) {
+    case PayloadEncoding::kRawBits:
+      if (header.encoded_bytes != raw_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(Label(name), "RAW_BITS encoded_bytes is ",
+                                                       header.encoded_bytes, ", expected ",
+                                                       raw_bytes));
+      }
+      break;
+    case PayloadEncoding::kZstdBits:
+      if (header.encoded_bytes < 1 || header.encoded_bytes >= raw_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Label(name), "ZSTD_BITS encoded_bytes is ", header.encoded_bytes, ", expected 1..",
+            raw_bytes - 1, " (zstd is only sent when smaller than raw)"));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(Label(name), "unknown encoding ", static_cast<int32_t>(header.encoding)));
+  }
+  MaskAssembler assembler(std::move(header), expect.max_chunk_bytes);
+  assembler.buffer_.reserve(static_cast<size_t>(assembler.header_.encoded_bytes));
+  return assembler;
+}
+
+absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
+  const std::string label =
+      absl::StrCat(Label(header_.tensor_name), "chunk ", chunk.chunk_index, ": ");
+  const int64_t received = static_cast<int64_t>(buffer_.size());
+  const int64_t size = static_cast<int64_t>(chunk.data.size());
+  // 8. Nothing after the last chunk.
+  if (complete_ || finished_) {
+    return absl::InvalidArgumentError(label + "arrives after the last chunk");
+  }
+  // 9. Order.
+  if (chunk.chunk_index != next_chunk_index_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "out of order, expected chunk ", next_chunk_index_));
+  }
+  // 10. Offset.
+  if (chunk.offset != received) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "offset is ", chunk.offset, ", expected ", received));
+  }
+  // 11. Size.
+  if (size < 1) return absl::InvalidArgumentError(label + "is empty");
+  if (size > max_chunk_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(label, "is ", size, " bytes, above the limit of ", max_chunk_bytes_));
+  }
+  if (size > header_.encoded_bytes - received) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, "ends at byte ", received + size, ", beyond encoded_bytes ", header_.encoded_bytes));
+  }
+  // 12. Checksum.
+  const uint32_t crc = crc32c::Value(chunk.data);
+  if (crc != chunk.crc32c) {
+    return absl::DataLossError(absl::StrFormat("%scrc32c is 0x%08x, computed 0x%08x over %d bytes",
+                                               label, chunk.crc32c, crc, size));
+  }
+  // 13. Last flag.
+  const bool ends = received + size == header_.encoded_bytes;
+  if (chunk.last != ends) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label,
+        chunk.last ? "is marked last but ends at byte " : "is not marked last but ends at byte ",
+        received + size, " of ", header_.encoded_bytes));
+  }
+  buffer_.append(chunk.data);
+  ++next_chunk_index_;
+  complete_ = ends;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PackedMask> MaskAssembler::Finish() {
+  const std::string label = Label(header_.tensor_name);
+  if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
+  // 14. Complete.
+  if (!complete_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
+                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
+  }
+  finished_ = true;
+  const std::string encoded = std::move(buffer_);
+  buffer_.clear();
+  const size_t raw_bytes = static_cast<size_t>(header_.raw_bytes);
+
+  // 15. Decode into exactly raw_bytes.
+  std::vector<uint8_t> raw;
+  if (header_.encoding == PayloadEncoding::kRawBits) {
+    raw.assign(encoded.begin(), encoded.end());
+  } else {
+    const unsigned long long declared = ZSTD_getFrameContentSize(encoded.data(), encoded.size());
+    if (declared == ZSTD_CONTENTSIZE_ERROR) {
+      return absl::InvalidArgumentError(label + "ZSTD_BITS payload is not a zstd frame");
+    }
+    if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != raw_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(label, "zstd frame declares ", declared,
+                                                     " bytes of content, expected raw_bytes ",
+                                                     raw_bytes));
+    }
+    // The output buffer is the bound: a frame producing more fails with dstSize_tooSmall.
+    raw.resize(raw_bytes);
+    const size_t n = ZSTD_decompress(raw.data(), raw.size(), encoded.data(), encoded.size());
+    if (ZSTD_isError(n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, "zstd decompression failed: ", ZSTD_getErrorName(n),
+                       " (output limited to raw_bytes ", raw_bytes, ")"));
+    }
+    if (n != raw_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(label, "zstd decompressed to ", n,
+                                                     " bytes, expected raw_bytes ", raw_bytes));
+    }
+  }
+  // 16. Size and padding (PackedMask::FromBytes checks both).
+  auto mask = PackedMask::FromBytes(header_.shape, std::move(raw));
+  if (!mask.ok()) return absl::InvalidArgumentError(label + std::string(mask.status().message()));
+  // 17. Count.
+  const int64_t ones = mask->CountOnes();
+  if (ones != header_.declared_count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, "mask has ", ones, " pruned weights, declared_count is ", header_.declared_count));
+  }
+  // 18. N:M.
+  RETURN_IF_ERROR(CheckMaskPattern(header_.tensor_name, *mask, header_.pattern));
+  return mask;
+}
+
+absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
+                                      const MaskExpectations& expect) {
+  ASSIGN_OR_RETURN(MaskAssembler assembler, MaskAssembler::Create(payload.header, expect));
+  for (const PayloadChunk& chunk : payload.chunks) RETURN_IF_ERROR(assembler.AddChunk(chunk));
+  return assembler.Finish();
+}
+
+}  // namespace fedprllm
