@@ -1,0 +1,217 @@
+// Golden tests of the model core against the reference values in shared/data/SOURCES.md,
+// for the llama2.c checkpoint and its Hugging Face conversion.
+#include "model/llama_model.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "model/perplexity.h"
+#include "model/test_paths.h"
+#include "model/tokenizer.h"
+
+namespace fedprllm {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::BundledModel;
+using testing::BundledTokenizer;
+
+std::string TempDir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("fedprllm_model_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+at::Tensor Tokens(const std::vector<int>& ids) {
+  return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).unsqueeze(0);
+}
+
+at::Tensor BosLogits(const LlamaModel& model) {
+  auto logits = model.Forward(Tokens({1}), ComputeOptions{});
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  return (*logits)[0][0];
+}
+
+std::vector<int> Greedy(const LlamaModel& model, int steps) {
+  std::vector<int> ids = {1};
+  for (int i = 0; i < steps; ++i) {
+    auto logits = model.Forward(Tokens(ids), ComputeOptions{});
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    ids.push_back(static_cast<int>((*logits)[0][-1].argmax().item<int64_t>()));
+  }
+  return std::vector<int>(ids.begin() + 1, ids.end());
+}
+
+std::string StoryOne() {
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  EXPECT_TRUE(text.ok()) << text.status();
+  const std::string end = "became best friends.";
+  const size_t pos = text->find(end);
+  EXPECT_NE(pos, std::string::npos);
+  return text->substr(0, pos + end.size());
+}
+
+void ExpectGolden(const LlamaModel& model) {
+  const at::Tensor logits = BosLogits(model);
+  const double expected_first[] = {-6.22291, 8.40434, -6.22374, -6.22254};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(logits[i].item<double>(), expected_first[i], 2e-4) << "logit " << i;
+  const auto top = logits.topk(5);
+  const int64_t expected_ids[] = {403, 385, 410, 317, 407};
+  const double expected_values[] = {17.02352, 15.40621, 13.10826, 12.76917, 12.41809};
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(std::get<1>(top)[i].item<int64_t>(), expected_ids[i]);
+    EXPECT_NEAR(std::get<0>(top)[i].item<double>(), expected_values[i], 2e-4);
+  }
+  const std::vector<int> expected_greedy = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298,
+                                            315, 421, 395, 317, 426, 338, 401, 396, 267, 337};
+  EXPECT_EQ(Greedy(model, 20), expected_greedy);
+
+  auto tokenizer = Tokenizer::Load(BundledTokenizer());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto ids = tokenizer->Encode(StoryOne(), /*add_bos=*/true);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 171u);
+  const std::vector<int> expected_prefix = {1, 301, 427, 309, 426, 301, 427, 309, 394, 265, 262, 415};
+  EXPECT_EQ(std::vector<int>(ids->begin(), ids->begin() + 12), expected_prefix);
+  auto nll = SumNll(model, Tokens(*ids), ComputeOptions{});
+  ASSERT_TRUE(nll.ok()) << nll.status();
+  EXPECT_NEAR(*nll / 170.0, 1.29775, 1e-3);
+}
+
+TEST(LlamaModelTest, Llama2cCheckpointMatchesGoldenValues) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->config().hidden_size, 64);
+  EXPECT_EQ(model->config().num_key_value_heads, 4);
+  EXPECT_TRUE(model->config().tie_word_embeddings);
+  ExpectGolden(*model);
+}
+
+TEST(LlamaModelTest, HuggingFaceConversionMatchesGoldenValuesAndLlama2c) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string dir = TempDir("hf");
+  ASSERT_TRUE(model->SaveHf(dir, BundledTokenizer()).ok());
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "tokenizer.model"));
+  auto hf = LlamaModel::Load(dir);
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  ExpectGolden(*hf);
+  auto found = FindTokenizer(dir, "");
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(*found, (fs::path(dir) / "tokenizer.model").string());
+  const at::Tensor tokens = at::randint(0, 512, {2, 40}, at::kLong);
+  auto a = model->Forward(tokens, ComputeOptions{});
+  auto b = hf->Forward(tokens, ComputeOptions{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LE((*a - *b).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(model->Fingerprint(), hf->Fingerprint());
+  fs::remove_all(dir);
+}
+
+TEST(LlamaModelTest, DecoderLayersComposeToFullForward) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok());
+  const at::Tensor tokens = at::randint(0, 512, {3, 17}, at::kLong);
+  ComputeOptions cpu;
+  auto hidden = model->Embed(tokens, cpu);
+  ASSERT_TRUE(hidden.ok());
+  int observed = 0;
+  LinearInputObserver observer = [&](int index, const at::Tensor& input) {
+    EXPECT_EQ(input.size(0), 3);
+    EXPECT_EQ(input.size(-1), index == 6 ? 172 : 64);
+    ++observed;
+  };
+  at::Tensor h = *hidden;
+  for (int l = 0; l < 5; ++l) {
+    auto w = model->Layer(l, cpu);
+    ASSERT_TRUE(w.ok());
+    auto next = model->DecoderLayerForward(*w, h, &observer);
+    ASSERT_TRUE(next.ok());
+    h = *next;
+  }
+  EXPECT_EQ(observed, 5 * kNumLinears);
+  auto logits = model->Logits(h, cpu);
+  auto full = model->Forward(tokens, cpu);
+  ASSERT_TRUE(logits.ok() && full.ok());
+  EXPECT_TRUE(at::equal(*logits, *full));
+  EXPECT_FALSE(model->Layer(5, cpu).ok());
+}
+
+TEST(LlamaModelTest, HalfPrecisionsStayCloseToFloat32) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok());
+  const at::Tensor tokens = at::randint(0, 512, {2, 32}, at::kLong);
+  auto reference = model->Forward(tokens, ComputeOptions{});
+  ASSERT_TRUE(reference.ok());
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    auto cast = model->CastTo(dtype);
+    ASSERT_TRUE(cast.ok());
+    EXPECT_EQ(cast->config().dtype, dtype);
+    auto logits = cast->Forward(tokens, ComputeOptions{});
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    const double err = (*logits - *reference).abs().max().item<double>();
+    EXPECT_LT(err, dtype == at::kBFloat16 ? 0.5 : 0.05) << at::toString(dtype);
+    EXPECT_GT(err, 0.0);
+    // Round trip through safetensors keeps the dtype and the bytes.
+    const std::string dir = TempDir(std::string("dtype_") + at::toString(dtype));
+    ASSERT_TRUE(cast->SaveHf(dir).ok());
+    auto reloaded = LlamaModel::Load(dir);
+    ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+    EXPECT_EQ(reloaded->config().dtype, dtype);
+    EXPECT_EQ(reloaded->Fingerprint(), cast->Fingerprint());
+    fs::remove_all(dir);
+  }
+}
+
+TEST(LlamaModelTest, ShardedCheckpointLoads) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok());
+  const std::string dir = TempDir("sharded");
+  TensorMap first, second;
+  nlohmann::json weight_map;
+  int i = 0;
+  for (const auto& [name, t] : model->tensors()) {
+    const std::string shard = (i++ % 2 == 0) ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    (i % 2 == 1 ? first : second)[name] = t;
+    weight_map[name] = shard;
+  }
+  ASSERT_TRUE(WriteSafetensors(dir + "/model-00001-of-00002.safetensors", first).ok());
+  ASSERT_TRUE(WriteSafetensors(dir + "/model-00002-of-00002.safetensors", second).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/model.safetensors.index.json", nlohmann::json{{"weight_map", weight_map}}.dump()).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/config.json", model->config().ToHfJson().dump()).ok());
+  auto sharded = LlamaModel::Load(dir);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  EXPECT_EQ(sharded->Fingerprint(), model->Fingerprint());
+  fs::remove_all(dir);
+}
+
+TEST(PerplexityTest, WindowsAreNonOverlappingAndRemainderDropped) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok());
+  std::vector<int> tokens(2 * 16 + 5);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 37 + 11) % 512);
+  PerplexityOptions options;
+  options.seqlen = 16;
+  options.batch_size = 1;
+  int64_t calls = 0;
+  auto result = EvaluatePerplexity(*model, tokens, options, [&](int64_t, int64_t total) { ++calls; EXPECT_EQ(total, 2); });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->windows, 2);
+  EXPECT_EQ(result->predicted_tokens, 30);
+  EXPECT_EQ(calls, 2);
+  double manual = 0;
+  for (int w = 0; w < 2; ++w) {
+    auto nll = SumNll(*model, Tokens(std::vector<int>(tokens.begin() + 16 * w, tokens.begin() + 16 * (w + 1))), ComputeOptions{});
+    ASSERT_TRUE(nll.ok());
+    manual += *nll;
+  }
+  EXPECT_NEAR(result->mean_nll, manual / 30.0, 1e-9);
+  EXPECT_NEAR(result->perplexity, std::exp(manual / 30.0), 1e-6);
+  options.seqlen = 64;
+  EXPECT_FALSE(EvaluatePerplexity(*model, tokens, options).ok());
+}
+
+}  // namespace
+}  // namespace fedprllm

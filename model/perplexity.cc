@@ -1,0 +1,65 @@
+// Windowed perplexity evaluation.
+#include "model/perplexity.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/torch_wall.h"
+
+namespace fedprllm {
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<double> SumNll(const LlamaModel& model, const at::Tensor& tokens, const ComputeOptions& compute) {
+  ASSIGN_OR_RETURN(at::Tensor logits, model.Forward(tokens, compute));
+  return TorchCall("computing NLL", [&] {
+    const int64_t seq = tokens.size(1);
+    const at::Tensor log_probs = at::log_softmax(logits.narrow(1, 0, seq - 1).to(at::kDouble), -1);
+    const at::Tensor targets = tokens.narrow(1, 1, seq - 1).to(log_probs.device(), at::kLong).unsqueeze(-1);
+    return -log_probs.gather(-1, targets).sum().item<double>();
+  });
+}
+
+absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model, const std::vector<int>& tokens,
+                                                    const PerplexityOptions& options, const ProgressCallback& progress) {
+  if (options.seqlen < 2 || options.seqlen > model.config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("seqlen ", options.seqlen, " must be in [2, ",
+                                                   model.config().max_position_embeddings, "]"));
+  }
+  if (options.batch_size < 1) return absl::InvalidArgumentError("batch_size must be >= 1");
+  int64_t windows = static_cast<int64_t>(tokens.size()) / options.seqlen;
+  if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
+  if (windows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("text has ", tokens.size(), " tokens, fewer than one window of ",
+                                                   options.seqlen));
+  }
+  double total_nll = 0;
+  for (int64_t start = 0; start < windows; start += options.batch_size) {
+    const int64_t count = std::min(options.batch_size, windows - start);
+    ASSIGN_OR_RETURN(at::Tensor batch, TorchCall("building evaluation batch", [&] {
+      return at::from_blob(const_cast<int*>(tokens.data()) + start * options.seqlen, {count, options.seqlen},
+                           at::TensorOptions().dtype(at::kInt))
+          .to(at::kLong);
+    }));
+    ASSIGN_OR_RETURN(double nll, SumNll(model, batch, options.compute));
+    total_nll += nll;
+    if (progress) progress(start + count, windows);
+  }
+  PerplexityResult result;
+  result.windows = windows;
+  result.predicted_tokens = windows * (options.seqlen - 1);
+  result.mean_nll = total_nll / static_cast<double>(result.predicted_tokens);
+  result.perplexity = std::exp(result.mean_nll);
+  return result;
+}
+
+}  // namespace fedprllm

@@ -1,0 +1,184 @@
+// safetensors reader (validating, memory-mapped) and atomic writer.
+#include "model/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/packed_mask.h"
+#include "common/status_macros.h"
+#include "model/llama_config.h"
+#include "model/torch_wall.h"
+
+namespace fedprllm {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+struct Entry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+absl::Status Corrupt(const std::string& path, absl::string_view tensor, absl::string_view what) {
+  return absl::DataLossError(tensor.empty() ? absl::StrCat(path, ": ", what)
+                                            : absl::StrCat(path, ": tensor ", tensor, ": ", what));
+}
+
+absl::StatusOr<Entry> ParseEntry(const std::string& path, const std::string& name,
+                                 const nlohmann::json& value, uint64_t data_bytes) {
+  Entry e;
+  e.name = name;
+  if (!value.is_object() || !value.contains("dtype") || !value.contains("shape") ||
+      !value.contains("data_offsets")) {
+    return Corrupt(path, name, "header entry lacks dtype, shape or data_offsets");
+  }
+  const auto& dtype = value["dtype"];
+  if (!dtype.is_string()) return Corrupt(path, name, "dtype is not a string");
+  auto parsed = DtypeFromSafetensorsName(dtype.get<std::string>());
+  if (!parsed.ok()) return Corrupt(path, name, parsed.status().message());
+  e.dtype = *parsed;
+  const auto& shape = value["shape"];
+  if (!shape.is_array()) return Corrupt(path, name, "shape is not a list");
+  uint64_t numel = 1;
+  for (const auto& d : shape) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+      return Corrupt(path, name, "shape has a non-integer or negative dimension");
+    }
+    const uint64_t dim = d.get<uint64_t>();
+    if (dim != 0 && numel > (uint64_t{1} << 48) / dim) return Corrupt(path, name, "shape is too large");
+    numel *= dim;
+    e.shape.push_back(static_cast<int64_t>(dim));
+  }
+  const auto& offsets = value["data_offsets"];
+  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+      !offsets[1].is_number_unsigned()) {
+    return Corrupt(path, name, "data_offsets is not a pair of non-negative integers");
+  }
+  e.begin = offsets[0].get<uint64_t>();
+  e.end = offsets[1].get<uint64_t>();
+  const uint64_t expected = numel * at::elementSize(e.dtype);
+  if (e.end < e.begin || e.end - e.begin != expected) {
+    return Corrupt(path, name, absl::StrCat("byte range [", e.begin, ", ", e.end, ") does not hold ",
+                                            ShapeToString(e.shape), " ", dtype.get<std::string>(),
+                                            " (", expected, " bytes)"));
+  }
+  if (e.end > data_bytes) {
+    return Corrupt(path, name, absl::StrCat("data [", e.begin, ", ", e.end, ") lies beyond the end of the file (",
+                                            data_bytes, " data bytes): truncated or corrupted"));
+  }
+  return e;
+}
+
+}  // namespace
+
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
+  ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
+  if (file->size() < 8) return Corrupt(path, "", "file is shorter than the 8-byte header length");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, file->data(), 8);  // little-endian host assumed (x86-64, aarch64)
+  if (header_len > kMaxHeaderBytes || header_len > file->size() - 8) {
+    return Corrupt(path, "", absl::StrCat("header length ", header_len, " exceeds the file (",
+                                          file->size(), " bytes)"));
+  }
+  nlohmann::json header = nlohmann::json::parse(file->data() + 8, file->data() + 8 + header_len,
+                                                nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) {
+    return Corrupt(path, "", "header is not a valid JSON object");
+  }
+  const uint64_t data_offset = 8 + header_len;
+  const uint64_t data_bytes = file->size() - data_offset;
+  std::vector<Entry> entries;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    ASSIGN_OR_RETURN(Entry e, ParseEntry(path, it.key(), it.value(), data_bytes));
+    entries.push_back(std::move(e));
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < entries.size(); ++i) {
+    if (entries[i].begin < entries[i - 1].end) {
+      return Corrupt(path, entries[i].name, absl::StrCat("data overlaps tensor ", entries[i - 1].name));
+    }
+  }
+  TensorMap tensors;
+  for (const Entry& e : entries) {
+    uint8_t* ptr = file->data() + data_offset + e.begin;
+    ASSIGN_OR_RETURN(at::Tensor t, TorchCall(absl::StrCat("viewing tensor ", e.name, " in ", path), [&] {
+      return at::from_blob(ptr, e.shape, [file](void*) {}, at::TensorOptions().dtype(e.dtype));
+    }));
+    tensors.emplace(e.name, std::move(t));
+  }
+  return tensors;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, std::min<size_t>(bytes.size() - done, 1 << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return absl::InternalError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot flush ", tmp, ": ", std::strerror(errno)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors) {
+  return TorchCall(absl::StrCat("writing ", path), [&]() -> absl::Status {
+    nlohmann::json header = nlohmann::json::object();
+    header["__metadata__"] = {{"format", "pt"}};
+    std::vector<at::Tensor> contiguous;
+    uint64_t offset = 0;
+    for (const auto& [name, tensor] : tensors) {
+      const at::ScalarType dtype = tensor.scalar_type();
+      if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
+                                                       at::toString(dtype), "; F32, F16 and BF16 can be written"));
+      }
+      at::Tensor t = tensor.to(at::kCPU).contiguous();
+      const uint64_t bytes = t.numel() * t.element_size();
+      header[name] = {{"dtype", SafetensorsDtypeName(t.scalar_type())},
+                      {"shape", t.sizes().vec()},
+                      {"data_offsets", {offset, offset + bytes}}};
+      offset += bytes;
+      contiguous.push_back(std::move(t));
+    }
+    std::string header_text = header.dump();
+    header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps tensor data 8-aligned
+    std::string out;
+    out.reserve(8 + header_text.size() + offset);
+    const uint64_t header_len = header_text.size();
+    out.append(reinterpret_cast<const char*>(&header_len), 8);
+    out.append(header_text);
+    for (const at::Tensor& t : contiguous) {
+      out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    }
+    return WriteFileAtomically(path, out);
+  });
+}
+
+}  // namespace fedprllm
