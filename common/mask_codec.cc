@@ -310,6 +310,12 @@ absl::StatusOr<PackedMask> MaskAssembler::Finish() {
     if (declared == ZSTD_CONTENTSIZE_ERROR) {
       return absl::InvalidArgumentError(label + "ZSTD_BITS payload is not a zstd frame");
     }
+    const size_t frame = ZSTD_findFrameCompressedSize(encoded.data(), encoded.size());
+    if (ZSTD_isError(frame) || frame != encoded.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label, "ZSTD_BITS payload of ", encoded.size(), " bytes is not exactly one zstd frame",
+          ZSTD_isError(frame) ? "" : absl::StrCat(" (frame ends at byte ", frame, ")")));
+    }
     if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != raw_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(label, "zstd frame declares ", declared,
                                                      " bytes of content, expected raw_bytes ",
