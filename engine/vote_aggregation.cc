@@ -1,0 +1,177 @@
+// Vote aggregation: uint16 vote counters, most-voted selection through a composite int64 key
+// (votes, tie-break priority) fed to SelectLowest, and mask application with scaling.
+#include "engine/vote_aggregation.h"
+
+#include <ATen/Parallel.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedprllm {
+namespace {
+
+uint64_t SplitMix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Fnv1a64(std::string_view text) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char c : text) h = (h ^ c) * 0x100000001B3ull;
+  return h;
+}
+
+constexpr int64_t kGrain = 1 << 16;
+
+// key[i] = (kMaxClients - votes[i]) << 32 | priority[i], so the lowest keys are the most-voted
+// weights and, among equal votes, the lowest tie-break priority (a value < 2^32).
+at::Tensor BuildKey(const VoteCounter& votes, const at::Tensor& weight,
+                    const AggregationOptions& options, std::string_view tensor_name) {
+  at::Tensor key = at::empty(votes.shape(), at::TensorOptions().dtype(at::kLong));
+  int64_t* out = key.data_ptr<int64_t>();
+  const uint16_t* counts = votes.counts().data();
+  const auto high = [counts](int64_t i) {
+    return static_cast<int64_t>(VoteCounter::kMaxClients - counts[i]) << 32;
+  };
+  if (options.tie_break == TieBreak::kSmallerMagnitude) {
+    // |W| in float32 is >= 0, so its IEEE bit pattern orders like the value (NaN last).
+    const at::Tensor magnitude = MagnitudeScore(weight).cpu().contiguous();
+    const float* mag = magnitude.data_ptr<float>();
+    at::parallel_for(0, votes.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &mag[i], sizeof(bits));
+        out[i] = high(i) | bits;
+      }
+    });
+  } else {
+    const uint64_t stream = SplitMix64(options.seed ^ SplitMix64(Fnv1a64(tensor_name)));
+    at::parallel_for(0, votes.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const uint64_t r = SplitMix64(stream + uint64_t(i + 1) * 0x9E3779B97F4A7C15ull);
+        out[i] = high(i) | static_cast<int64_t>(r >> 32);
+      }
+    });
+  }
+  return key;
+}
+
+}  // namespace
+
+VoteCounter::VoteCounter(std::vector<int64_t> shape)
+    : shape_(std::move(shape)), counts_(NumElements(shape_), 0) {}
+
+absl::Status VoteCounter::Add(const PackedMask& mask) {
+  if (mask.shape() != shape_) {
+    return absl::InvalidArgumentError(absl::StrCat("mask shape ", ShapeToString(mask.shape()),
+                                                   " does not match tensor shape ",
+                                                   ShapeToString(shape_)));
+  }
+  const int64_t n = numel();
+  if (static_cast<int64_t>(mask.bytes().size()) != (n + 7) / 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mask has ", mask.bytes().size(), " bytes, expected ", (n + 7) / 8));
+  }
+  if (num_clients_ >= kMaxClients) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("vote counter already holds the maximum of ", kMaxClients, " clients"));
+  }
+  const uint8_t* bytes = mask.bytes().data();
+  uint16_t* counts = counts_.data();
+  at::parallel_for(0, n / 8, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int j = 0; j < 8; ++j) counts[8 * b + j] += (bytes[b] >> j) & 1;
+    }
+  });
+  for (int64_t i = n / 8 * 8; i < n; ++i) counts[i] += mask.Get(i);
+  ++num_clients_;
+  return absl::OkStatus();
+}
+
+at::Tensor VoteCounter::votes() const {
+  at::Tensor out = at::empty(shape_, at::TensorOptions().dtype(at::kInt));
+  std::copy(counts_.begin(), counts_.end(), out.data_ptr<int32_t>());
+  return out;
+}
+
+absl::StatusOr<TieBreak> ParseTieBreak(std::string_view text) {
+  if (text == "magnitude") return TieBreak::kSmallerMagnitude;
+  if (text == "random") return TieBreak::kRandom;
+  return absl::InvalidArgumentError(
+      absl::StrCat("tie break must be magnitude or random; got '", std::string(text), "'"));
+}
+
+std::string_view TieBreakName(TieBreak tie_break) {
+  return tie_break == TieBreak::kRandom ? "random" : "magnitude";
+}
+
+absl::StatusOr<PackedMask> ChooseMask(const VoteCounter& votes, const at::Tensor& weight,
+                                      const AggregationOptions& options,
+                                      std::string_view tensor_name) {
+  const std::string name(tensor_name);  // for StrCat: absl::string_view != std::string_view here
+  if (absl::Status s = options.pattern.Validate(); !s.ok()) return s;
+  if (weight.sizes().vec() != votes.shape()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': weight shape ", ShapeToString(weight.sizes().vec()),
+                     " does not match vote shape ", ShapeToString(votes.shape())));
+  }
+  if (absl::Status s = options.pattern.CheckShape(votes.shape()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': ", s.message()));
+  }
+  if (!options.pattern.structured() && options.group != ComparisonGroup::kLayer &&
+      weight.dim() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': ", std::string(ComparisonGroupName(options.group)),
+                     " groups need a 2-D weight, got ", ShapeToString(votes.shape())));
+  }
+  try {
+    const at::Tensor key = BuildKey(votes, weight, options, tensor_name);
+    return ToPackedMask(SelectLowest(key, options.group, options.pattern));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("choosing the mask of tensor '", name,
+                                            "' failed: ", e.what_without_backtrace()));
+  }
+}
+
+at::Tensor ApplyDecision(const at::Tensor& weight, const PackedMask& mask,
+                         const VoteCounter* votes_for_scaling) {
+  TORCH_CHECK(weight.sizes().vec() == mask.shape(), "ApplyDecision: weight ", weight.sizes(),
+              " does not match mask ", ShapeToString(mask.shape()));
+  if (votes_for_scaling == nullptr || votes_for_scaling->num_clients() == 0) {
+    return weight.masked_fill(FromPackedMask(mask).to(weight.device()), 0);
+  }
+  TORCH_CHECK(votes_for_scaling->shape() == mask.shape(), "ApplyDecision: vote shape ",
+              ShapeToString(votes_for_scaling->shape()), " does not match mask");
+  // One pass: out = pruned ? +0 : T(w * ((clients - votes) / clients)), the scale in float32.
+  const at::Tensor in = weight.cpu().contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int clients = votes_for_scaling->num_clients();
+  std::vector<float> scale_of(clients + 1);  // indexed by vote count
+  for (int v = 0; v <= clients; ++v) {
+    scale_of[v] = static_cast<float>(clients - v) / static_cast<float>(clients);
+  }
+  const uint16_t* counts = votes_for_scaling->counts().data();
+  const uint8_t* bits = mask.bytes().data();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "ApplyDecision", [&] {
+    using Acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const scalar_t* w = in.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, in.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float scale = scale_of[counts[i]];
+        o[i] = ((bits[i >> 3] >> (i & 7)) & 1) ? scalar_t(0)
+                                               : scalar_t(static_cast<Acc>(w[i]) * Acc(scale));
+      }
+    });
+  });
+  return out.to(weight.device());
+}
+
+at::Tensor VoteHistogram(const VoteCounter& votes) {
+  return at::bincount(votes.votes().view({-1}), {}, votes.num_clients() + 1);
+}
+
+}  // namespace fedprllm

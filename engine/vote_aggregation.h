@@ -1,0 +1,103 @@
+// Server-side mask aggregation: count client prune votes per weight, choose the global mask
+// (most-voted weights per comparison group), and apply it with optional weight scaling.
+// Results depend only on the multiset of client masks, never on arrival order.
+//
+//   VoteCounter votes({4096, 11008});
+//   for (const PackedMask& m : client_masks) RETURN_IF_ERROR(votes.Add(m));
+//   ASSIGN_OR_RETURN(PackedMask global, ChooseMask(votes, weight, options, "layers.0.mlp.up"));
+//   at::Tensor pruned = ApplyDecision(weight, global, options.weight_scaling ? &votes : nullptr);
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/packed_mask.h"
+#include "engine/mask_selection.h"
+
+namespace fedprllm {
+
+// Prune-vote counters for one tensor: one uint16 per weight (2 bytes per parameter).
+// Not thread-safe; Add calls must be serialized by the caller.
+class VoteCounter {
+ public:
+  static constexpr int kMaxClients = 65535;
+
+  // All counters zero, no clients. `shape` is the tensor's shape.
+  explicit VoteCounter(std::vector<int64_t> shape);
+
+  // Adds one client's mask (bit set = that client prunes the weight). Fails without changing
+  // state if the mask's shape or byte count does not match, or if kMaxClients masks were
+  // already added. Padding bits are ignored.
+  absl::Status Add(const PackedMask& mask);
+
+  int num_clients() const { return num_clients_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t numel() const { return static_cast<int64_t>(counts_.size()); }
+  // Per-weight vote counts (0..num_clients) as a new int32 tensor of shape().
+  at::Tensor votes() const;
+  // Raw counters, row-major, one per weight.
+  const std::vector<uint16_t>& counts() const { return counts_; }
+
+ private:
+  std::vector<int64_t> shape_;
+  std::vector<uint16_t> counts_;
+  int num_clients_ = 0;
+};
+
+// Order among weights with equal vote counts at the selection boundary.
+enum class TieBreak {
+  // Smaller |W| is pruned first, then the lower row-major flat index.
+  kSmallerMagnitude,
+  // A seeded pseudo-random order (see ChooseMask), then the lower flat index.
+  kRandom,
+};
+// "magnitude" | "random".
+absl::StatusOr<TieBreak> ParseTieBreak(std::string_view text);
+std::string_view TieBreakName(TieBreak tie_break);
+
+struct AggregationOptions {
+  // Which weights compete for pruning. Ignored for N:M patterns. Default: kLayer.
+  ComparisonGroup group = ComparisonGroup::kLayer;
+  // How many weights to prune per group. Default: unstructured 50%.
+  SparsityPattern pattern;
+  // Order among equal vote counts. Default: kSmallerMagnitude.
+  TieBreak tie_break = TieBreak::kSmallerMagnitude;
+  // Seed of the kRandom order. Default: 0.
+  uint64_t seed = 0;
+  // Scale kept weights by the fraction of clients that kept them (see ApplyDecision).
+  // Default: false.
+  bool weight_scaling = false;
+};
+
+// Chooses the global mask for one tensor: in each group (matrix, row or column) exactly
+// NumToPrune(group_size, sparsity) weights with the MOST votes are pruned; for N:M, the n
+// most-voted of every run of m consecutive elements in a row. Ties per options.tie_break.
+// kRandom priority of flat index i (lower = pruned first):
+//   stream = SplitMix64(seed ^ SplitMix64(FNV-1a-64(tensor_name)))
+//   priority(i) = SplitMix64(stream + (i + 1) * 0x9E3779B97F4A7C15) >> 32
+// where SplitMix64(z) is the splitmix64 output finalizer; identical on every platform.
+// Fails if the options are invalid or weight's shape differs from the counter's.
+absl::StatusOr<PackedMask> ChooseMask(const VoteCounter& votes, const at::Tensor& weight,
+                                      const AggregationOptions& options,
+                                      std::string_view tensor_name);
+
+// Returns weight with pruned entries zeroed, in weight's dtype. If votes_for_scaling is not
+// null (and has at least one client), each kept weight is also multiplied by
+// (num_clients - votes) / num_clients, computed in float32 and cast once; a kept weight that
+// every client pruned therefore becomes 0. Pruned entries are +0. With scaling, weight must be
+// floating point; the work is done on CPU and the result returned on weight's device.
+// Preconditions (violations throw c10::Error): the mask's and the counter's shapes equal
+// weight's.
+at::Tensor ApplyDecision(const at::Tensor& weight, const PackedMask& mask,
+                         const VoteCounter* votes_for_scaling);
+
+// int64 tensor of num_clients + 1 entries: entry v = number of weights with exactly v votes.
+at::Tensor VoteHistogram(const VoteCounter& votes);
+
+}  // namespace fedprllm
