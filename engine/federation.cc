@@ -1,0 +1,206 @@
+// GlobalPruner (server-side vote aggregation over the global model) and the in-process
+// federation used by the simulator and by the networked run's reference test.
+#include "engine/federation.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/torch_wall.h"
+
+namespace fedprllm {
+
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view text) {
+  if (text == "one-shot") return Strategy::kOneShot;
+  if (text == "iterative") return Strategy::kIterative;
+  return absl::InvalidArgumentError(absl::StrCat("strategy \"", text, "\": expected one-shot or iterative"));
+}
+
+std::string StrategyName(Strategy strategy) { return strategy == Strategy::kOneShot ? "one-shot" : "iterative"; }
+
+absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const TensorDecision& decision) {
+  if (weight.sizes().vec() != decision.mask.shape()) {
+    return absl::InvalidArgumentError(absl::StrCat("decision for ", decision.name, " has shape ",
+                                                   ShapeToString(decision.mask.shape()), ", weight has ",
+                                                   ShapeToString(weight.sizes().vec())));
+  }
+  return TorchCall(absl::StrCat("applying the decision for ", decision.name), [&] {
+    const at::Tensor pruned = FromPackedMask(decision.mask).reshape(weight.sizes()).to(weight.device());
+    if (!decision.scale.defined()) return weight.masked_fill(pruned, 0);
+    TORCH_CHECK(decision.scale.sizes() == weight.sizes(), "scale shape does not match the weight");
+    return weight.to(at::kFloat)
+        .mul(decision.scale.to(weight.device(), at::kFloat))
+        .masked_fill_(pruned, 0)
+        .to(weight.scalar_type());
+  });
+}
+
+GlobalPruner::GlobalPruner(LlamaModel model, AggregationOptions options)
+    : model_(std::move(model)), options_(std::move(options)) {
+  report_["rounds"] = nlohmann::json::array();
+  report_["tensors"] = nlohmann::json::object();
+}
+
+absl::Status GlobalPruner::OpenRound(int64_t round, std::vector<int64_t> layers) {
+  if (round <= round_) return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not after round ", round_));
+  votes_.clear();
+  clients_.clear();
+  for (int64_t layer : layers) {
+    if (layer < 0 || layer >= model_.config().num_hidden_layers) {
+      return absl::OutOfRangeError(absl::StrCat("round ", round, ": no decoder layer ", layer));
+    }
+    for (const char* linear : kLinearNames) {
+      const std::string name = LayerTensorName(layer, linear);
+      votes_.emplace(name, VoteCounter(model_.tensors().at(name).sizes().vec()));
+    }
+  }
+  round_ = round;
+  layers_ = std::move(layers);
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> GlobalPruner::ExpectedTensors() const {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (int64_t layer : layers_) {
+    for (const char* linear : kLinearNames) {
+      const std::string name = LayerTensorName(layer, linear);
+      out.emplace_back(name, votes_.at(name).shape());
+    }
+  }
+  return out;
+}
+
+int GlobalPruner::num_clients_in_round() const { return static_cast<int>(clients_.size()); }
+
+absl::Status GlobalPruner::AddClient(const std::string& client_id, const std::map<std::string, PackedMask>& masks) {
+  if (std::find(clients_.begin(), clients_.end(), client_id) != clients_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat("client ", client_id, " is already counted in round ", round_));
+  }
+  for (const auto& [name, mask] : masks) {
+    if (votes_.find(name) == votes_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("client ", client_id, " sent a mask for ", name,
+                                                     ", which round ", round_, " does not aggregate"));
+    }
+  }
+  for (const auto& [name, counter] : votes_) {
+    auto it = masks.find(name);
+    if (it == masks.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("client ", client_id, " sent no mask for ", name));
+    }
+    if (it->second.shape() != counter.shape()) {
+      return absl::InvalidArgumentError(absl::StrCat("client ", client_id, ": mask for ", name, " has shape ",
+                                                     ShapeToString(it->second.shape()), ", expected ",
+                                                     ShapeToString(counter.shape())));
+    }
+    if (counter.num_clients() >= VoteCounter::kMaxClients) {
+      return absl::ResourceExhaustedError("vote counters are full (65,535 clients)");
+    }
+  }
+  // Validated above, so every Add succeeds and the update is all-or-nothing.
+  for (auto& [name, counter] : votes_) RETURN_IF_ERROR(counter.Add(masks.at(name)));
+  clients_.push_back(client_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
+  if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
+  RoundDecision decisions;
+  for (const auto& [name, counter] : votes_) {
+    const at::Tensor weight = model_.tensors().at(name);
+    TensorDecision decision;
+    decision.name = name;
+    ASSIGN_OR_RETURN(decision.mask, ChooseMask(counter, weight, options_, name));
+    if (options_.weight_scaling) {
+      ASSIGN_OR_RETURN(decision.scale, TorchCall("computing keep fractions", [&] {
+        const float clients = static_cast<float>(counter.num_clients());
+        return counter.votes().to(at::kFloat).neg().add(clients).div(clients).reshape(weight.sizes());
+      }));
+    }
+    ASSIGN_OR_RETURN(at::Tensor pruned, ApplyTensorDecision(weight, decision));
+    RETURN_IF_ERROR(model_.SetTensor(name, pruned));
+    ASSIGN_OR_RETURN(at::Tensor histogram, TorchCall("vote histogram", [&] { return VoteHistogram(counter); }));
+    const at::Tensor h = histogram.to(at::kLong).contiguous();
+    report_["tensors"][name] = {
+        {"shape", counter.shape()},
+        {"pruned", decision.mask.CountOnes()},
+        {"sparsity", static_cast<double>(decision.mask.CountOnes()) / static_cast<double>(decision.mask.numel())},
+        {"vote_histogram", std::vector<int64_t>(h.data_ptr<int64_t>(), h.data_ptr<int64_t>() + h.numel())},
+        {"round", round_}};
+    decisions.push_back(std::move(decision));
+  }
+  report_["rounds"].push_back({{"round", round_}, {"layers", layers_}, {"clients", clients_}});
+  return decisions;
+}
+
+namespace {
+
+std::map<std::string, PackedMask> ToMap(const LayerMasks& masks) {
+  return std::map<std::string, PackedMask>(masks.begin(), masks.end());
+}
+
+std::vector<int64_t> AllLayers(const LlamaModel& model) {
+  std::vector<int64_t> layers(model.config().num_hidden_layers);
+  for (size_t i = 0; i < layers.size(); ++i) layers[i] = static_cast<int64_t>(i);
+  return layers;
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaModel> AggregateOneShot(const LlamaModel& base,
+                                            const std::vector<std::vector<LayerMasks>>& client_masks,
+                                            const AggregationOptions& options, nlohmann::json* report) {
+  GlobalPruner pruner(base, options);
+  RETURN_IF_ERROR(pruner.OpenRound(0, AllLayers(base)));
+  for (size_t c = 0; c < client_masks.size(); ++c) {
+    std::map<std::string, PackedMask> all;
+    for (const LayerMasks& layer : client_masks[c]) all.insert(layer.begin(), layer.end());
+    RETURN_IF_ERROR(pruner.AddClient(absl::StrCat("client-", c), all));
+  }
+  RETURN_IF_ERROR(pruner.CloseRound().status());
+  if (report != nullptr) *report = pruner.report();
+  return pruner.model();
+}
+
+absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const std::vector<at::Tensor>& client_samples,
+                                                  const FederationOptions& options,
+                                                  const std::function<void(const std::string&)>& progress,
+                                                  nlohmann::json* report) {
+  if (client_samples.empty()) return absl::InvalidArgumentError("a federation needs at least one client");
+  auto say = [&](const std::string& line) { if (progress) progress(line); };
+  if (options.strategy == Strategy::kOneShot) {
+    std::vector<std::vector<LayerMasks>> client_masks;
+    for (size_t c = 0; c < client_samples.size(); ++c) {
+      ASSIGN_OR_RETURN(LocalPruneResult local, PruneLocally(base, client_samples[c], options.local));
+      client_masks.push_back(std::move(local.masks));
+      say(absl::StrCat("client ", c, " computed its masks"));
+    }
+    return AggregateOneShot(base, client_masks, options.aggregation, report);
+  }
+  GlobalPruner pruner(base, options.aggregation);
+  std::vector<SiteSession> sites;
+  for (const at::Tensor& samples : client_samples) {
+    ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(base, samples, options.local));
+    sites.push_back(std::move(site));
+  }
+  for (int64_t layer = 0; layer < base.config().num_hidden_layers; ++layer) {
+    RETURN_IF_ERROR(pruner.OpenRound(layer, {layer}));
+    for (size_t c = 0; c < sites.size(); ++c) {
+      ASSIGN_OR_RETURN(LayerMasks masks, sites[c].ComputeMasks());
+      RETURN_IF_ERROR(pruner.AddClient(absl::StrCat("client-", c), ToMap(masks)));
+    }
+    ASSIGN_OR_RETURN(RoundDecision decision, pruner.CloseRound());
+    std::map<std::string, const TensorDecision*> by_name;
+    for (const TensorDecision& d : decision) by_name[d.name] = &d;
+    for (SiteSession& site : sites) {
+      LayerLinears linears;
+      for (int k = 0; k < kNumLinears; ++k) {
+        const std::string name = LayerTensorName(layer, kLinearNames[k]);
+        ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(base.tensors().at(name), *by_name.at(name)));
+      }
+      RETURN_IF_ERROR(site.Advance(linears));
+    }
+    say(absl::StrCat("layer ", layer, " aggregated"));
+  }
+  if (report != nullptr) *report = pruner.report();
+  return pruner.model();
+}
+
+}  // namespace fedprllm
