@@ -1,0 +1,622 @@
+// FedPrLLM simulation: baselines, federated rows, table formatting and the sparsity sweep.
+#include "sim/simulation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "engine/prune_job.h"
+#include "model/perplexity.h"
+#include "model/torch_wall.h"
+
+namespace fedprllm {
+namespace {
+
+// Splits "name=rest@part" into its pieces.
+absl::Status ParseNamedSpec(const std::string& spec, const char* what, std::string* name, std::string* rest,
+                            TextPart* part) {
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " \"", spec, "\": expected name=path[:fields][@first-half|@second-half]"));
+  }
+  *name = spec.substr(0, eq);
+  *rest = spec.substr(eq + 1);
+  *part = TextPart::kWhole;
+  const size_t at = rest->rfind('@');
+  if (at != std::string::npos) {
+    const std::string selector = rest->substr(at + 1);
+    if (selector == "first-half") {
+      *part = TextPart::kFirstHalf;
+    } else if (selector == "second-half") {
+      *part = TextPart::kSecondHalf;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(what, " \"", spec, "\": unknown part \"", selector,
+                                                     "\" (expected first-half or second-half)"));
+    }
+    rest->resize(at);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadPart(const std::vector<CalibrationSource>& sources, TextPart part) {
+  ASSIGN_OR_RETURN(std::string text, ReadCalibrationText(sources));
+  if (part == TextPart::kWhole) return text;
+  auto halves = SplitHalves(text);
+  return part == TextPart::kFirstHalf ? halves.first : halves.second;
+}
+
+// Perplexity of each distinct model on every evaluation text, cached by model fingerprint.
+class Evaluator {
+ public:
+  Evaluator(std::vector<std::vector<int>> texts, PerplexityOptions options)
+      : texts_(std::move(texts)), options_(options) {}
+
+  absl::StatusOr<std::vector<double>> Evaluate(const LlamaModel& model) {
+    const std::string key = model.Fingerprint();
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    std::vector<double> ppl;
+    for (const std::vector<int>& tokens : texts_) {
+      ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(model, tokens, options_));
+      ppl.push_back(r.perplexity);
+    }
+    ++evaluated_;
+    cache_.emplace(key, ppl);
+    return ppl;
+  }
+  int64_t evaluated() const { return evaluated_; }
+
+ private:
+  std::vector<std::vector<int>> texts_;
+  PerplexityOptions options_;
+  std::map<std::string, std::vector<double>> cache_;
+  int64_t evaluated_ = 0;
+};
+
+// Rows in first-added order, merged by their identifying fields.
+class RowBook {
+ public:
+  explicit RowBook(std::vector<std::string> eval_names) : eval_names_(std::move(eval_names)) {}
+  void Add(const SimRow& id, const std::vector<double>& ppl) {
+    const std::string key = absl::StrCat(id.calibration, "|", id.pattern, "|", id.clients, "|", id.method, "|",
+                                         id.strategy, "|", id.group, "|", id.scaling, "|", id.tie_break);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      it = index_.emplace(key, rows_.size()).first;
+      rows_.push_back(id);
+      rows_.back().ppl.clear();
+    }
+    for (size_t e = 0; e < eval_names_.size(); ++e) rows_[it->second].ppl[eval_names_[e]].values.push_back(ppl[e]);
+  }
+  std::vector<SimRow> Take() { return std::move(rows_); }
+
+ private:
+  std::vector<std::string> eval_names_;
+  std::map<std::string, size_t> index_;
+  std::vector<SimRow> rows_;
+};
+
+struct PreparedCalibration {
+  std::vector<int> pooled;                 // tokens of the whole set (even split)
+  std::vector<std::vector<int>> per_file;  // tokens per source (by-file split)
+};
+
+absl::StatusOr<PreparedCalibration> PrepareCalibration(const CalibrationSet& set, const Tokenizer& tokenizer,
+                                                       SplitMode split) {
+  PreparedCalibration out;
+  if (split == SplitMode::kEven) {
+    ASSIGN_OR_RETURN(std::string text, ReadPart(set.sources, set.part));
+    ASSIGN_OR_RETURN(out.pooled, tokenizer.Encode(text, true));
+  } else {
+    for (const CalibrationSource& source : set.sources) {
+      ASSIGN_OR_RETURN(std::string text, ReadPart({source}, set.part));
+      ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, true));
+      out.per_file.push_back(std::move(tokens));
+    }
+  }
+  return out;
+}
+
+// The pooled windows and each client's share for one seed and client count.
+absl::StatusOr<std::pair<at::Tensor, std::vector<at::Tensor>>> DrawClientSamples(const SimSettings& s,
+                                                                                  const PreparedCalibration& calib,
+                                                                                  int clients, uint64_t seed) {
+  if (s.split == SplitMode::kEven) {
+    ASSIGN_OR_RETURN(at::Tensor pooled, SampleWindows(calib.pooled, {s.nsamples, s.seqlen, seed}));
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> split, EvenSplit(pooled, clients, seed));
+    return std::make_pair(pooled, split);
+  }
+  std::vector<at::Tensor> split;
+  for (const std::vector<int>& tokens : calib.per_file) {
+    ASSIGN_OR_RETURN(at::Tensor samples,
+                     SampleWindows(tokens, {s.nsamples / static_cast<int64_t>(calib.per_file.size()), s.seqlen, seed}));
+    split.push_back(samples);
+  }
+  ASSIGN_OR_RETURN(at::Tensor pooled, TorchCall("pooling client samples", [&] { return at::cat(split, 0); }));
+  return std::make_pair(pooled, split);
+}
+
+std::vector<int> ClientCounts(const SimSettings& s) {
+  if (s.split == SplitMode::kByFile) return {static_cast<int>(s.calibrations.front().sources.size())};
+  return s.clients;
+}
+
+std::string Cell(const CellValues& v) {
+  if (v.values.empty()) return "";
+  if (v.values.size() == 1) return absl::StrFormat("%.2f", v.mean());
+  return absl::StrFormat("%.2f [%.2f, %.2f]", v.mean(), v.min(), v.max());
+}
+
+std::string PatternLabel(const SparsityPattern& p) {
+  return p.structured() ? p.ToString() : absl::StrFormat("unstructured %g%%", p.sparsity * 100);
+}
+
+}  // namespace
+
+absl::StatusOr<CalibrationSet> ParseCalibrationSet(const std::string& spec) {
+  CalibrationSet set;
+  std::string rest;
+  RETURN_IF_ERROR(ParseNamedSpec(spec, "calibration set", &set.name, &rest, &set.part));
+  // Several files of one set are separated by '|' (each a by-file client).
+  size_t start = 0;
+  while (true) {
+    const size_t bar = rest.find('|', start);
+    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(rest.substr(start, bar - start)));
+    set.sources.push_back(std::move(source));
+    if (bar == std::string::npos) break;
+    start = bar + 1;
+  }
+  return set;
+}
+
+absl::StatusOr<EvalText> ParseEvalText(const std::string& spec) {
+  EvalText eval;
+  std::string rest;
+  RETURN_IF_ERROR(ParseNamedSpec(spec, "evaluation text", &eval.name, &rest, &eval.part));
+  ASSIGN_OR_RETURN(eval.source, ParseCalibrationSource(rest));
+  return eval;
+}
+
+absl::StatusOr<SplitMode> ParseSplitMode(absl::string_view text) {
+  if (text == "even") return SplitMode::kEven;
+  if (text == "by-file") return SplitMode::kByFile;
+  return absl::InvalidArgumentError(absl::StrCat("split \"", text, "\": expected even or by-file"));
+}
+
+absl::Status SimSettings::Validate() const {
+  if (model_path.empty()) return absl::InvalidArgumentError("model: required");
+  if (calibrations.empty()) return absl::InvalidArgumentError("calibration: at least one set is required");
+  if (evals.empty()) return absl::InvalidArgumentError("eval: at least one text is required");
+  if (seeds.empty()) return absl::InvalidArgumentError("seeds: at least one is required");
+  if (patterns.empty()) return absl::InvalidArgumentError("patterns: at least one is required");
+  if (nsamples < 1) return absl::InvalidArgumentError("nsamples: must be >= 1");
+  if (seqlen < 2) return absl::InvalidArgumentError("seqlen: must be >= 2");
+  if (eval_seqlen < 2) return absl::InvalidArgumentError("eval_seqlen: must be >= 2");
+  if (eval_max_windows < 0) return absl::InvalidArgumentError("eval_max_windows: must be >= 0");
+  for (const SparsityPattern& p : patterns) RETURN_IF_ERROR(p.Validate());
+  if (split == SplitMode::kEven) {
+    if (clients.empty()) return absl::InvalidArgumentError("clients: at least one count is required");
+    for (int c : clients) {
+      if (c < 1 || nsamples % c != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("clients: ", c, " does not divide nsamples ", nsamples));
+      }
+    }
+  } else {
+    for (const CalibrationSet& set : calibrations) {
+      if (set.sources.size() != calibrations.front().sources.size() ||
+          nsamples % static_cast<int64_t>(set.sources.size()) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("split by-file: set ", set.name, " has ", set.sources.size(),
+                                                       " files; every set needs the same count, dividing nsamples"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+double CellValues::mean() const {
+  return values.empty() ? NAN : std::accumulate(values.begin(), values.end(), 0.0) / values.size();
+}
+double CellValues::min() const { return values.empty() ? NAN : *std::min_element(values.begin(), values.end()); }
+double CellValues::max() const { return values.empty() ? NAN : *std::max_element(values.begin(), values.end()); }
+
+std::string SimRow::Label() const {
+  if (method == "dense") return "Dense";
+  if (method == "magnitude") return "Magnitude";
+  if (method == "centralized-wanda") return "Centralized Wanda (all samples)";
+  if (method == "local-only") return "Local-only Wanda";
+  return absl::StrCat("FedPrLLM ", strategy, ", ", group, ", ", scaling ? "scaling" : "no scaling", ", tie: ",
+                      tie_break);
+}
+
+absl::StatusOr<std::vector<at::Tensor>> EvenSplit(const at::Tensor& pooled, int clients, uint64_t seed) {
+  if (pooled.dim() != 2) return absl::InvalidArgumentError("pooled samples must be [n, seqlen]");
+  const int64_t n = pooled.size(0);
+  if (clients < 1 || n % clients != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(clients, " clients do not evenly divide ", n, " samples"));
+  }
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  uint64_t state = seed ^ 0x5EED5EED5EED5EEDull;  // a stream apart from the window draw's
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = static_cast<int64_t>(SplitMix64(&state) % static_cast<uint64_t>(i + 1));
+    std::swap(order[i], order[j]);
+  }
+  const int64_t per = n / clients;
+  return TorchCall("splitting samples", [&] {
+    std::vector<at::Tensor> out;
+    for (int c = 0; c < clients; ++c) {
+      std::vector<int64_t> rows(order.begin() + c * per, order.begin() + (c + 1) * per);
+      out.push_back(pooled.index_select(0, at::tensor(rows, at::kLong)).contiguous());
+    }
+    return out;
+  });
+}
+
+LocalPruneOptions ClientPruneOptions(const SparsityPattern& pattern, const ComputeOptions& compute) {
+  LocalPruneOptions local;
+  local.pattern = pattern;
+  local.metric = PruneMetric::kWanda;
+  local.group = ComparisonGroup::kRow;
+  local.compute = compute;
+  return local;
+}
+
+absl::StatusOr<std::vector<std::vector<LayerMasks>>> ComputeClientMasks(const LlamaModel& base,
+                                                                        const std::vector<at::Tensor>& client_samples,
+                                                                        const LocalPruneOptions& local) {
+  std::vector<std::vector<LayerMasks>> masks;
+  for (const at::Tensor& samples : client_samples) {
+    ASSIGN_OR_RETURN(LocalPruneResult result, PruneLocally(base, samples, local));
+    masks.push_back(std::move(result.masks));
+  }
+  return masks;
+}
+
+absl::StatusOr<LlamaModel> LocalOnlyModel(const LlamaModel& base, const std::vector<LayerMasks>& masks,
+                                          const SparsityPattern& pattern) {
+  // One client's votes are 0/1 with exactly the pattern's count per row (or N:M run), so
+  // row-group aggregation returns its own masks unchanged.
+  AggregationOptions options;
+  options.group = ComparisonGroup::kRow;
+  options.pattern = pattern;
+  return AggregateOneShot(base, {masks}, options);
+}
+
+absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) {
+  RETURN_IF_ERROR(s.Validate());
+  auto say = [&](const std::string& line) { if (log) log(line); };
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
+  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+
+  SimTable table;
+  std::vector<std::vector<int>> eval_tokens;
+  for (const EvalText& e : s.evals) {
+    ASSIGN_OR_RETURN(std::string text, ReadPart({e.source}, e.part));
+    ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, true));
+    table.eval_names.push_back(e.name);
+    eval_tokens.push_back(std::move(tokens));
+  }
+  PerplexityOptions eval_options;
+  eval_options.seqlen = s.eval_seqlen;
+  eval_options.max_windows = s.eval_max_windows;
+  eval_options.compute = s.compute;
+  Evaluator evaluator(std::move(eval_tokens), eval_options);
+  RowBook book(table.eval_names);
+  const bool one_shot = std::find(s.strategies.begin(), s.strategies.end(), Strategy::kOneShot) != s.strategies.end();
+  const bool iterative =
+      std::find(s.strategies.begin(), s.strategies.end(), Strategy::kIterative) != s.strategies.end();
+
+  for (const CalibrationSet& set : s.calibrations) {
+    ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(set, tokenizer, s.split));
+    for (const SparsityPattern& pattern : s.patterns) {
+      const std::string plabel = PatternLabel(pattern);
+      auto id = [&](int clients, const std::string& method) {
+        SimRow row;
+        row.calibration = set.name;
+        row.pattern = plabel;
+        row.clients = clients;
+        row.method = method;
+        return row;
+      };
+      ASSIGN_OR_RETURN(std::vector<double> dense, evaluator.Evaluate(base));
+      book.Add(id(0, "dense"), dense);
+      const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
+      for (size_t si = 0; si < s.seeds.size(); ++si) {
+        const uint64_t seed = s.seeds[si];
+        const std::vector<int> client_counts = ClientCounts(s);
+        ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, client_counts.front(), seed));
+        const at::Tensor pooled = drawn.first;
+        if (si == 0) {
+          LocalPruneOptions magnitude = local;
+          magnitude.metric = PruneMetric::kMagnitude;
+          ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, magnitude, nullptr));
+          ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+          book.Add(id(0, "magnitude"), ppl);
+        }
+        {
+          ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, local, nullptr));
+          ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+          book.Add(id(0, "centralized-wanda"), ppl);
+        }
+        for (int clients : client_counts) {
+          ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, seed));
+          const std::vector<at::Tensor>& split = split_draw.second;
+          ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, split, local));
+          for (const auto& client : masks) {
+            ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, client, pattern));
+            ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+            book.Add(id(clients, "local-only"), ppl);
+          }
+          for (TieBreak tie : s.tie_breaks) {
+            if (one_shot) {
+              for (ComparisonGroup group : s.groups) {
+                // N:M aggregation ignores the comparison group: one row stands for all.
+                if (pattern.structured() && group != s.groups.front()) continue;
+                for (bool scaling : s.scalings) {
+                  AggregationOptions agg;
+                  agg.group = group;
+                  agg.pattern = pattern;
+                  agg.tie_break = tie;
+                  agg.seed = seed;
+                  agg.weight_scaling = scaling;
+                  ASSIGN_OR_RETURN(LlamaModel m, AggregateOneShot(base, masks, agg));
+                  ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+                  SimRow row = id(clients, "fedprllm");
+                  row.strategy = "one-shot";
+                  row.group = pattern.structured() ? "any (N:M)" : std::string(ComparisonGroupName(group));
+                  row.scaling = scaling;
+                  row.tie_break = std::string(TieBreakName(tie));
+                  book.Add(row, ppl);
+                }
+              }
+            }
+            if (iterative) {
+              FederationOptions fed;
+              fed.strategy = Strategy::kIterative;
+              fed.aggregation.group = ComparisonGroup::kLayer;
+              fed.aggregation.pattern = pattern;
+              fed.aggregation.tie_break = tie;
+              fed.aggregation.seed = seed;
+              fed.local = local;
+              ASSIGN_OR_RETURN(LlamaModel m, RunInProcessFederation(base, split, fed));
+              ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+              SimRow row = id(clients, "fedprllm");
+              row.strategy = "iterative";
+              row.group = pattern.structured() ? "any (N:M)" : "layer";
+              row.tie_break = std::string(TieBreakName(tie));
+              book.Add(row, ppl);
+            }
+          }
+          say(absl::StrFormat("%s %s seed %d: %d clients done (%d models evaluated, %.0fs)", set.name, plabel, seed,
+                              clients, evaluator.evaluated(),
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+        }
+      }
+    }
+  }
+  table.rows = book.Take();
+  table.models_evaluated = evaluator.evaluated();
+  table.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return table;
+}
+
+std::string FormatMarkdown(const SimSettings& s, const SimTable& table) {
+  std::ostringstream out;
+  std::string current_section;
+  for (const SimRow& row : table.rows) {
+    const std::string section = absl::StrCat(row.calibration, "|", row.pattern);
+    if (section != current_section) {
+      current_section = section;
+      out << "\n### Calibration: " << row.calibration << ", " << row.pattern << "\n\n";
+      out << "| Method | Clients |";
+      for (const std::string& e : table.eval_names) out << " " << e << " |";
+      out << "\n|---|---|";
+      for (size_t i = 0; i < table.eval_names.size(); ++i) out << "---|";
+      out << "\n";
+    }
+    out << "| " << row.Label() << " | " << (row.clients == 0 ? std::string("—") : std::to_string(row.clients)) << " |";
+    for (const std::string& e : table.eval_names) {
+      auto it = row.ppl.find(e);
+      out << " " << (it == row.ppl.end() ? std::string() : Cell(it->second)) << " |";
+    }
+    out << "\n";
+  }
+  (void)s;
+  return out.str();
+}
+
+std::string FormatCsv(const SimTable& table) {
+  std::ostringstream out;
+  out << "calibration,pattern,clients,method,strategy,group,scaling,tie_break,eval,mean,min,max,runs\n";
+  for (const SimRow& row : table.rows) {
+    for (const std::string& e : table.eval_names) {
+      auto it = row.ppl.find(e);
+      if (it == row.ppl.end()) continue;
+      out << row.calibration << "," << row.pattern << "," << row.clients << "," << row.method << "," << row.strategy
+          << "," << row.group << "," << (row.method == "fedprllm" ? (row.scaling ? "yes" : "no") : "") << ","
+          << row.tie_break << "," << e << ","
+          << absl::StrFormat("%.4f,%.4f,%.4f,%d", it->second.mean(), it->second.min(), it->second.max(),
+                             it->second.values.size())
+          << "\n";
+    }
+  }
+  return out.str();
+}
+
+std::string FormatFindings(const SimTable& table) {
+  auto find = [&](const SimRow& like, const std::string& method, const std::string& strategy, const std::string& group,
+                  bool scaling, const std::string& tie) -> const SimRow* {
+    for (const SimRow& r : table.rows) {
+      if (r.calibration == like.calibration && r.pattern == like.pattern && r.method == method &&
+          (method == "centralized-wanda" || r.clients == like.clients) && r.strategy == strategy &&
+          r.group == group && r.scaling == scaling && r.tie_break == tie) {
+        return &r;
+      }
+    }
+    return nullptr;
+  };
+  // One-shot (magnitude tie-break) vs centralized; scaling vs none; random vs magnitude tie.
+  int within = 0, settings = 0, scaling_worse = 0, scaling_pairs = 0, magnitude_wins = 0, tie_pairs = 0;
+  double gap_min = 1e9, gap_max = -1e9, scale_change_sum = 0, tie_change_sum = 0;
+  for (const SimRow& r : table.rows) {
+    if (r.method != "fedprllm" || r.strategy != "one-shot") continue;
+    for (const std::string& e : table.eval_names) {
+      const double v = r.ppl.at(e).mean();
+      if (!r.scaling && r.tie_break == "magnitude" && (r.group == "layer" || r.group == "any (N:M)")) {
+        const SimRow* c = find(r, "centralized-wanda", "", "", false, "");
+        if (c != nullptr) {
+          const double gap = v / c->ppl.at(e).mean() - 1;
+          gap_min = std::min(gap_min, gap);
+          gap_max = std::max(gap_max, gap);
+          ++settings;
+          if (std::abs(gap) <= 0.01) ++within;
+        }
+      }
+      if (r.scaling) {
+        const SimRow* u = find(r, "fedprllm", "one-shot", r.group, false, r.tie_break);
+        if (u != nullptr) {
+          ++scaling_pairs;
+          const double change = v / u->ppl.at(e).mean() - 1;
+          scale_change_sum += change;
+          if (change > 0) ++scaling_worse;
+        }
+      }
+      if (r.tie_break == "random") {
+        const SimRow* m = find(r, "fedprllm", "one-shot", r.group, r.scaling, "magnitude");
+        if (m != nullptr) {
+          ++tie_pairs;
+          const double change = v / m->ppl.at(e).mean() - 1;
+          tie_change_sum += change;
+          if (change > 0) ++magnitude_wins;
+        }
+      }
+    }
+  }
+  std::ostringstream out;
+  if (settings > 0) {
+    out << absl::StrFormat(
+        "- One-shot, layer, no scaling (magnitude tie-break) vs centralized Wanda: within 1%% in %d of %d "
+        "(calibration, pattern, clients, eval) cells; the gap ranges from %+.1f%% to %+.1f%%.\n",
+        within, settings, gap_min * 100, gap_max * 100);
+  }
+  if (scaling_pairs > 0) {
+    out << absl::StrFormat(
+        "- Weight scaling raises perplexity in %d of %d one-shot comparisons (mean change %+.1f%%).\n", scaling_worse,
+        scaling_pairs, scale_change_sum / scaling_pairs * 100);
+  }
+  if (tie_pairs > 0) {
+    out << absl::StrFormat(
+        "- Tie-break: the magnitude rule gives lower perplexity than the random rule in %d of %d one-shot "
+        "comparisons (random vs magnitude, mean change %+.2f%%).\n",
+        magnitude_wins, tie_pairs, tie_change_sum / tie_pairs * 100);
+  }
+  return out.str();
+}
+
+absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std::vector<double>& sparsities,
+                                                 const SimLog& log) {
+  RETURN_IF_ERROR(s.Validate());
+  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
+  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(std::string eval_text, ReadPart({s.evals.front().source}, s.evals.front().part));
+  ASSIGN_OR_RETURN(std::vector<int> eval_tokens, tokenizer.Encode(eval_text, true));
+  PerplexityOptions eval_options;
+  eval_options.seqlen = s.eval_seqlen;
+  eval_options.max_windows = s.eval_max_windows;
+  eval_options.compute = s.compute;
+  Evaluator evaluator({eval_tokens}, eval_options);
+  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations.front(), tokenizer, s.split));
+  const int clients = ClientCounts(s).front();
+  const uint64_t seed = s.seeds.front();
+  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
+  std::vector<SweepPoint> points;
+  for (double sparsity : sparsities) {
+    SparsityPattern pattern;
+    pattern.sparsity = sparsity;
+    RETURN_IF_ERROR(pattern.Validate());
+    const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
+    SweepPoint point;
+    point.sparsity = sparsity;
+    LocalPruneOptions magnitude = local;
+    magnitude.metric = PruneMetric::kMagnitude;
+    ASSIGN_OR_RETURN(LlamaModel mag, PruneModel(base, drawn.first, magnitude, nullptr));
+    ASSIGN_OR_RETURN(auto mag_ppl, evaluator.Evaluate(mag));
+    point.magnitude = mag_ppl[0];
+    ASSIGN_OR_RETURN(LlamaModel cen, PruneModel(base, drawn.first, local, nullptr));
+    ASSIGN_OR_RETURN(auto cen_ppl, evaluator.Evaluate(cen));
+    point.centralized = cen_ppl[0];
+    ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, drawn.second, local));
+    AggregationOptions agg;
+    agg.group = ComparisonGroup::kLayer;
+    agg.pattern = pattern;
+    agg.seed = seed;
+    ASSIGN_OR_RETURN(LlamaModel fed, AggregateOneShot(base, masks, agg));
+    ASSIGN_OR_RETURN(auto fed_ppl, evaluator.Evaluate(fed));
+    point.fedprllm = fed_ppl[0];
+    double sum = 0;
+    for (const auto& client : masks) {
+      ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, client, pattern));
+      ASSIGN_OR_RETURN(auto ppl, evaluator.Evaluate(m));
+      sum += ppl[0];
+    }
+    point.local_only_mean = sum / masks.size();
+    if (log) {
+      log(absl::StrFormat("sweep sparsity %.2f: magnitude %.2f, centralized %.2f, fedprllm %.2f, local-only %.2f",
+                          sparsity, point.magnitude, point.centralized, point.fedprllm, point.local_only_mean));
+    }
+    points.push_back(point);
+  }
+  return points;
+}
+
+absl::Status WriteSweepPlot(const std::vector<SweepPoint>& points, const std::string& eval_name,
+                            const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    return absl::FailedPreconditionError("gnuplot is not installed (apt-get install gnuplot-nox); cannot draw the sweep plot");
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string dat = (fs::path(dir) / "sparsity_sweep.dat").string();
+  const std::string gp = (fs::path(dir) / "sparsity_sweep.gp").string();
+  const std::string png = (fs::path(dir) / "sparsity_sweep.png").string();
+  {
+    std::ofstream f(dat);
+    f << "# sparsity magnitude centralized_wanda fedprllm_one_shot_layer local_only_mean\n";
+    for (const SweepPoint& p : points) {
+      f << absl::StrFormat("%.2f %.4f %.4f %.4f %.4f\n", p.sparsity, p.magnitude, p.centralized, p.fedprllm,
+                           p.local_only_mean);
+    }
+    if (!f) return absl::InternalError(absl::StrCat("writing ", dat));
+  }
+  {
+    std::ofstream f(gp);
+    f << "set terminal pngcairo size 900,600 enhanced font 'DejaVu Sans,11'\n"
+      << "set output '" << png << "'\n"
+      << "set title 'stories260K: perplexity vs unstructured sparsity (" << eval_name << ")'\n"
+      << "set xlabel 'sparsity'\nset ylabel 'perplexity (log scale)'\nset logscale y\nset grid\n"
+      << "set key top left\n"
+      << "plot '" << dat << "' using 1:2 with linespoints lw 2 title 'magnitude', \\\n"
+      << "     '' using 1:3 with linespoints lw 2 title 'centralized Wanda', \\\n"
+      << "     '' using 1:4 with linespoints lw 2 title 'FedPrLLM one-shot, layer', \\\n"
+      << "     '' using 1:5 with linespoints lw 2 title 'local-only (mean over clients)'\n";
+    if (!f) return absl::InternalError(absl::StrCat("writing ", gp));
+  }
+  const std::string command = absl::StrCat("gnuplot '", gp, "'");
+  if (std::system(command.c_str()) != 0) return absl::InternalError(absl::StrCat("gnuplot failed: ", command));
+  return absl::OkStatus();
+}
+
+}  // namespace fedprllm

@@ -1,0 +1,167 @@
+// fedprllm-sim's library: FedPrLLM's comparisons on one machine, with no network. C clients
+// run inside one process through the same engine calls as the daemons (PruneLocally,
+// GlobalPruner via AggregateOneShot, RunInProcessFederation), so a simulated model equals a
+// networked one for the same settings. Each client's one-shot masks are computed once per
+// (calibration set, pattern, seed, client count) and aggregated every way the table needs;
+// every distinct model is evaluated once (cached by fingerprint).
+//
+//   SimSettings s;
+//   s.model_path = "models/stories260K/stories260K.bin";
+//   ASSIGN_OR_RETURN(s.calibrations, ...);  ASSIGN_OR_RETURN(s.evals, ...);
+//   ASSIGN_OR_RETURN(SimTable table, RunSimulation(s, log));
+//   std::string md = FormatMarkdown(s, table), csv = FormatCsv(table);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "engine/calibration_data.h"
+#include "engine/federation.h"
+#include "model/llama_model.h"
+#include "model/tokenizer.h"
+
+namespace fedprllm {
+
+// Which half of a text to use (SplitHalves).
+enum class TextPart { kWhole, kFirstHalf, kSecondHalf };
+
+// One named calibration set: its files and the part of their joined text to use.
+// Spec: "name=file[:field,field][@first-half|@second-half]", e.g.
+// "tinystories=val.txt@second-half", "c4=c4.jsonl:prefix,gold_completion".
+struct CalibrationSet {
+  std::string name;
+  std::vector<CalibrationSource> sources;  // "by-file" split: one source per client
+  TextPart part = TextPart::kWhole;
+};
+absl::StatusOr<CalibrationSet> ParseCalibrationSet(const std::string& spec);
+
+// One evaluation text. Spec: "name=path[:field,field][@first-half|@second-half]" (.txt or
+// .jsonl as for calibration).
+struct EvalText {
+  std::string name;
+  CalibrationSource source;
+  TextPart part = TextPart::kWhole;
+};
+absl::StatusOr<EvalText> ParseEvalText(const std::string& spec);
+
+enum class SplitMode {
+  kEven,    // draw nsamples windows from the pooled text, shuffle, deal nsamples/C to each
+  kByFile,  // client c draws nsamples/C windows from calibration source c (C = #sources)
+};
+absl::StatusOr<SplitMode> ParseSplitMode(absl::string_view text);  // "even" | "by-file"
+
+struct SimSettings {
+  // Model (Hugging Face directory or llama2.c .bin). Required.
+  std::string model_path;
+  // Default: found beside the model.
+  std::string tokenizer_path;
+  // Calibration sets; the table has one section per set. Required, >= 1.
+  std::vector<CalibrationSet> calibrations;
+  // Evaluation texts (table columns). Required, >= 1. The sweep uses the first.
+  std::vector<EvalText> evals;
+  // Client counts. Default {64, 8, 16}. Each must divide nsamples.
+  std::vector<int> clients = {64, 8, 16};
+  SplitMode split = SplitMode::kEven;
+  // Total calibration windows over all clients. Default 128.
+  int64_t nsamples = 128;
+  // Tokens per calibration window. Default 256.
+  int64_t seqlen = 256;
+  // Seeds of the window draw, the client split and the random tie-break. Default {0, 1, 2}.
+  std::vector<uint64_t> seeds = {0, 1, 2};
+  // Sparsity patterns. Default: 50% unstructured and 2:4.
+  std::vector<SparsityPattern> patterns = {SparsityPattern{0.5, 0, 0}, SparsityPattern{0.5, 2, 4}};
+  // One-shot comparison groups, scaling settings and tie-breaks to tabulate.
+  std::vector<ComparisonGroup> groups = {ComparisonGroup::kLayer, ComparisonGroup::kRow, ComparisonGroup::kColumn};
+  std::vector<bool> scalings = {false, true};
+  std::vector<TieBreak> tie_breaks = {TieBreak::kSmallerMagnitude, TieBreak::kRandom};
+  // Strategies: one-shot rows use every group x scaling; iterative rows use layer, no scaling.
+  std::vector<Strategy> strategies = {Strategy::kOneShot, Strategy::kIterative};
+  // Evaluation: tokens per window (default 256) and windows per text (default 64; 0 = all).
+  int64_t eval_seqlen = 256;
+  int64_t eval_max_windows = 64;
+  ComputeOptions compute;
+
+  absl::Status Validate() const;
+};
+
+// A table cell: one perplexity per run (seed, or seed x client for local-only).
+struct CellValues {
+  std::vector<double> values;
+  double mean() const;
+  double min() const;
+  double max() const;
+};
+
+struct SimRow {
+  std::string calibration;
+  std::string pattern;   // "unstructured 50%" style label via SparsityPattern::ToString
+  int clients = 0;       // 0 for dense / magnitude / centralized
+  std::string method;    // dense | magnitude | centralized-wanda | local-only | fedprllm
+  std::string strategy;  // fedprllm: one-shot | iterative
+  std::string group;     // fedprllm: layer | row | column
+  bool scaling = false;
+  std::string tie_break;  // fedprllm: magnitude | random
+  std::map<std::string, CellValues> ppl;  // eval name -> values
+
+  std::string Label() const;
+};
+
+struct SimTable {
+  std::vector<std::string> eval_names;
+  std::vector<SimRow> rows;
+  double seconds = 0;
+  int64_t models_evaluated = 0;
+};
+
+using SimLog = std::function<void(const std::string&)>;
+
+// ---- Building blocks (exposed for tests and for other front ends) ----
+
+// Even split: shuffles the rows of `pooled` ([n, seqlen]) with `seed` (Fisher-Yates on
+// SplitMix64) and deals n / clients consecutive shuffled rows to each client. Requires
+// clients >= 1 dividing n.
+absl::StatusOr<std::vector<at::Tensor>> EvenSplit(const at::Tensor& pooled, int clients, uint64_t seed);
+
+// Every client's one-shot masks: PruneLocally on its own samples (the daemons' client step).
+absl::StatusOr<std::vector<std::vector<LayerMasks>>> ComputeClientMasks(const LlamaModel& base,
+                                                                        const std::vector<at::Tensor>& client_samples,
+                                                                        const LocalPruneOptions& local);
+
+// Client c's own masks applied alone (local-only pruning).
+absl::StatusOr<LlamaModel> LocalOnlyModel(const LlamaModel& base, const std::vector<LayerMasks>& masks,
+                                          const SparsityPattern& pattern);
+
+// The client-side Wanda options used by every federated and local run: row group, as Wanda.
+LocalPruneOptions ClientPruneOptions(const SparsityPattern& pattern, const ComputeOptions& compute);
+
+// Runs the whole table. `log` receives progress lines.
+absl::StatusOr<SimTable> RunSimulation(const SimSettings& settings, const SimLog& log = nullptr);
+
+std::string FormatMarkdown(const SimSettings& settings, const SimTable& table);
+std::string FormatCsv(const SimTable& table);
+// A short paragraph computed from the table: one-shot layer (no scaling) vs centralized
+// Wanda, scaling vs none, magnitude vs random tie-break.
+std::string FormatFindings(const SimTable& table);
+
+// ---- Sparsity sweep ----
+struct SweepPoint {
+  double sparsity = 0;
+  double magnitude = 0, centralized = 0, fedprllm = 0, local_only_mean = 0;
+};
+// Perplexity on settings.evals[0] for unstructured sparsity in `sparsities`, calibration set
+// 0, clients[0] clients, seeds[0]: magnitude, centralized Wanda, one-shot layer (no scaling,
+// magnitude tie-break) and the mean over clients of local-only.
+absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& settings, const std::vector<double>& sparsities,
+                                                 const SimLog& log = nullptr);
+// Writes <dir>/sparsity_sweep.dat, .gp, .csv and runs gnuplot to make <dir>/sparsity_sweep.png.
+// Fails with a clear message when gnuplot is not installed.
+absl::Status WriteSweepPlot(const std::vector<SweepPoint>& points, const std::string& eval_name,
+                            const std::string& dir);
+
+}  // namespace fedprllm
