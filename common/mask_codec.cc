@@ -5,6 +5,8 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -238,19 +240,25 @@ absl::StatusOr<MaskAssembler> MaskAssembler::Create(TensorPayloadHeader header,
   return assembler;
 }
 
-absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
+namespace {
+
+// Checks 8-13 for the next chunk of a payload with `header`; on success appends its data
+// to *buffer and advances *next_chunk_index and *complete. On failure changes nothing.
+absl::Status AcceptChunk(const TensorPayloadHeader& header, int64_t max_chunk_bytes,
+                         bool closed, const PayloadChunk& chunk, std::string* buffer,
+                         int64_t* next_chunk_index, bool* complete) {
   const std::string label =
-      absl::StrCat(Label(header_.tensor_name), "chunk ", chunk.chunk_index, ": ");
-  const int64_t received = static_cast<int64_t>(buffer_.size());
+      absl::StrCat(Label(header.tensor_name), "chunk ", chunk.chunk_index, ": ");
+  const int64_t received = static_cast<int64_t>(buffer->size());
   const int64_t size = static_cast<int64_t>(chunk.data.size());
   // 8. Nothing after the last chunk.
-  if (complete_ || finished_) {
+  if (closed) {
     return absl::InvalidArgumentError(label + "arrives after the last chunk");
   }
   // 9. Order.
-  if (chunk.chunk_index != next_chunk_index_) {
+  if (chunk.chunk_index != *next_chunk_index) {
     return absl::InvalidArgumentError(
-        absl::StrCat(label, "out of order, expected chunk ", next_chunk_index_));
+        absl::StrCat(label, "out of order, expected chunk ", *next_chunk_index));
   }
   // 10. Offset.
   if (chunk.offset != received) {
@@ -259,13 +267,13 @@ absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
   }
   // 11. Size.
   if (size < 1) return absl::InvalidArgumentError(label + "is empty");
-  if (size > max_chunk_bytes_) {
+  if (size > max_chunk_bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat(label, "is ", size, " bytes, above the limit of ", max_chunk_bytes_));
+        absl::StrCat(label, "is ", size, " bytes, above the limit of ", max_chunk_bytes));
   }
-  if (size > header_.encoded_bytes - received) {
+  if (size > header.encoded_bytes - received) {
     return absl::InvalidArgumentError(absl::StrCat(
-        label, "ends at byte ", received + size, ", beyond encoded_bytes ", header_.encoded_bytes));
+        label, "ends at byte ", received + size, ", beyond encoded_bytes ", header.encoded_bytes));
   }
   // 12. Checksum.
   const uint32_t crc = crc32c::Value(chunk.data);
@@ -274,17 +282,82 @@ absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
                                                label, chunk.crc32c, crc, size));
   }
   // 13. Last flag.
-  const bool ends = received + size == header_.encoded_bytes;
+  const bool ends = received + size == header.encoded_bytes;
   if (chunk.last != ends) {
     return absl::InvalidArgumentError(absl::StrCat(
         label,
         chunk.last ? "is marked last but ends at byte " : "is not marked last but ends at byte ",
-        received + size, " of ", header_.encoded_bytes));
+        received + size, " of ", header.encoded_bytes));
   }
-  buffer_.append(chunk.data);
-  ++next_chunk_index_;
-  complete_ = ends;
+  buffer->append(chunk.data);
+  ++*next_chunk_index;
+  *complete = ends;
   return absl::OkStatus();
+}
+
+// Check 15: `encoded` is exactly one zstd frame that decompresses to exactly raw_bytes.
+absl::Status ZstdDecodeExact(const std::string& label, const std::string& encoded,
+                             size_t raw_bytes, void* out) {
+  const unsigned long long declared = ZSTD_getFrameContentSize(encoded.data(), encoded.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR) {
+    return absl::InvalidArgumentError(label + "zstd payload is not a zstd frame");
+  }
+  const size_t frame = ZSTD_findFrameCompressedSize(encoded.data(), encoded.size());
+  if (ZSTD_isError(frame) || frame != encoded.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, "zstd payload of ", encoded.size(), " bytes is not exactly one zstd frame",
+        ZSTD_isError(frame) ? "" : absl::StrCat(" (frame ends at byte ", frame, ")")));
+  }
+  if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != raw_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(label, "zstd frame declares ", declared,
+                                                   " bytes of content, expected raw_bytes ",
+                                                   raw_bytes));
+  }
+  // The output buffer is the bound: a frame producing more fails with dstSize_tooSmall.
+  const size_t n = ZSTD_decompress(out, raw_bytes, encoded.data(), encoded.size());
+  if (ZSTD_isError(n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "zstd decompression failed: ", ZSTD_getErrorName(n),
+                     " (output limited to raw_bytes ", raw_bytes, ")"));
+  }
+  if (n != raw_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(label, "zstd decompressed to ", n,
+                                                   " bytes, expected raw_bytes ", raw_bytes));
+  }
+  return absl::OkStatus();
+}
+
+// Encoding choice shared by every kind: zstd if strictly smaller, else raw.
+std::string CompressIfItPays(const void* raw, size_t size, bool* compressed) {
+  std::string encoded(ZSTD_compressBound(size), '\0');
+  const size_t zsize = ZSTD_compress(encoded.data(), encoded.size(), raw, size, kZstdLevel);
+  if (!ZSTD_isError(zsize) && zsize < size) {
+    encoded.resize(zsize);
+    *compressed = true;
+  } else {
+    encoded.assign(static_cast<const char*>(raw), size);
+    *compressed = false;
+  }
+  return encoded;
+}
+
+void CutIntoChunks(const std::string& encoded, size_t max_chunk_bytes, EncodedPayload* out) {
+  for (size_t offset = 0; offset < encoded.size(); offset += max_chunk_bytes) {
+    PayloadChunk c;
+    c.chunk_index = static_cast<int64_t>(out->chunks.size());
+    c.offset = static_cast<int64_t>(offset);
+    c.data = encoded.substr(offset, max_chunk_bytes);
+    c.crc32c = crc32c::Value(c.data);
+    c.last = offset + c.data.size() == encoded.size();
+    out->chunks.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
+  return AcceptChunk(header_, max_chunk_bytes_, complete_ || finished_, chunk, &buffer_,
+                     &next_chunk_index_, &complete_);
 }
 
 absl::StatusOr<PackedMask> MaskAssembler::Finish() {
@@ -306,33 +379,8 @@ absl::StatusOr<PackedMask> MaskAssembler::Finish() {
   if (header_.encoding == PayloadEncoding::kRawBits) {
     raw.assign(encoded.begin(), encoded.end());
   } else {
-    const unsigned long long declared = ZSTD_getFrameContentSize(encoded.data(), encoded.size());
-    if (declared == ZSTD_CONTENTSIZE_ERROR) {
-      return absl::InvalidArgumentError(label + "ZSTD_BITS payload is not a zstd frame");
-    }
-    const size_t frame = ZSTD_findFrameCompressedSize(encoded.data(), encoded.size());
-    if (ZSTD_isError(frame) || frame != encoded.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          label, "ZSTD_BITS payload of ", encoded.size(), " bytes is not exactly one zstd frame",
-          ZSTD_isError(frame) ? "" : absl::StrCat(" (frame ends at byte ", frame, ")")));
-    }
-    if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != raw_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(label, "zstd frame declares ", declared,
-                                                     " bytes of content, expected raw_bytes ",
-                                                     raw_bytes));
-    }
-    // The output buffer is the bound: a frame producing more fails with dstSize_tooSmall.
     raw.resize(raw_bytes);
-    const size_t n = ZSTD_decompress(raw.data(), raw.size(), encoded.data(), encoded.size());
-    if (ZSTD_isError(n)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(label, "zstd decompression failed: ", ZSTD_getErrorName(n),
-                       " (output limited to raw_bytes ", raw_bytes, ")"));
-    }
-    if (n != raw_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(label, "zstd decompressed to ", n,
-                                                     " bytes, expected raw_bytes ", raw_bytes));
-    }
+    RETURN_IF_ERROR(ZstdDecodeExact(label + "ZSTD_BITS: ", encoded, raw_bytes, raw.data()));
   }
   // 16. Size and padding (PackedMask::FromBytes checks both).
   auto mask = PackedMask::FromBytes(header_.shape, std::move(raw));
@@ -351,6 +399,141 @@ absl::StatusOr<PackedMask> MaskAssembler::Finish() {
 absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
                                       const MaskExpectations& expect) {
   ASSIGN_OR_RETURN(MaskAssembler assembler, MaskAssembler::Create(payload.header, expect));
+  for (const PayloadChunk& chunk : payload.chunks) RETURN_IF_ERROR(assembler.AddChunk(chunk));
+  return assembler.Finish();
+}
+
+// ---- float32 payloads ---------------------------------------------------------------------
+
+absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vector<int64_t> shape,
+                                             absl::Span<const float> values, PayloadKind kind,
+                                             size_t max_chunk_bytes) {
+  RETURN_IF_ERROR(CheckName(tensor_name));
+  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(tensor_name, shape));
+  if (static_cast<int64_t>(values.size()) != numel) {
+    return absl::InvalidArgumentError(absl::StrCat(Label(tensor_name), values.size(),
+                                                   " values for shape ", ShapeToString(shape)));
+  }
+  if (max_chunk_bytes == 0) {
+    return absl::InvalidArgumentError(Label(tensor_name) + "max_chunk_bytes must be >= 1");
+  }
+  static_assert(sizeof(float) == 4, "float32 payloads need IEEE-754 binary32");
+  std::string raw(values.size() * 4, '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Label(tensor_name), "value ", i, " is not finite"));
+    }
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], 4);
+    for (int b = 0; b < 4; ++b) raw[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFF);
+  }
+  EncodedPayload out;
+  TensorPayloadHeader& h = out.header;
+  h.tensor_name = std::move(tensor_name);
+  h.shape = std::move(shape);
+  h.kind = kind;
+  h.declared_count = numel;
+  h.raw_bytes = static_cast<int64_t>(raw.size());
+  bool compressed = false;
+  const std::string encoded = CompressIfItPays(raw.data(), raw.size(), &compressed);
+  h.encoding = compressed ? PayloadEncoding::kZstdF32 : PayloadEncoding::kRawF32;
+  h.encoded_bytes = static_cast<int64_t>(encoded.size());
+  CutIntoChunks(encoded, max_chunk_bytes, &out);
+  return out;
+}
+
+absl::StatusOr<Float32Assembler> Float32Assembler::Create(TensorPayloadHeader header,
+                                                          const Float32Expectations& expect) {
+  const absl::string_view name = header.tensor_name;
+  if (header.kind != expect.kind) {
+    return absl::UnimplementedError(absl::StrCat(
+        Label(name), "payload kind ", static_cast<int32_t>(header.kind), " is not handled here, expected ",
+        static_cast<int32_t>(expect.kind)));
+  }
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, header.shape));
+  if (header.shape != expect.shape) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "shape ", ShapeToString(header.shape),
+                     " does not match the expected shape ", ShapeToString(expect.shape)));
+  }
+  if (header.pattern.n != 0 || header.pattern.m != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "float32 payload carries pattern ", PatternToString(header.pattern)));
+  }
+  const int64_t raw_bytes = 4 * numel;
+  if (raw_bytes > expect.max_raw_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(Label(name), "payload needs ", raw_bytes,
+                                                     " bytes, above the limit of ", expect.max_raw_bytes));
+  }
+  if (header.raw_bytes != raw_bytes || header.declared_count != numel) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Label(name), "raw_bytes ", header.raw_bytes, " and declared_count ", header.declared_count,
+        ", expected ", raw_bytes, " and ", numel, " for shape ", ShapeToString(header.shape)));
+  }
+  switch (header.encoding) {
+    case PayloadEncoding::kRawF32:
+      if (header.encoded_bytes != raw_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(Label(name), "RAW_F32 encoded_bytes is ",
+                                                       header.encoded_bytes, ", expected ", raw_bytes));
+      }
+      break;
+    case PayloadEncoding::kZstdF32:
+      if (header.encoded_bytes < 1 || header.encoded_bytes >= raw_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(Label(name), "ZSTD_F32 encoded_bytes is ",
+                                                       header.encoded_bytes, ", expected 1..",
+                                                       raw_bytes - 1));
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          Label(name), "encoding ", static_cast<int32_t>(header.encoding), " is not a float32 encoding"));
+  }
+  Float32Assembler assembler(std::move(header), expect.max_chunk_bytes);
+  assembler.buffer_.reserve(static_cast<size_t>(assembler.header_.encoded_bytes));
+  return assembler;
+}
+
+absl::Status Float32Assembler::AddChunk(const PayloadChunk& chunk) {
+  return AcceptChunk(header_, max_chunk_bytes_, complete_ || finished_, chunk, &buffer_,
+                     &next_chunk_index_, &complete_);
+}
+
+absl::StatusOr<std::vector<float>> Float32Assembler::Finish() {
+  const std::string label = Label(header_.tensor_name);
+  if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
+  if (!complete_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
+                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
+  }
+  finished_ = true;
+  const std::string encoded = std::move(buffer_);
+  buffer_.clear();
+  const size_t raw_bytes = static_cast<size_t>(header_.raw_bytes);
+  std::string raw;
+  if (header_.encoding == PayloadEncoding::kRawF32) {
+    raw = encoded;
+  } else {
+    raw.resize(raw_bytes);
+    RETURN_IF_ERROR(ZstdDecodeExact(label + "ZSTD_F32: ", encoded, raw_bytes, raw.data()));
+  }
+  std::vector<float> values(raw_bytes / 4);
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits = 0;
+    for (int b = 0; b < 4; ++b) bits |= uint32_t{static_cast<uint8_t>(raw[4 * i + b])} << (8 * b);
+    std::memcpy(&values[i], &bits, 4);
+    if (!std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(label, "value ", i, " is not finite"));
+    }
+  }
+  return values;
+}
+
+absl::StatusOr<std::vector<float>> DecodeFloat32(const EncodedPayload& payload,
+                                                 const Float32Expectations& expect) {
+  ASSIGN_OR_RETURN(Float32Assembler assembler, Float32Assembler::Create(payload.header, expect));
   for (const PayloadChunk& chunk : payload.chunks) RETURN_IF_ERROR(assembler.AddChunk(chunk));
   return assembler.Finish();
 }

@@ -25,19 +25,25 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "common/packed_mask.h"
 
 namespace fedprllm {
 
 // What a payload is. Values are shared with the proto's PayloadKind. Reserved, not yet
-// handled by this codec: 2 ACTIVATION_STATS, 3 SECAGG_SHARE, 4 DP_MASK, 5 WEIGHT_SCALE.
-enum class PayloadKind : int32_t { kPruneMask = 1 };
+// handled by this codec: 2 ACTIVATION_STATS, 3 SECAGG_SHARE, 4 DP_MASK.
+enum class PayloadKind : int32_t {
+  kPruneMask = 1,    // Packed 0/1 bits (MaskAssembler).
+  kWeightScale = 5,  // float32 per weight, server to client (Float32Assembler).
+};
 
 // How the raw layout is turned into wire bytes. Values are shared with the proto's
 // PayloadEncoding. Reserved for float payloads: 3 RAW_F32, 4 ZSTD_F32.
 enum class PayloadEncoding : int32_t {
   kRawBits = 1,   // The packed bits as-is.
   kZstdBits = 2,  // zstd over the packed bits; only used when smaller than raw.
+  kRawF32 = 3,    // Little-endian float32 values.
+  kZstdF32 = 4,   // zstd over the RAW_F32 bytes; only used when smaller than raw.
 };
 
 // Sparsity pattern. m == 0 (with n == 0): unstructured. Otherwise every group of m
@@ -150,5 +156,55 @@ class MaskAssembler {
 // Convenience: runs a MaskAssembler over a whole in-memory payload.
 absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
                                       const MaskExpectations& expect);
+
+// ---- float32 payloads (WEIGHT_SCALE; docs/mask_wire_format.md §8) ------------------------
+
+// Encodes `values` (row-major over `shape`, every value finite) as a float32 payload of
+// `kind`: declared_count = raw count, raw_bytes = 4 * count, zstd (level 3) only where it is
+// strictly smaller. Fails (INVALID_ARGUMENT) on a bad name or shape, a count that differs
+// from the shape's numel, a non-finite value, or max_chunk_bytes == 0.
+absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vector<int64_t> shape,
+                                             absl::Span<const float> values,
+                                             PayloadKind kind = PayloadKind::kWeightScale,
+                                             size_t max_chunk_bytes = kDefaultMaxChunkBytes);
+
+// What the receiver of a float32 payload expects.
+struct Float32Expectations {
+  PayloadKind kind = PayloadKind::kWeightScale;
+  std::vector<int64_t> shape;  // The header must match it exactly.
+  int64_t max_raw_bytes = int64_t{1} << 32;
+  int64_t max_chunk_bytes = static_cast<int64_t>(kDefaultMaxChunkBytes);
+};
+
+// Reassembles one float32 payload; same contract as MaskAssembler (a failed call changes
+// nothing). Checks: kind, name, shape == expected, pattern unstructured, raw_bytes ==
+// 4 * numel, declared_count == numel, encoding RAW_F32 (encoded == raw) or ZSTD_F32
+// (0 < encoded < raw); chunks as checks 8-13; on Finish exact decompression into raw_bytes
+// and every value finite.
+class Float32Assembler {
+ public:
+  static absl::StatusOr<Float32Assembler> Create(TensorPayloadHeader header,
+                                                 const Float32Expectations& expect);
+  absl::Status AddChunk(const PayloadChunk& chunk);
+  bool complete() const { return complete_; }
+  const TensorPayloadHeader& header() const { return header_; }
+  // Row-major values, header().declared_count of them.
+  absl::StatusOr<std::vector<float>> Finish();
+
+ private:
+  Float32Assembler(TensorPayloadHeader header, int64_t max_chunk_bytes)
+      : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {}
+
+  TensorPayloadHeader header_;
+  int64_t max_chunk_bytes_;
+  std::string buffer_;
+  int64_t next_chunk_index_ = 0;
+  bool complete_ = false;
+  bool finished_ = false;
+};
+
+// Convenience: runs a Float32Assembler over a whole in-memory payload.
+absl::StatusOr<std::vector<float>> DecodeFloat32(const EncodedPayload& payload,
+                                                 const Float32Expectations& expect);
 
 }  // namespace fedprllm

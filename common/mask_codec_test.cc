@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -399,6 +400,64 @@ TEST(MaskCodecRejectTest, EncoderRejectsBadInput) {
   EXPECT_FALSE(EncodeMask(kName, PackedMask({4}), {}, 0).ok());
   EXPECT_FALSE(EncodeMask(kName, PackedMask({0}), {}).ok());
   EXPECT_FALSE(EncodeMask(kName, PackedMask({4}), {1, 0}).ok());
+}
+
+// ---- float32 payloads (WEIGHT_SCALE, spec §8) ----------------------------------------------
+
+TEST(Float32CodecTest, RoundTripsExactBitsRawAndZstd) {
+  const std::vector<int64_t> shape = {7, 13};
+  std::vector<float> varied(91), repetitive(91, 1.0f);
+  for (size_t i = 0; i < varied.size(); ++i) varied[i] = 1.0f / static_cast<float>(i + 3);
+  repetitive[5] = 0.5f;
+  for (const auto& values : {varied, repetitive}) {
+    for (size_t chunk : {size_t{1}, size_t{17}, kDefaultMaxChunkBytes}) {
+      auto p = EncodeFloat32(kName, shape, values, PayloadKind::kWeightScale, chunk);
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_EQ(p->header.raw_bytes, 4 * 91);
+      EXPECT_EQ(p->header.declared_count, 91);
+      Float32Expectations expect;
+      expect.shape = shape;
+      auto back = DecodeFloat32(*p, expect);
+      ASSERT_TRUE(back.ok()) << back.status();
+      EXPECT_EQ(*back, values);
+    }
+  }
+  auto p = EncodeFloat32(kName, shape, repetitive);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->header.encoding, PayloadEncoding::kZstdF32);
+}
+
+TEST(Float32CodecTest, RejectsBadInput) {
+  const std::vector<int64_t> shape = {2, 2};
+  std::vector<float> values = {1, 2, 3, std::numeric_limits<float>::infinity()};
+  EXPECT_THAT(EncodeFloat32(kName, shape, values).status().message(), HasSubstr("not finite"));
+  values[3] = 4;
+  EXPECT_THAT(EncodeFloat32(kName, {3}, values).status().message(), HasSubstr("4 values for shape"));
+  auto p = EncodeFloat32(kName, shape, values);
+  ASSERT_TRUE(p.ok());
+  Float32Expectations expect;
+  expect.shape = {4};
+  EXPECT_THAT(DecodeFloat32(*p, expect).status().message(), HasSubstr("does not match the expected shape"));
+  expect.shape = shape;
+  EncodedPayload bad = *p;
+  bad.header.kind = PayloadKind::kPruneMask;
+  EXPECT_EQ(DecodeFloat32(bad, expect).status().code(), absl::StatusCode::kUnimplemented);
+  bad = *p;
+  bad.header.declared_count = 3;
+  EXPECT_THAT(DecodeFloat32(bad, expect).status().message(), HasSubstr("declared_count 3"));
+  bad = *p;
+  bad.chunks[0].crc32c ^= 1;
+  EXPECT_EQ(DecodeFloat32(bad, expect).status().code(), absl::StatusCode::kDataLoss);
+  // A NaN smuggled in with a valid CRC is refused at Finish.
+  bad = *p;
+  ASSERT_EQ(bad.header.encoding, PayloadEncoding::kRawF32);
+  bad.chunks[0].data.replace(12, 4, std::string("\x00\x00\xc0\x7f", 4));
+  bad.chunks[0].crc32c = crc32c::Value(bad.chunks[0].data);
+  EXPECT_THAT(DecodeFloat32(bad, expect).status().message(), HasSubstr("value 3 is not finite"));
+  // A mask receiver refuses a float payload kind.
+  MaskExpectations mexpect;
+  mexpect.shape = shape;
+  EXPECT_EQ(DecodeMask(*p, mexpect).status().code(), absl::StatusCode::kUnimplemented);
 }
 
 }  // namespace

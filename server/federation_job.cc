@@ -1,0 +1,777 @@
+#include "server/federation_job.h"
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "model/torch_wall.h"
+#include "proto/payload_convert.h"
+
+namespace fedprllm {
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string NewToken() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();  // no entropy: never hand out guessable tokens
+  static const char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) {
+    token.push_back(kHex[b >> 4]);
+    token.push_back(kHex[b & 15]);
+  }
+  return token;
+}
+
+const char* PhaseName(int phase) {
+  static const char* kNames[] = {"OPEN", "AGGREGATING", "CLOSED"};
+  return kNames[phase];
+}
+
+v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, Strategy strategy,
+                         const AggregationOptions& aggregation) {
+  v1::JobSpec spec;
+  spec.set_strategy(strategy == Strategy::kOneShot ? v1::STRATEGY_ONE_SHOT : v1::STRATEGY_ITERATIVE);
+  spec.set_sparsity(aggregation.pattern.structured()
+                        ? static_cast<double>(aggregation.pattern.n) / aggregation.pattern.m
+                        : aggregation.pattern.sparsity);
+  spec.mutable_pattern()->set_n(aggregation.pattern.n);
+  spec.mutable_pattern()->set_m(aggregation.pattern.m);
+  spec.set_num_layers(static_cast<int32_t>(model.config().num_hidden_layers));
+  for (int64_t layer = 0; layer < model.config().num_hidden_layers; ++layer) {
+    for (const char* linear : kLinearNames) {
+      v1::TensorSpec* t = spec.add_tensors();
+      t->set_name(LayerTensorName(layer, linear));
+      for (int64_t d : model.tensors().at(t->name()).sizes()) t->add_shape(d);
+      t->set_layer(static_cast<int32_t>(layer));
+    }
+  }
+  spec.set_weight_scaling(aggregation.weight_scaling);
+  spec.set_max_chunk_bytes(static_cast<uint32_t>(config.max_chunk_bytes));
+  return spec;
+}
+
+nlohmann::json ConfigDigestJson(const ServerConfig& c) {
+  return {{"strategy", c.strategy},       {"sparsity", c.sparsity},          {"pattern", c.pattern},
+          {"group", c.group},             {"weight_scaling", c.weight_scaling}, {"tie_break", c.tie_break},
+          {"seed", c.seed},               {"allowed_clients", c.allowed_clients},
+          {"expected_clients", c.expected_clients}, {"min_clients", c.min_clients}};
+}
+
+// Encodes a round's decision as the DecisionChunk stream FetchDecisions serves, and the
+// float scales for the state directory.
+absl::Status EncodeDecision(int round, const RoundDecision& decision, MaskPattern pattern, size_t max_chunk,
+                            std::vector<v1::DecisionChunk>* stream, std::map<std::string, PackedMask>* masks,
+                            std::map<std::string, FloatTensor>* scales) {
+  auto append = [&](const EncodedPayload& payload) {
+    v1::DecisionChunk header;
+    header.set_round(round);
+    HeaderToProto(payload.header, header.mutable_header());
+    stream->push_back(std::move(header));
+    for (const PayloadChunk& c : payload.chunks) {
+      v1::DecisionChunk chunk;
+      chunk.set_round(round);
+      ChunkToProto(c, chunk.mutable_chunk());
+      stream->push_back(std::move(chunk));
+    }
+  };
+  for (const TensorDecision& d : decision) {
+    ASSIGN_OR_RETURN(EncodedPayload mask, EncodeMask(d.name, d.mask, pattern, max_chunk));
+    append(mask);
+    masks->emplace(d.name, d.mask);
+    if (d.scale.defined()) {
+      ASSIGN_OR_RETURN(at::Tensor scale, TorchCall(absl::StrCat("reading the scales of ", d.name), [&] {
+                         return d.scale.to(at::kCPU, at::kFloat).contiguous();
+                       }));
+      FloatTensor values{scale.sizes().vec(),
+                         std::vector<float>(scale.data_ptr<float>(), scale.data_ptr<float>() + scale.numel())};
+      ASSIGN_OR_RETURN(EncodedPayload payload, EncodeFloat32(d.name, values.shape, values.values,
+                                                             PayloadKind::kWeightScale, max_chunk));
+      append(payload);
+      scales->emplace(d.name, std::move(values));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t SystemClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfig config, LlamaModel model,
+                                                                     std::string tokenizer_path, ClockMs clock) {
+  ASSIGN_OR_RETURN(const Strategy strategy, config.ParsedStrategy());
+  ASSIGN_OR_RETURN(const AggregationOptions aggregation, config.Aggregation());
+  RETURN_IF_ERROR(aggregation.pattern.Validate());
+  for (int64_t layer = 0; layer < model.config().num_hidden_layers; ++layer) {
+    for (const char* linear : kLinearNames) {
+      const std::string name = LayerTensorName(layer, linear);
+      auto it = model.tensors().find(name);
+      if (it == model.tensors().end()) return absl::InvalidArgumentError(absl::StrCat("model has no tensor ", name));
+      if (absl::Status s = aggregation.pattern.CheckShape(it->second.sizes().vec()); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("config key 'pattern': tensor ", name, ": ", s.message()));
+      }
+    }
+  }
+  std::string fingerprint = model.Fingerprint();
+  const std::string job_id =
+      "job-" + Sha256Hex(fingerprint + "\n" + ConfigDigestJson(config).dump()).substr(0, 16);
+  ASSIGN_OR_RETURN(StateStore store, StateStore::Create(config.state_dir, job_id));
+  return std::unique_ptr<FederationJob>(new FederationJob(std::move(config), std::move(model), std::move(tokenizer_path),
+                                                          std::move(clock), std::move(store), std::move(fingerprint),
+                                                          job_id, strategy, aggregation));
+}
+
+FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string tokenizer_path, ClockMs clock,
+                             StateStore store, std::string fingerprint, std::string job_id, Strategy strategy,
+                             AggregationOptions aggregation)
+    : config_(std::move(config)),
+      tokenizer_path_(std::move(tokenizer_path)),
+      clock_(std::move(clock)),
+      store_(std::move(store)),
+      fingerprint_(std::move(fingerprint)),
+      job_id_(std::move(job_id)),
+      strategy_(strategy),
+      aggregation_(aggregation),
+      allowlist_(config_.allowed_clients.begin(), config_.allowed_clients.end()),
+      num_layers_(static_cast<int>(model.config().num_hidden_layers)),
+      job_spec_(BuildJobSpec(config_, model, strategy, aggregation)),
+      created_ms_(clock_()),
+      pruner_(std::move(model), aggregation) {}
+
+FederationJob::~FederationJob() { Stop(); }
+
+int FederationJob::NumRounds() const { return strategy_ == Strategy::kOneShot ? 1 : num_layers_; }
+
+std::vector<int32_t> FederationJob::LayersOfRound(int round) const {
+  if (strategy_ == Strategy::kIterative) return {round};
+  std::vector<int32_t> all(num_layers_);
+  for (int i = 0; i < num_layers_; ++i) all[i] = i;
+  return all;
+}
+
+void FederationJob::Start() {
+  nlohmann::json manifest = {{"job_id", job_id_},
+                             {"protocol_version", kProtocolVersion},
+                             {"model", config_.model},
+                             {"model_fingerprint", fingerprint_},
+                             {"config", ConfigDigestJson(config_)},
+                             {"num_rounds", NumRounds()},
+                             {"created_unix_ms", created_ms_}};
+  absl::Status s = store_.WriteJson("manifest.json", manifest);
+  {
+    absl::MutexLock lock(&mu_);
+    if (s.ok()) s = PersistJobLocked();
+  }
+  if (!s.ok()) {
+    Fail(absl::StrCat("cannot write the job state: ", s.message()));
+    return;
+  }
+  spdlog::info("job {}: {} over {} decoder layers, sparsity {} {}, group {}, weight_scaling {}; waiting for {} of "
+               "{} allowed clients (min {}), state in {}",
+               job_id_, config_.strategy, num_layers_, config_.sparsity, config_.pattern, config_.group,
+               config_.weight_scaling, config_.expected_clients, config_.allowed_clients.size(), config_.min_clients,
+               store_.dir());
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+void FederationJob::Stop() {
+  std::vector<Reply> replies;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (Waiter& w : waiters_) {
+      replies.emplace_back(std::move(w.done), absl::UnavailableError("server is shutting down"));
+    }
+    waiters_.clear();
+  }
+  Deliver(std::move(replies));
+  if (worker_.joinable()) worker_.join();
+  // Commits still queued are answered so their reactors can finish.
+  std::deque<CommitTask> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(queue_);
+  }
+  for (CommitTask& t : left) t.done(absl::UnavailableError("server is shutting down"));
+}
+
+absl::Status FederationJob::WaitUntilFinished() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](JobState* s) { return *s == JobState::kDone || *s == JobState::kFailed; }, &state_));
+  if (state_ == JobState::kDone) return absl::OkStatus();
+  return absl::AbortedError(failure_);
+}
+
+std::vector<std::string> FederationJob::WaitForClientsToLearnOutcome(int64_t timeout_ms) {
+  absl::MutexLock lock(&mu_);
+  auto all_told = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::string& c : joined_) {
+      if (told_outcome_.count(c) == 0) return false;
+    }
+    return true;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&all_told), absl::Milliseconds(timeout_ms));
+  std::vector<std::string> untold;
+  for (const std::string& c : joined_) {
+    if (told_outcome_.count(c) == 0) untold.push_back(c);
+  }
+  return untold;
+}
+
+void FederationJob::RecordPhase(const std::string& name, double seconds) {
+  absl::MutexLock lock(&mu_);
+  phases_[name] = seconds;
+}
+
+void FederationJob::Deliver(std::vector<Reply> replies) {
+  for (auto& [done, result] : replies) done(std::move(result));
+}
+
+// ---- RPC entry points ------------------------------------------------------------------
+
+absl::StatusOr<v1::JoinResponse> FederationJob::Join(const std::string& identity, const v1::JoinRequest& request) {
+  if (request.protocol_version() != kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("protocol version mismatch: server speaks ", kProtocolVersion,
+                                                      ", client sent ", request.protocol_version()));
+  }
+  if (request.model_fingerprint() != fingerprint_) {
+    return absl::FailedPreconditionError(absl::StrCat("model fingerprint mismatch: server has ", fingerprint_,
+                                                      ", client sent ", request.model_fingerprint()));
+  }
+  v1::JoinResponse response;
+  size_t joined = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == JobState::kDone) return absl::FailedPreconditionError(absl::StrCat("job ", job_id_, " is already done"));
+    if (state_ == JobState::kFailed) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", job_id_, " has failed: ", failure_));
+    }
+    if (auto old = client_to_token_.find(identity); old != client_to_token_.end()) token_to_client_.erase(old->second);
+    const std::string token = NewToken();
+    token_to_client_[token] = identity;
+    client_to_token_[identity] = token;
+    joined_.insert(identity);
+    joined = joined_.size();
+    response.set_session_token(token);
+  }
+  response.set_job_id(job_id_);
+  *response.mutable_job() = job_spec_;
+  response.set_protocol_version(kProtocolVersion);
+  spdlog::info("client {} joined ({} of {} expected; name \"{}\")", identity, joined, config_.expected_clients,
+               request.client_name());
+  return response;
+}
+
+absl::StatusOr<std::string> FederationJob::ClientOfTokenLocked(const std::string& token,
+                                                               const std::string& peer) const {
+  auto it = token_to_client_.find(token);
+  if (it == token_to_client_.end()) {
+    return absl::UnauthenticatedError("unknown or replaced session token; join again");
+  }
+  if (!peer.empty() && it->second != peer) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("session token belongs to another client than certificate ", peer));
+  }
+  return it->second;
+}
+
+std::optional<v1::RoundAssignment> FederationJob::AnswerLocked(const std::string& client, int last_completed_round) {
+  v1::RoundAssignment a;
+  if (state_ == JobState::kDone || state_ == JobState::kFailed) {
+    a.set_state(state_ == JobState::kDone ? v1::ROUND_STATE_JOB_DONE : v1::ROUND_STATE_JOB_FAILED);
+    a.set_message(state_ == JobState::kDone ? "job done" : failure_);
+    told_outcome_.insert(client);
+    return a;
+  }
+  for (const Round& r : rounds_) {
+    if (r.index > last_completed_round && r.phase == RoundPhase::kOpen) {
+      a.set_state(v1::ROUND_STATE_OPEN);
+      a.set_round(r.index);
+      for (int32_t l : r.layers) a.add_layers(l);
+      a.set_deadline_unix_ms(r.deadline_ms);
+      return a;
+    }
+  }
+  return std::nullopt;
+}
+
+void FederationJob::WaitForRound(const v1::WaitRequest& request, const std::string& peer, AssignmentCallback done) {
+  absl::StatusOr<v1::RoundAssignment> result;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::string> client = ClientOfTokenLocked(request.session_token(), peer);
+    if (!client.ok()) {
+      result = client.status();
+    } else if (stopping_) {
+      result = absl::UnavailableError("server is shutting down");
+    } else if (auto answer = AnswerLocked(*client, request.last_completed_round())) {
+      result = *std::move(answer);
+    } else {
+      waiters_.push_back(Waiter{*client, request.last_completed_round(),
+                                clock_() + int64_t{1000} * config_.poll_window_seconds, std::move(done)});
+      return;
+    }
+  }
+  done(std::move(result));
+}
+
+absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token, const std::string& peer, int round) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(token, peer));
+  if (round < 0 || round >= static_cast<int>(rounds_.size())) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
+  }
+  Round& r = rounds_[round];
+  UploadTicket ticket;
+  ticket.client = client;
+  ticket.round = round;
+  ticket.tensors = r.tensors;
+  ticket.pattern = MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m};
+  ticket.max_chunk_bytes = config_.max_chunk_bytes;
+  if (r.committed.count(client) != 0) {
+    ticket.duplicate = true;
+    return ticket;
+  }
+  if (r.phase != RoundPhase::kOpen) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is ", PhaseName(static_cast<int>(r.phase)),
+                                                      ", no longer accepting uploads"));
+  }
+  if (clock_() > r.deadline_ms) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is past its deadline"));
+  }
+  if (!r.in_flight.insert(client).second) {
+    return absl::AbortedError(absl::StrCat("another upload from ", client, " for round ", round, " is in flight"));
+  }
+  return ticket;
+}
+
+void FederationJob::AbortUpload(const UploadTicket& ticket) {
+  absl::MutexLock lock(&mu_);
+  if (ticket.round >= 0 && ticket.round < static_cast<int>(rounds_.size())) {
+    rounds_[ticket.round].in_flight.erase(ticket.client);
+  }
+}
+
+void FederationJob::CommitUpload(UploadTicket ticket, std::map<std::string, PackedMask> masks, UploadStats stats,
+                                 AckCallback done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      queue_.push_back(CommitTask{std::move(ticket), std::move(masks), stats, std::move(done)});
+      return;
+    }
+  }
+  done(absl::UnavailableError("server is shutting down"));
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> FederationJob::Decisions(
+    const std::string& token, const std::string& peer, int round) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(ClientOfTokenLocked(token, peer).status());
+  if (round < 0 || round >= NumRounds()) {
+    return absl::NotFoundError(absl::StrCat("round ", round, " does not exist; the job has ", NumRounds(), " rounds"));
+  }
+  if (round >= static_cast<int>(rounds_.size()) || rounds_[round].phase != RoundPhase::kClosed) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not decided yet"));
+  }
+  return rounds_[round].decision;
+}
+
+// ---- the worker ----------------------------------------------------------------------------
+
+void FederationJob::WorkerLoop() {
+  while (true) {
+    std::deque<CommitTask> tasks;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](FederationJob* j) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                 return j->stopping_ || !j->queue_.empty();
+                               },
+                               this),
+                           absl::Milliseconds(100));
+      if (stopping_) return;
+      tasks.swap(queue_);
+    }
+    for (CommitTask& task : tasks) ProcessCommit(std::move(task));
+    Tick();
+  }
+}
+
+void FederationJob::ProcessCommit(CommitTask task) {
+  const UploadTicket& t = task.ticket;
+  const int64_t now = clock_();
+  nlohmann::json round_json;
+  std::optional<absl::StatusOr<v1::UploadAck>> immediate;
+  {
+    absl::MutexLock lock(&mu_);
+    Round& r = rounds_[t.round];
+    r.in_flight.erase(t.client);
+    if (r.committed.count(t.client) != 0) {
+      v1::UploadAck ack;
+      ack.set_round(t.round);
+      ack.set_duplicate(true);
+      ack.set_clients_committed(static_cast<int32_t>(r.committed.size()));
+      immediate = ack;
+    } else if (state_ != JobState::kRunning || r.phase != RoundPhase::kOpen) {
+      immediate = absl::FailedPreconditionError(absl::StrCat("round ", t.round, " closed before the upload completed"));
+    } else if (now > r.deadline_ms) {
+      immediate = absl::FailedPreconditionError(absl::StrCat("round ", t.round, " passed its deadline during the upload"));
+    }
+  }
+  if (immediate.has_value()) {
+    if (!immediate->ok()) {
+      spdlog::warn("upload from {} for round {} refused: {}", t.client, t.round, std::string(immediate->status().message()));
+    }
+    task.done(*std::move(immediate));
+    return;
+  }
+  // Durable first (upload file, then round.json: the commit point), then counted. Nothing
+  // can refuse the masks after the commit point: they were validated against the round.
+  const std::string bytes = EncodeMaskSet(task.masks);
+  absl::Status s = store_.WriteBytes(StateStore::UploadFile(t.round, t.client), bytes);
+  nlohmann::json record = {{"client", t.client},
+                           {"committed_unix_ms", now},
+                           {"tensors", task.stats.tensors},
+                           {"weights", task.stats.weights},
+                           {"wire_bytes", task.stats.wire_bytes},
+                           {"payload_bytes", task.stats.payload_bytes},
+                           {"upload_seconds", task.stats.seconds},
+                           {"bits_per_weight", 8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights)},
+                           {"masks_sha256", Sha256Hex(bytes)}};
+  if (s.ok()) {
+    absl::MutexLock lock(&mu_);
+    Round copy = rounds_[t.round];
+    copy.commits.push_back(record);
+    round_json = RoundJsonLocked(copy);
+  }
+  if (s.ok()) s = store_.WriteJson(StateStore::RoundFile(t.round), round_json);
+  if (!s.ok()) {
+    spdlog::error("commit of {} for round {} failed: {}", t.client, t.round, std::string(s.message()));
+    task.done(absl::InternalError(absl::StrCat("could not persist the upload: ", s.message())));
+    return;
+  }
+  if (absl::Status added = pruner_.AddClient(t.client, task.masks); !added.ok()) {
+    task.done(absl::InternalError(absl::StrCat("committed upload could not be counted: ", added.message())));
+    Fail(absl::StrCat("internal error counting the votes of ", t.client, ": ", added.message()));
+    return;
+  }
+  v1::UploadAck ack;
+  bool close = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Round& r = rounds_[t.round];
+    r.committed.insert(t.client);
+    r.commits.push_back(record);
+    close = static_cast<int>(r.committed.size()) >= config_.expected_clients;
+    ack.set_round(t.round);
+    ack.set_committed(true);
+    ack.set_tensors_received(task.stats.tensors);
+    ack.set_bytes_received(task.stats.wire_bytes);
+    ack.set_clients_committed(static_cast<int32_t>(r.committed.size()));
+  }
+  spdlog::info("round {}: committed upload of {} ({} tensors, {} wire bytes = {:.4f} bits/weight, {:.2f} s); "
+               "{} of {} clients committed",
+               t.round, t.client, task.stats.tensors, task.stats.wire_bytes,
+               8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights), task.stats.seconds,
+               ack.clients_committed(), config_.expected_clients);
+  task.done(ack);
+  if (close) {
+    if (absl::Status c = CloseRound(t.round); !c.ok()) Fail(absl::StrCat("round ", t.round, ": ", c.message()));
+  }
+}
+
+void FederationJob::Tick() {
+  const int64_t now = clock_();
+  enum class Action { kNone, kOpenFirst, kClose, kFail } action = Action::kNone;
+  int round = -1;
+  std::string reason;
+  std::vector<Reply> replies;
+  {
+    absl::MutexLock lock(&mu_);
+    replies = CollectRepliesLocked(now);
+    if (state_ == JobState::kWaitingForClients) {
+      const int joined = static_cast<int>(joined_.size());
+      if (joined >= config_.expected_clients ||
+          (joined >= config_.min_clients && now - created_ms_ >= int64_t{1000} * config_.join_timeout_seconds)) {
+        action = Action::kOpenFirst;
+      }
+    } else if (state_ == JobState::kRunning && !rounds_.empty()) {
+      Round& r = rounds_.back();
+      if (r.phase == RoundPhase::kOpen && now > r.deadline_ms) {
+        round = r.index;
+        if (static_cast<int>(r.committed.size()) >= config_.min_clients) {
+          action = Action::kClose;
+          spdlog::info("round {}: deadline reached with {} of {} clients committed (min {}); closing", r.index,
+                       r.committed.size(), config_.expected_clients, config_.min_clients);
+        } else if (r.extensions < config_.max_round_extensions) {
+          ++r.extensions;
+          r.deadline_ms += int64_t{1000} * config_.round_deadline_seconds;
+          spdlog::warn("round {}: deadline reached with {} of min {} clients committed; extension {} of {}", r.index,
+                       r.committed.size(), config_.min_clients, r.extensions, config_.max_round_extensions);
+          (void)PersistJobLocked();
+        } else {
+          action = Action::kFail;
+          reason = absl::StrCat("round ", r.index, ": only ", r.committed.size(), " of min_clients ",
+                                config_.min_clients, " committed after ", r.extensions, " deadline extensions");
+        }
+      }
+    }
+  }
+  Deliver(std::move(replies));
+  absl::Status s;
+  switch (action) {
+    case Action::kNone:
+      return;
+    case Action::kOpenFirst: {
+      absl::MutexLock lock(&mu_);
+      phases_["waiting_for_clients_seconds"] = (now - created_ms_) / 1000.0;
+      spdlog::info("{} of {} expected clients joined; starting", joined_.size(), config_.expected_clients);
+      break;
+    }
+    default:
+      break;
+  }
+  if (action == Action::kOpenFirst) s = OpenRound(0);
+  if (action == Action::kClose) s = CloseRound(round);
+  if (action == Action::kFail) {
+    Fail(reason);
+    return;
+  }
+  if (!s.ok()) Fail(std::string(s.message()));
+}
+
+std::vector<FederationJob::Reply> FederationJob::CollectRepliesLocked(int64_t now_ms) {
+  std::vector<Reply> replies;
+  std::vector<Waiter> keep;
+  for (Waiter& w : waiters_) {
+    if (auto answer = AnswerLocked(w.client, w.last_completed_round)) {
+      replies.emplace_back(std::move(w.done), *std::move(answer));
+    } else if (now_ms >= w.expires_ms) {
+      v1::RoundAssignment a;
+      a.set_state(v1::ROUND_STATE_NOT_READY);
+      replies.emplace_back(std::move(w.done), a);
+    } else {
+      keep.push_back(std::move(w));
+    }
+  }
+  waiters_ = std::move(keep);
+  return replies;
+}
+
+absl::Status FederationJob::OpenRound(int index) {
+  const std::vector<int32_t> layers = LayersOfRound(index);
+  RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(layers.begin(), layers.end())));
+  auto tensors = std::make_shared<std::map<std::string, std::vector<int64_t>>>();
+  int64_t weights = 0;
+  for (auto& [name, shape] : pruner_.ExpectedTensors()) {
+    weights += NumElements(shape);
+    tensors->emplace(name, shape);
+  }
+  Round r;
+  r.index = index;
+  r.layers = layers;
+  r.opened_ms = clock_();
+  r.deadline_ms = r.opened_ms + int64_t{1000} * config_.round_deadline_seconds;
+  r.tensors = std::move(tensors);
+  r.weights = weights;
+  nlohmann::json round_json;
+  {
+    absl::MutexLock lock(&mu_);
+    round_json = RoundJsonLocked(r);
+  }
+  RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
+  std::vector<Reply> replies;
+  {
+    absl::MutexLock lock(&mu_);
+    if (first_round_opened_ms_ == 0) first_round_opened_ms_ = r.opened_ms;
+    rounds_.push_back(std::move(r));
+    state_ = JobState::kRunning;
+    RETURN_IF_ERROR(PersistJobLocked());
+    replies = CollectRepliesLocked(0);
+  }
+  spdlog::info("round {} opened: layers [{}], {} tensors, {} weights per client, deadline in {} s", index,
+               absl::StrJoin(layers, ","), rounds_.back().tensors->size(), weights, config_.round_deadline_seconds);
+  Deliver(std::move(replies));
+  return absl::OkStatus();
+}
+
+absl::Status FederationJob::CloseRound(int index) {
+  std::vector<std::string> clients;
+  {
+    absl::MutexLock lock(&mu_);
+    rounds_[index].phase = RoundPhase::kAggregating;
+    clients.assign(rounds_[index].committed.begin(), rounds_[index].committed.end());
+  }
+  spdlog::info("round {} closed for uploads: {} clients [{}]; aggregating", index, clients.size(),
+               absl::StrJoin(clients, ", "));
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(RoundDecision decision, pruner_.CloseRound());
+  const double aggregation_seconds = SecondsSince(start);
+  auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
+  std::map<std::string, PackedMask> masks;
+  std::map<std::string, FloatTensor> scales;
+  RETURN_IF_ERROR(EncodeDecision(index, decision, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
+                                 static_cast<size_t>(config_.max_chunk_bytes), stream.get(), &masks, &scales));
+  RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionMaskFile(index), EncodeMaskSet(masks)));
+  if (!scales.empty()) RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(scales)));
+  // One line per aggregated layer.
+  std::map<int64_t, std::pair<int64_t, int64_t>> per_layer;  // layer -> (pruned, numel)
+  for (const TensorDecision& d : decision) {
+    const int64_t layer = std::stoll(d.name.substr(std::string("model.layers.").size()));
+    per_layer[layer].first += d.mask.CountOnes();
+    per_layer[layer].second += d.mask.numel();
+  }
+  for (const auto& [layer, counts] : per_layer) {
+    spdlog::info("round {}: layer {} aggregated from {} clients: {} of {} weights pruned ({:.4f})", index, layer,
+                 clients.size(), counts.first, counts.second, static_cast<double>(counts.first) / counts.second);
+  }
+  nlohmann::json round_json;
+  {
+    absl::MutexLock lock(&mu_);
+    Round& r = rounds_[index];
+    r.phase = RoundPhase::kClosed;
+    r.closed_ms = clock_();
+    r.aggregation_seconds = aggregation_seconds;
+    r.decision = stream;
+    round_json = RoundJsonLocked(r);
+  }
+  RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
+  spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, aggregation_seconds, stream->size());
+  if (index + 1 < NumRounds()) return OpenRound(index + 1);
+  return WriteModel();
+}
+
+absl::Status FederationJob::WriteModel() {
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = JobState::kWritingModel;
+    RETURN_IF_ERROR(PersistJobLocked());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string model_dir = (std::filesystem::path(config_.output_dir) / "model").string();
+  RETURN_IF_ERROR(pruner_.model().SaveHf(model_dir, tokenizer_path_));
+  const double write_seconds = SecondsSince(start);
+  spdlog::info("pruned model written to {} ({}, {:.2f} s)", model_dir, TorchDtypeName(pruner_.model().config().dtype),
+               write_seconds);
+  nlohmann::json report;
+  std::vector<Reply> replies;
+  {
+    absl::MutexLock lock(&mu_);
+    phases_["writing_model_seconds"] = write_seconds;
+    report = BuildReport();
+  }
+  const std::string report_path = (std::filesystem::path(config_.output_dir) / "report.json").string();
+  RETURN_IF_ERROR(AtomicWriteFile(report_path, report.dump(2) + "\n"));
+  spdlog::info("report written to {}", report_path);
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = JobState::kDone;
+    RETURN_IF_ERROR(PersistJobLocked());
+    replies = CollectRepliesLocked(0);
+  }
+  spdlog::info("job {} done", job_id_);
+  Deliver(std::move(replies));
+  return absl::OkStatus();
+}
+
+void FederationJob::Fail(const std::string& reason) {
+  std::vector<Reply> replies;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == JobState::kFailed || state_ == JobState::kDone) return;
+    state_ = JobState::kFailed;
+    failure_ = reason;
+    (void)PersistJobLocked();
+    replies = CollectRepliesLocked(0);
+  }
+  spdlog::error("job {} FAILED: {}", job_id_, reason);
+  Deliver(std::move(replies));
+}
+
+nlohmann::json FederationJob::RoundJsonLocked(const Round& r) const {
+  return {{"round", r.index},
+          {"layers", r.layers},
+          {"state", PhaseName(static_cast<int>(r.phase))},
+          {"opened_unix_ms", r.opened_ms},
+          {"deadline_unix_ms", r.deadline_ms},
+          {"extensions", r.extensions},
+          {"commits", r.commits}};
+}
+
+absl::Status FederationJob::PersistJobLocked() {
+  static const char* kStates[] = {"WAITING_FOR_CLIENTS", "RUNNING", "WRITING_MODEL", "DONE", "FAILED"};
+  nlohmann::json job = {{"state", kStates[static_cast<int>(state_)]},
+                        {"current_round", rounds_.empty() ? -1 : rounds_.back().index},
+                        {"deadline_unix_ms", rounds_.empty() ? 0 : rounds_.back().deadline_ms},
+                        {"extensions", rounds_.empty() ? 0 : rounds_.back().extensions},
+                        {"failure", failure_}};
+  // Small and rare (state changes only), so written under the lock; the commit path writes
+  // its large files without it.
+  return store_.WriteJson("job.json", job);
+}
+
+nlohmann::json FederationJob::BuildReport() {
+  nlohmann::json rounds = nlohmann::json::array();
+  std::map<std::string, std::pair<int64_t, int64_t>> per_client;  // wire bytes, weights
+  double rounds_seconds = 0, aggregation_seconds = 0;
+  for (const Round& r : rounds_) {
+    nlohmann::json uploads = nlohmann::json::object();
+    for (const nlohmann::json& c : r.commits) {
+      uploads[c["client"].get<std::string>()] = c;
+      per_client[c["client"]].first += c["wire_bytes"].get<int64_t>();
+      per_client[c["client"]].second += c["weights"].get<int64_t>();
+    }
+    rounds.push_back({{"round", r.index},
+                      {"layers", r.layers},
+                      {"clients", std::vector<std::string>(r.committed.begin(), r.committed.end())},
+                      {"weights_per_client", r.weights},
+                      {"opened_unix_ms", r.opened_ms},
+                      {"closed_unix_ms", r.closed_ms},
+                      {"round_seconds", (r.closed_ms - r.opened_ms) / 1000.0},
+                      {"aggregation_seconds", r.aggregation_seconds},
+                      {"deadline_extensions", r.extensions},
+                      {"uploads", uploads}});
+    rounds_seconds += (r.closed_ms - r.opened_ms) / 1000.0;
+    aggregation_seconds += r.aggregation_seconds;
+  }
+  nlohmann::json bytes = nlohmann::json::object();
+  for (const auto& [client, v] : per_client) {
+    bytes[client] = {{"wire_bytes", v.first},
+                     {"weights", v.second},
+                     {"bits_per_weight", 8.0 * v.first / std::max<int64_t>(1, v.second)}};
+  }
+  nlohmann::json phases = phases_;
+  phases["rounds_seconds"] = rounds_seconds;
+  phases["aggregation_seconds"] = aggregation_seconds;
+  const nlohmann::json& pruner = pruner_.report();  // worker thread only: safe here
+  return {{"job_id", job_id_},
+          {"model", config_.model},
+          {"model_fingerprint", fingerprint_},
+          {"output_model", (std::filesystem::path(config_.output_dir) / "model").string()},
+          {"config", ConfigDigestJson(config_)},
+          {"joined_clients", std::vector<std::string>(joined_.begin(), joined_.end())},
+          {"rounds", rounds},
+          {"bytes_per_client", bytes},
+          {"phases_seconds", phases},
+          {"matrices", pruner.contains("tensors") ? pruner["tensors"] : nlohmann::json::object()},
+          {"aggregation_rounds", pruner.contains("rounds") ? pruner["rounds"] : nlohmann::json::array()}};
+}
+
+}  // namespace fedprllm

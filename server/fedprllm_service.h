@@ -1,0 +1,41 @@
+// The gRPC edge of the server: the FedPrLLM callback service. Each streaming RPC is a small
+// reactor that owns its call's state, keeps at most one read or write in flight, and never
+// blocks or holds a lock in a callback. It authenticates the peer (mTLS certificate names
+// against the allowlist), validates every payload chunk with MaskAssembler before anything
+// reaches the job, and converts absl::Status to grpc::Status 1:1.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/fedprllm.grpc.pb.h"
+#include "server/federation_job.h"
+
+namespace fedprllm {
+
+class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
+ public:
+  // `job` is not owned and outlives the service. `insecure`: no TLS; identities are the
+  // JoinRequest.client_name (still checked against the allowlist).
+  FedPrLLMService(FederationJob* job, bool insecure) : job_(job), insecure_(insecure) {}
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context, const v1::JoinRequest* request,
+                                 v1::JoinResponse* response) override;
+  grpc::ServerUnaryReactor* WaitForRound(grpc::CallbackServerContext* context, const v1::WaitRequest* request,
+                                         v1::RoundAssignment* response) override;
+  grpc::ServerReadReactor<v1::UploadChunk>* UploadPayloads(grpc::CallbackServerContext* context,
+                                                           v1::UploadAck* response) override;
+  grpc::ServerWriteReactor<v1::DecisionChunk>* FetchDecisions(grpc::CallbackServerContext* context,
+                                                              const v1::FetchRequest* request) override;
+
+ private:
+  // The peer's allowlisted identity; PERMISSION_DENIED (logged) otherwise. In insecure mode
+  // returns "" for every call but Join, which uses `claimed_name`.
+  absl::StatusOr<std::string> PeerIdentity(grpc::CallbackServerContext* context, const std::string& rpc,
+                                           const std::string* claimed_name = nullptr) const;
+
+  FederationJob* job_;
+  const bool insecure_;
+};
+
+}  // namespace fedprllm

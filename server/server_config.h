@@ -1,0 +1,101 @@
+// ServerConfig: everything fedprllm-server reads from its YAML file (deploy/server.example.yaml
+// lists every key with its default). One struct, one loader, one Validate() whose errors name
+// the offending key.
+//
+//   ASSIGN_OR_RETURN(ServerConfig config, LoadServerConfig("server.yaml"));   // parses + validates
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/federation.h"
+#include "engine/mask_selection.h"
+#include "engine/vote_aggregation.h"
+
+namespace fedprllm {
+
+struct ServerTlsConfig {
+  // PEM files of the server certificate chain, its private key, and the federation CA that
+  // signs client certificates. Default: none; all three are required unless `insecure`.
+  std::string cert;
+  std::string key;
+  std::string ca;
+};
+
+struct ServerConfig {
+  // host:port to listen on. Default "0.0.0.0:50051". Port 0 is refused (clients need it).
+  std::string listen_address = "0.0.0.0:50051";
+  ServerTlsConfig tls;
+  // Plaintext without any authentication; for local experiments only, logged as a warning.
+  // Identities then come from JoinRequest.client_name. Default false.
+  bool insecure = false;
+  // Client identities (certificate CN or SAN DNS name) allowed to join. 1..1000 distinct
+  // names of [A-Za-z0-9._-], at most 64 bytes each. Required.
+  std::vector<std::string> allowed_clients;
+  // Commits that close a round early. Default 0 = all allowed clients. Bounds
+  // 1..len(allowed_clients).
+  int expected_clients = 0;
+  // Commits needed to close a round at its deadline. Default 0 = expected_clients. Bounds
+  // 1..expected_clients.
+  int min_clients = 0;
+  // Dense base model: Hugging Face directory or llama2.c .bin. Required.
+  std::string model;
+  // SentencePiece file copied next to the pruned model. Default "" = found beside the model
+  // if there is one, otherwise none is copied.
+  std::string tokenizer;
+  // Where the pruned model (output_dir/model) and report (output_dir/report.json) go.
+  // Required.
+  std::string output_dir;
+  // Job state (manifest, commits, uploads, decisions), docs/round_protocol.md §6. Required.
+  std::string state_dir;
+  // Fraction pruned per comparison group, [0, 1). Default 0.5. Ignored for N:M (n/m).
+  double sparsity = 0.5;
+  // "unstructured" | "2:4" | "4:8". Default "unstructured".
+  std::string pattern = "unstructured";
+  // Comparison group of the vote aggregation: "layer" | "row" | "column". Default "layer".
+  std::string group = "layer";
+  // "one-shot" | "iterative". Default "one-shot".
+  std::string strategy = "one-shot";
+  // Scale kept weights by (clients that kept them)/(clients). Default false.
+  bool weight_scaling = false;
+  // Order among equal vote counts: "magnitude" (smaller |W| first) | "random". Default
+  // "magnitude".
+  std::string tie_break = "magnitude";
+  // Seed of the "random" tie-break. Default 0.
+  uint64_t seed = 0;
+  // Seconds to wait for every expected client before opening round 0 with at least
+  // min_clients joined. Default 600. Bounds 1..86400.
+  int join_timeout_seconds = 600;
+  // Seconds from a round's opening to its deadline. Default 3600. Bounds 10..604800.
+  int round_deadline_seconds = 3600;
+  // Deadline extensions (each round_deadline_seconds) when fewer than min_clients have
+  // committed; then the job fails. Default 2. Bounds 0..100.
+  int max_round_extensions = 2;
+  // Longest a WaitForRound long poll is held, seconds. Default 30. Bounds 1..300.
+  int poll_window_seconds = 30;
+  // Largest chunk accepted and sent, bytes. Default 1048576. Bounds 4096..2097152.
+  int64_t max_chunk_bytes = int64_t{1} << 20;
+
+  // Checks every field against its bounds and the cross-field rules; the error names the
+  // key. Fills the "0 = default" fields (expected_clients, min_clients).
+  absl::Status Validate();
+
+  // Parsed forms (valid after Validate()).
+  absl::StatusOr<AggregationOptions> Aggregation() const;
+  absl::StatusOr<Strategy> ParsedStrategy() const { return ParseStrategy(strategy); }
+};
+
+// Reads and validates a YAML file. Unknown keys are refused (a typo must not silently fall
+// back to a default). yaml-cpp exceptions are turned into INVALID_ARGUMENT here, naming the
+// file, the key and the line.
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
+// Same from YAML text; `source` labels messages.
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, const std::string& source);
+
+// True for 1..64 bytes of [A-Za-z0-9._-] not starting with '.', '_' or '-'.
+bool ValidIdentity(const std::string& name);
+
+}  // namespace fedprllm

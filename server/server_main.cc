@@ -1,0 +1,45 @@
+// fedprllm-server: the aggregation server of a federated pruning job.
+//   fedprllm-server --config server.yaml
+// Exits 0 once the pruned model and its report are written.
+#include <cstdio>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/status_macros.h"
+#include "server/server.h"
+#include "server/server_config.h"
+
+ABSL_FLAG(std::string, config, "", "Server YAML config (see deploy/server.example.yaml); required");
+ABSL_FLAG(std::string, listen_address, "", "Overrides the config's listen_address");
+
+namespace fedprllm {
+
+absl::Status Run() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  if (path.empty()) return absl::InvalidArgumentError("--config is required");
+  ASSIGN_OR_RETURN(ServerConfig config, LoadServerConfig(path));
+  if (const std::string listen = absl::GetFlag(FLAGS_listen_address); !listen.empty()) {
+    config.listen_address = listen;
+    RETURN_IF_ERROR(config.Validate());
+  }
+  return RunServer(config);
+}
+
+}  // namespace fedprllm
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("fedprllm-server --config server.yaml");
+  absl::ParseCommandLine(argc, argv);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] server: %v");
+  const absl::Status status = fedprllm::Run();
+  if (!status.ok()) {
+    spdlog::error("{}", std::string(status.message()));
+    std::fprintf(stderr, "fedprllm-server: error: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,220 @@
+#include "server/state_store.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
+#include "common/status_macros.h"
+
+namespace fedprllm {
+namespace {
+
+constexpr char kMagic[4] = {'F', 'P', 'M', 'S'};
+constexpr uint32_t kVersion = 1;
+constexpr uint32_t kKindMasks = 1;
+constexpr uint32_t kKindFloat32 = 5;
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+// Bounds-checked little-endian reader.
+class Reader {
+ public:
+  explicit Reader(absl::string_view data) : data_(data) {}
+  bool U32(uint32_t* v) {
+    if (data_.size() - pos_ < 4) return false;
+    *v = 0;
+    for (int i = 0; i < 4; ++i) *v |= uint32_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
+    pos_ += 4;
+    return true;
+  }
+  bool U64(uint64_t* v) {
+    if (data_.size() - pos_ < 8) return false;
+    *v = 0;
+    for (int i = 0; i < 8; ++i) *v |= uint64_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
+    pos_ += 8;
+    return true;
+  }
+  bool Bytes(uint64_t n, absl::string_view* out) {
+    if (data_.size() - pos_ < n) return false;
+    *out = data_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
+  size_t remaining() const { return data_.size() - pos_; }
+
+ private:
+  absl::string_view data_;
+  size_t pos_ = 0;
+};
+
+void PutEntryHeader(std::string* out, const std::string& name, const std::vector<int64_t>& shape,
+                    uint64_t nbytes) {
+  PutU32(out, static_cast<uint32_t>(name.size()));
+  out->append(name);
+  PutU32(out, static_cast<uint32_t>(shape.size()));
+  for (int64_t d : shape) PutU64(out, static_cast<uint64_t>(d));
+  PutU64(out, nbytes);
+}
+
+std::string Seal(std::string body) {
+  PutU32(&body, crc32c::Value(body));
+  return body;
+}
+
+}  // namespace
+
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("cannot create", tmp);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const absl::Status s = Errno("cannot write", tmp);
+      ::close(fd);
+      return s;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const absl::Status s = Errno("cannot fsync", tmp);
+    ::close(fd);
+    return s;
+  }
+  if (::close(fd) != 0) return Errno("cannot close", tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("cannot rename to", path);
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Errno("cannot open directory", dir);
+  const int rc = ::fsync(dfd);
+  ::close(dfd);
+  if (rc != 0) return Errno("cannot fsync directory", dir);
+  return absl::OkStatus();
+}
+
+std::string EncodeMaskSet(const std::map<std::string, PackedMask>& masks) {
+  std::string out(kMagic, 4);
+  PutU32(&out, kVersion);
+  PutU32(&out, kKindMasks);
+  PutU32(&out, static_cast<uint32_t>(masks.size()));
+  for (const auto& [name, mask] : masks) {
+    PutEntryHeader(&out, name, mask.shape(), mask.bytes().size());
+    out.append(reinterpret_cast<const char*>(mask.bytes().data()), mask.bytes().size());
+  }
+  return Seal(std::move(out));
+}
+
+std::string EncodeFloatSet(const std::map<std::string, FloatTensor>& tensors) {
+  std::string out(kMagic, 4);
+  PutU32(&out, kVersion);
+  PutU32(&out, kKindFloat32);
+  PutU32(&out, static_cast<uint32_t>(tensors.size()));
+  for (const auto& [name, t] : tensors) {
+    PutEntryHeader(&out, name, t.shape, 4 * t.values.size());
+    for (float f : t.values) {
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      PutU32(&out, bits);
+    }
+  }
+  return Seal(std::move(out));
+}
+
+absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_view bytes,
+                                                                const std::string& label) {
+  auto bad = [&](absl::string_view why) { return absl::DataLossError(absl::StrCat(label, ": ", why)); };
+  if (bytes.size() < 20 || bytes.substr(0, 4) != absl::string_view(kMagic, 4)) return bad("not a mask set file");
+  const absl::string_view body = bytes.substr(0, bytes.size() - 4);
+  Reader crc_reader(bytes.substr(bytes.size() - 4));
+  uint32_t crc = 0;
+  crc_reader.U32(&crc);
+  if (crc != crc32c::Value(body.data(), body.size())) return bad("CRC32C mismatch");
+  Reader r(body.substr(4));
+  uint32_t version, kind, count;
+  if (!r.U32(&version) || !r.U32(&kind) || !r.U32(&count)) return bad("truncated header");
+  if (version != kVersion || kind != kKindMasks) return bad(absl::StrCat("version ", version, " kind ", kind));
+  std::map<std::string, PackedMask> out;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t name_len, rank;
+    absl::string_view name;
+    if (!r.U32(&name_len) || !r.Bytes(name_len, &name) || !r.U32(&rank) || rank > 8) return bad("bad entry");
+    std::vector<int64_t> shape(rank);
+    for (auto& d : shape) {
+      uint64_t v;
+      if (!r.U64(&v) || v > (uint64_t{1} << 40)) return bad("bad shape");
+      d = static_cast<int64_t>(v);
+    }
+    uint64_t nbytes;
+    absl::string_view data;
+    if (!r.U64(&nbytes) || !r.Bytes(nbytes, &data)) return bad("truncated entry");
+    auto mask = PackedMask::FromBytes(shape, std::vector<uint8_t>(data.begin(), data.end()));
+    if (!mask.ok()) return bad(mask.status().message());
+    out.emplace(std::string(name), *std::move(mask));
+  }
+  if (r.remaining() != 0) return bad("trailing bytes");
+  return out;
+}
+
+std::string Sha256Hex(absl::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 15]);
+  }
+  return hex;
+}
+
+absl::StatusOr<StateStore> StateStore::Create(const std::string& state_dir, const std::string& job_id) {
+  const std::filesystem::path dir = std::filesystem::path(state_dir) / job_id;
+  std::error_code ec;
+  if (std::filesystem::exists(dir / "job.json", ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state directory ", dir.string(), " already holds this job; resuming is not implemented yet, "
+        "so move it away (or point state_dir elsewhere) to run the job again"));
+  }
+  std::filesystem::create_directories(dir / "rounds", ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+  return StateStore(dir.string());
+}
+
+absl::Status StateStore::WriteBytes(const std::string& relative, absl::string_view bytes) const {
+  const std::filesystem::path path = std::filesystem::path(dir_) / relative;
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", path.parent_path().string(), ": ", ec.message()));
+  return AtomicWriteFile(path.string(), bytes);
+}
+
+absl::Status StateStore::WriteJson(const std::string& relative, const nlohmann::json& json) const {
+  return WriteBytes(relative, json.dump(2) + "\n");
+}
+
+std::string StateStore::RoundFile(int round) { return absl::StrCat("rounds/", round, "/round.json"); }
+std::string StateStore::UploadFile(int round, const std::string& client) {
+  return absl::StrCat("rounds/", round, "/uploads/", client, ".masks");
+}
+std::string StateStore::DecisionMaskFile(int round) { return absl::StrCat("rounds/", round, "/decision.masks"); }
+std::string StateStore::DecisionScaleFile(int round) { return absl::StrCat("rounds/", round, "/decision.scales"); }
+
+}  // namespace fedprllm
