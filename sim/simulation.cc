@@ -353,8 +353,9 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
           ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, seed));
           const std::vector<at::Tensor>& split = split_draw.second;
           ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, split, local));
-          for (const auto& client : masks) {
-            ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, client, pattern));
+          for (size_t c = 0; c < masks.size(); ++c) {
+            if (s.local_only_max_clients > 0 && c >= static_cast<size_t>(s.local_only_max_clients)) break;
+            ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, masks[c], pattern));
             ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
             book.Add(id(clients, "local-only"), ppl);
           }
@@ -566,12 +567,15 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
     ASSIGN_OR_RETURN(auto fed_ppl, evaluator.Evaluate(fed));
     point.fedprllm = fed_ppl[0];
     double sum = 0;
+    int counted = 0;
     for (const auto& client : masks) {
+      if (s.local_only_max_clients > 0 && counted >= s.local_only_max_clients) break;
       ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, client, pattern));
       ASSIGN_OR_RETURN(auto ppl, evaluator.Evaluate(m));
       sum += ppl[0];
+      ++counted;
     }
-    point.local_only_mean = sum / masks.size();
+    point.local_only_mean = sum / counted;
     if (log) {
       log(absl::StrFormat("sweep sparsity %.2f: magnitude %.2f, centralized %.2f, fedprllm %.2f, local-only %.2f",
                           sparsity, point.magnitude, point.centralized, point.fedprllm, point.local_only_mean));

@@ -85,6 +85,9 @@ struct SimSettings {
   // Evaluation: tokens per window (default 256) and windows per text (default 64; 0 = all).
   int64_t eval_seqlen = 256;
   int64_t eval_max_windows = 64;
+  // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.
+  // Default 0. Evaluation dominates the runtime, and 64 clients x 3 seeds is 192 models.
+  int local_only_max_clients = 0;
   ComputeOptions compute;
 
   absl::Status Validate() const;

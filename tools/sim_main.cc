@@ -33,6 +33,7 @@ ABSL_FLAG(std::vector<std::string>, scaling, std::vector<std::string>({"no", "ye
 ABSL_FLAG(std::vector<std::string>, tie_breaks, std::vector<std::string>({"magnitude", "random"}), "Tie-breaks");
 ABSL_FLAG(int64_t, eval_seqlen, 256, "Tokens per evaluation window");
 ABSL_FLAG(int64_t, eval_max_windows, 64, "Evaluation windows per text (0 = all)");
+ABSL_FLAG(int, local_only_max_clients, 0, "Local-only: evaluate at most this many clients per count and seed (0 = all)");
 ABSL_FLAG(std::string, out, "", "Output directory for table.md, results.csv, findings.md (required)");
 ABSL_FLAG(bool, table, true, "Compute the quality table");
 ABSL_FLAG(bool, sweep, false, "Also run the sparsity sweep (0.1..0.8) and plot sparsity_sweep.png");
@@ -102,6 +103,7 @@ absl::Status Run() {
                                                }));
   s.eval_seqlen = absl::GetFlag(FLAGS_eval_seqlen);
   s.eval_max_windows = absl::GetFlag(FLAGS_eval_max_windows);
+  s.local_only_max_clients = absl::GetFlag(FLAGS_local_only_max_clients);
   ASSIGN_OR_RETURN(s.compute, ParseComputeOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype)));
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");

@@ -1,0 +1,155 @@
+// fedprllm-sim's building blocks on the bundled stories260K model: the even split, the
+// simulator's one-shot path against RunInProcessFederation, local-only against centralized
+// Wanda, and the rows of a small table.
+#include "sim/simulation.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "engine/prune_job.h"
+#include "model/perplexity.h"
+#include "model/test_paths.h"
+
+namespace fedprllm {
+namespace {
+
+class SimTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = LlamaModel::Load(testing::BundledModel());
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = new LlamaModel(*std::move(model));
+    auto tokenizer = Tokenizer::Load(testing::BundledTokenizer());
+    ASSERT_TRUE(tokenizer.ok());
+    auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+    ASSERT_TRUE(text.ok());
+    auto tokens = tokenizer->Encode(SplitHalves(*text).second, true);
+    ASSERT_TRUE(tokens.ok());
+    auto samples = SampleWindows(*tokens, {8, 64, 0});
+    ASSERT_TRUE(samples.ok());
+    samples_ = new at::Tensor(*samples);
+  }
+  static void ExpectSameModel(const LlamaModel& a, const LlamaModel& b) {
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const auto& [name, t] : a.tensors()) {
+      EXPECT_TRUE(at::equal(t, b.tensors().at(name))) << name;
+    }
+  }
+  static LlamaModel* model_;
+  static at::Tensor* samples_;
+};
+LlamaModel* SimTest::model_ = nullptr;
+at::Tensor* SimTest::samples_ = nullptr;
+
+TEST_F(SimTest, EvenSplitIsDisjointAndCoversAllSamples) {
+  const at::Tensor rows = at::arange(12, at::kLong).reshape({12, 1}).repeat({1, 3});
+  auto split = EvenSplit(rows, 4, 7);
+  ASSERT_TRUE(split.ok()) << split.status();
+  ASSERT_EQ(split->size(), 4u);
+  std::multiset<int64_t> seen;
+  for (const at::Tensor& part : *split) {
+    ASSERT_EQ(part.size(0), 3);
+    for (int64_t i = 0; i < 3; ++i) seen.insert(part[i][0].item<int64_t>());
+  }
+  EXPECT_EQ(seen, (std::multiset<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
+  auto again = EvenSplit(rows, 4, 7);
+  auto other = EvenSplit(rows, 4, 8);
+  ASSERT_TRUE(again.ok() && other.ok());
+  bool differs = false;
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_TRUE(at::equal((*split)[c], (*again)[c]));
+    differs |= !at::equal((*split)[c], (*other)[c]);
+  }
+  EXPECT_TRUE(differs) << "another seed should deal the samples differently";
+  EXPECT_FALSE(EvenSplit(rows, 5, 0).ok());
+}
+
+TEST_F(SimTest, OneShotEqualsInProcessFederationBitForBit) {
+  auto split = EvenSplit(*samples_, 4, 1);
+  ASSERT_TRUE(split.ok());
+  const SparsityPattern pattern{0.5, 0, 0};
+  const LocalPruneOptions local = ClientPruneOptions(pattern, {});
+  auto masks = ComputeClientMasks(*model_, *split, local);
+  ASSERT_TRUE(masks.ok()) << masks.status();
+  for (bool scaling : {false, true}) {
+    FederationOptions fed;
+    fed.aggregation.group = ComparisonGroup::kLayer;
+    fed.aggregation.pattern = pattern;
+    fed.aggregation.weight_scaling = scaling;
+    fed.aggregation.tie_break = TieBreak::kRandom;
+    fed.aggregation.seed = 1;
+    fed.local = local;
+    auto reference = RunInProcessFederation(*model_, *split, fed);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    auto simulated = AggregateOneShot(*model_, *masks, fed.aggregation);
+    ASSERT_TRUE(simulated.ok()) << simulated.status();
+    ExpectSameModel(*simulated, *reference);
+  }
+}
+
+TEST_F(SimTest, LocalOnlyWithOneClientEqualsCentralizedWanda) {
+  for (const SparsityPattern& pattern : {SparsityPattern{0.5, 0, 0}, SparsityPattern{0.5, 2, 4}}) {
+    const LocalPruneOptions local = ClientPruneOptions(pattern, {});
+    auto masks = ComputeClientMasks(*model_, {*samples_}, local);
+    ASSERT_TRUE(masks.ok());
+    auto local_only = LocalOnlyModel(*model_, (*masks)[0], pattern);
+    ASSERT_TRUE(local_only.ok()) << local_only.status();
+    auto centralized = PruneModel(*model_, *samples_, local, nullptr);
+    ASSERT_TRUE(centralized.ok());
+    ExpectSameModel(*local_only, *centralized);
+  }
+}
+
+TEST_F(SimTest, SmallTableHasTheExpectedRows) {
+  SimSettings s;
+  s.model_path = testing::BundledModel();
+  auto calib = ParseCalibrationSet("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@second-half");
+  auto eval = ParseEvalText("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@first-half");
+  ASSERT_TRUE(calib.ok() && eval.ok());
+  s.calibrations = {*calib};
+  s.evals = {*eval};
+  s.clients = {2};
+  s.nsamples = 4;
+  s.seqlen = 32;
+  s.seeds = {0, 1};
+  s.eval_seqlen = 32;
+  s.eval_max_windows = 2;
+  auto table = RunSimulation(s);
+  ASSERT_TRUE(table.ok()) << table.status();
+  // Per pattern: dense, magnitude, centralized, local-only, then per tie-break the one-shot
+  // rows (3 groups x 2 scalings unstructured; 1 x 2 for 2:4) and one iterative row.
+  ASSERT_EQ(table->rows.size(), (4 + 2 * (6 + 1)) + (4 + 2 * (2 + 1)));
+  const SimRow& dense = table->rows[0];
+  EXPECT_EQ(dense.method, "dense");
+  EXPECT_EQ(dense.ppl.at("ts").values.size(), 1u);
+  EXPECT_EQ(table->rows[1].method, "magnitude");
+  EXPECT_EQ(table->rows[2].method, "centralized-wanda");
+  EXPECT_EQ(table->rows[2].ppl.at("ts").values.size(), 2u);  // seeds
+  EXPECT_EQ(table->rows[3].method, "local-only");
+  EXPECT_EQ(table->rows[3].ppl.at("ts").values.size(), 4u);  // 2 clients x 2 seeds
+  for (const SimRow& row : table->rows) {
+    EXPECT_GT(row.ppl.at("ts").mean(), 1.0) << row.Label();
+    if (row.method != "dense") EXPECT_GT(row.ppl.at("ts").min(), dense.ppl.at("ts").mean() * 0.5) << row.Label();
+  }
+  const std::string md = FormatMarkdown(s, *table);
+  EXPECT_NE(md.find("| FedPrLLM one-shot, column, scaling, tie: random | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| FedPrLLM iterative, layer, no scaling, tie: magnitude | 2 |"), std::string::npos) << md;
+  const std::string csv = FormatCsv(*table);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + static_cast<long>(table->rows.size()));
+  EXPECT_NE(FormatFindings(*table).find("centralized Wanda"), std::string::npos);
+}
+
+TEST_F(SimTest, SpecsParse) {
+  auto set = ParseCalibrationSet("c4=a.jsonl:prefix,gold_completion|b.txt@second-half");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->name, "c4");
+  ASSERT_EQ(set->sources.size(), 2u);
+  EXPECT_EQ(set->sources[0].jsonl_fields, (std::vector<std::string>{"prefix", "gold_completion"}));
+  EXPECT_EQ(set->part, TextPart::kSecondHalf);
+  EXPECT_FALSE(ParseEvalText("no-name").ok());
+  EXPECT_FALSE(ParseEvalText("x=a.txt@middle").ok());
+}
+
+}  // namespace
+}  // namespace fedprllm
