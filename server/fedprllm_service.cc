@@ -50,7 +50,10 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
       ASSIGN_OR_RETURN(UploadTicket ticket, job_->BeginUpload(message_.session_token(), peer_, message_.round()));
       ticket_ = std::move(ticket);
       token_ = message_.session_token();
-    } else if (message_.session_token() != token_ || message_.round() != ticket_->round) {
+    } else if (!(message_.session_token().empty() && message_.round() == 0) &&
+               (message_.session_token() != token_ || message_.round() != ticket_->round)) {
+      // Later messages either leave both fields unset (the usual, saving ~36 bytes per
+      // message) or repeat them exactly.
       return absl::FailedPreconditionError(absl::StrCat("session token or round changed within the upload stream (round ",
                                                         ticket_->round, " then ", message_.round(), ")"));
     }

@@ -1,0 +1,71 @@
+// ClientConfig: everything fedprllm-client reads from its YAML file (deploy/client.example.yaml
+// lists every key with its default). One struct, one loader, one Validate() whose errors name
+// the offending key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedprllm {
+
+struct ClientTlsConfig {
+  // PEM files: this site's certificate (CN = its identity) and key, and the federation CA that
+  // signed the server's certificate. Required unless `insecure`.
+  std::string cert;
+  std::string key;
+  std::string ca;
+};
+
+struct ClientConfig {
+  // host:port of fedprllm-server. Required.
+  std::string server_address;
+  ClientTlsConfig tls;
+  // Name the server's certificate must carry, when it differs from the host in
+  // server_address (e.g. connecting by IP). Default "" = the host.
+  std::string server_name;
+  // Plaintext, no authentication (test setups only; the server must be insecure too).
+  // Default false.
+  bool insecure = false;
+  // Shown in the server's logs; in insecure mode it is the identity. Default "".
+  std::string name;
+  // Local copy of the base model (must have the server's fingerprint). Required.
+  std::string model;
+  // SentencePiece file. Default "" = found beside the model.
+  std::string tokenizer;
+  // Private calibration text: "file.txt" or "file.jsonl:field1,field2". 1..64 entries.
+  std::vector<std::string> calibration;
+  // Calibration windows. Default 128. Bounds 1..1000000.
+  int64_t nsamples = 128;
+  // Tokens per window. Default 256. Bounds 2..131072.
+  int64_t seqlen = 256;
+  // Seed of the window positions. Default 0.
+  uint64_t seed = 0;
+  // "cpu", "cuda" or "cuda:N". Default "cpu".
+  std::string device = "cpu";
+  // Compute dtype "float32" | "bfloat16" | "float16"; "" = the model's. Default "".
+  std::string dtype;
+  // Calibration windows per forward pass. Default 8. Bounds 1..4096.
+  int64_t batch_size = 8;
+  // Local scoring: "wanda" | "magnitude". Default "wanda".
+  std::string metric = "wanda";
+  // Comparison group of the site's own masks: "row" (Wanda's) | "layer". Default "row".
+  std::string local_group = "row";
+  // First retry delay after a transient failure, seconds; doubles up to 60, +-20% jitter.
+  // Default 1. Bounds 0.01..60.
+  double retry_initial_seconds = 1.0;
+  // Give up after this long of consecutive transient failures, seconds. Default 600.
+  // Bounds 1..86400.
+  double retry_max_seconds = 600;
+  // Deadline of one upload or fetch RPC, seconds. Default 600. Bounds 1..86400.
+  double rpc_timeout_seconds = 600;
+
+  absl::Status Validate();
+};
+
+absl::StatusOr<ClientConfig> LoadClientConfig(const std::string& path);
+absl::StatusOr<ClientConfig> ParseClientConfig(const std::string& yaml_text, const std::string& source);
+
+}  // namespace fedprllm

@@ -1,0 +1,456 @@
+#include "client/federation_client.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "engine/calibration_data.h"
+#include "engine/site_session.h"
+#include "model/llama_config.h"
+#include "model/perplexity.h"
+#include "model/tokenizer.h"
+#include "model/torch_wall.h"
+#include "proto/fedprllm.grpc.pb.h"
+#include "proto/payload_convert.h"
+
+namespace fedprllm {
+
+bool IsTransient(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::StatusOr<RoundDecision> DecodeDecisionStream(const std::vector<v1::DecisionChunk>& stream, int round,
+                                                   const v1::JobSpec& job, const std::vector<int32_t>& layers) {
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const v1::TensorSpec& t : job.tensors()) {
+    for (int32_t l : layers) {
+      if (t.layer() == l) expected[t.name()] = std::vector<int64_t>(t.shape().begin(), t.shape().end());
+    }
+  }
+  const MaskPattern pattern{job.pattern().n(), job.pattern().m()};
+  std::map<std::string, TensorDecision> decisions;
+  std::optional<MaskAssembler> mask;
+  std::optional<Float32Assembler> scale;
+  auto finish = [&]() -> absl::Status {
+    if (mask.has_value()) {
+      const std::string name = mask->header().tensor_name;
+      ASSIGN_OR_RETURN(PackedMask m, mask->Finish());
+      mask.reset();
+      decisions[name].name = name;
+      decisions[name].mask = std::move(m);
+    } else if (scale.has_value()) {
+      const std::string name = scale->header().tensor_name;
+      const std::vector<int64_t> shape = scale->header().shape;
+      ASSIGN_OR_RETURN(std::vector<float> values, scale->Finish());
+      scale.reset();
+      ASSIGN_OR_RETURN(decisions[name].scale, TorchCall("building a scale tensor", [&] {
+                         return at::from_blob(values.data(), shape, at::kFloat).clone();
+                       }));
+    }
+    return absl::OkStatus();
+  };
+  for (const v1::DecisionChunk& message : stream) {
+    if (message.round() != round) {
+      return absl::InvalidArgumentError(absl::StrCat("decision message for round ", message.round(), ", expected ", round));
+    }
+    if (message.has_header()) {
+      if ((mask.has_value() && !mask->complete()) || (scale.has_value() && !scale->complete())) {
+        return absl::InvalidArgumentError("decision: header before the previous payload's last chunk");
+      }
+      RETURN_IF_ERROR(finish());
+      TensorPayloadHeader header = HeaderFromProto(message.header());
+      auto it = expected.find(header.tensor_name);
+      if (it == expected.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("decision for unexpected tensor '", header.tensor_name, "'"));
+      }
+      if (header.kind == PayloadKind::kPruneMask) {
+        if (decisions.count(header.tensor_name) != 0) {
+          return absl::InvalidArgumentError(absl::StrCat("decision mask for ", header.tensor_name, " sent twice"));
+        }
+        MaskExpectations expect;
+        expect.shape = it->second;
+        expect.pattern = pattern;
+        expect.max_chunk_bytes = std::max<int64_t>(job.max_chunk_bytes(), 1);
+        ASSIGN_OR_RETURN(MaskAssembler a, MaskAssembler::Create(std::move(header), expect));
+        mask.emplace(std::move(a));
+      } else if (header.kind == PayloadKind::kWeightScale && job.weight_scaling()) {
+        auto d = decisions.find(header.tensor_name);
+        if (d == decisions.end() || d->second.scale.defined()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("WEIGHT_SCALE for ", header.tensor_name, " does not follow its mask exactly once"));
+        }
+        Float32Expectations expect;
+        expect.shape = it->second;
+        expect.max_chunk_bytes = std::max<int64_t>(job.max_chunk_bytes(), 1);
+        ASSIGN_OR_RETURN(Float32Assembler a, Float32Assembler::Create(std::move(header), expect));
+        scale.emplace(std::move(a));
+      } else {
+        return absl::UnimplementedError(absl::StrCat("decision payload kind ", static_cast<int>(header.kind),
+                                                     " for ", header.tensor_name, " is not handled"));
+      }
+    } else if (message.has_chunk()) {
+      v1::PayloadData copy = message.chunk();
+      PayloadChunk chunk = ChunkFromProto(&copy);
+      if (mask.has_value()) {
+        RETURN_IF_ERROR(mask->AddChunk(chunk));
+      } else if (scale.has_value()) {
+        RETURN_IF_ERROR(scale->AddChunk(chunk));
+      } else {
+        return absl::InvalidArgumentError("decision chunk before any header");
+      }
+    } else {
+      return absl::InvalidArgumentError("empty decision message");
+    }
+  }
+  RETURN_IF_ERROR(finish());
+  RoundDecision out;
+  for (const auto& [name, shape] : expected) {
+    auto it = decisions.find(name);
+    if (it == decisions.end()) return absl::InvalidArgumentError(absl::StrCat("decision has no mask for ", name));
+    if (job.weight_scaling() && !it->second.scale.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat("decision has no WEIGHT_SCALE for ", name));
+    }
+    out.push_back(std::move(it->second));
+  }
+  return out;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One site's conversation with the server.
+class FederationClient {
+ public:
+  FederationClient(const ClientConfig& config, const LlamaModel& model, at::Tensor samples, LocalPruneOptions local)
+      : config_(config), model_(model), samples_(std::move(samples)), local_(std::move(local)) {}
+
+  absl::Status Connect() {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    if (config_.insecure) {
+      spdlog::warn("insecure: true: PLAINTEXT connection, the server is not verified. Never use this outside a test.");
+      credentials = grpc::InsecureChannelCredentials();
+    } else {
+      grpc::SslCredentialsOptions options;
+      ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(config_.tls.ca, "tls.ca"));
+      ASSIGN_OR_RETURN(options.pem_private_key, ReadFile(config_.tls.key, "tls.key"));
+      ASSIGN_OR_RETURN(options.pem_cert_chain, ReadFile(config_.tls.cert, "tls.cert"));
+      credentials = grpc::SslCredentials(options);
+      if (!config_.server_name.empty()) args.SetSslTargetNameOverride(config_.server_name);
+    }
+    stub_ = v1::FedPrLLM::NewStub(grpc::CreateCustomChannel(config_.server_address, credentials, args));
+    return absl::OkStatus();
+  }
+
+  absl::Status Run() {
+    RETURN_IF_ERROR(Join());
+    int last_completed = -1;
+    while (true) {
+      ASSIGN_OR_RETURN(v1::RoundAssignment a, WaitForRound(last_completed));
+      switch (a.state()) {
+        case v1::ROUND_STATE_NOT_READY:
+          continue;
+        case v1::ROUND_STATE_JOB_DONE:
+          spdlog::info("job {} done; {} rounds uploaded, {} wire bytes in total", job_id_, rounds_uploaded_,
+                       total_wire_bytes_);
+          return absl::OkStatus();
+        case v1::ROUND_STATE_JOB_FAILED:
+          return absl::AbortedError(absl::StrCat("the server reports the job failed: ", a.message()));
+        case v1::ROUND_STATE_OPEN:
+          RETURN_IF_ERROR(DoRound(a));
+          last_completed = a.round();
+          break;
+        default:
+          return absl::InternalError(absl::StrCat("unknown round state ", a.state()));
+      }
+    }
+  }
+
+ private:
+  static absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& key) {
+    ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+    if (text.empty()) return absl::InvalidArgumentError(absl::StrCat("config key '", key, "': ", path, " is empty"));
+    return text;
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context(double timeout_seconds) const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+    return context;
+  }
+
+  // Runs `call` until it succeeds, fails permanently, or transient failures have lasted
+  // retry_max_seconds. UNAUTHENTICATED re-joins once per attempt (the server restarted).
+  template <typename T>
+  absl::StatusOr<T> Retrying(const std::string& what, const std::function<absl::StatusOr<T>()>& call) {
+    const auto first = Clock::now();
+    double delay = config_.retry_initial_seconds;
+    std::mt19937_64 rng(std::random_device{}());
+    while (true) {
+      absl::StatusOr<T> result = call();
+      if (result.ok()) return result;
+      absl::Status s = result.status();
+      if (s.code() == absl::StatusCode::kUnauthenticated && what != "Join") {
+        spdlog::warn("{}: session not recognized ({}); joining again", what, std::string(s.message()));
+        RETURN_IF_ERROR(Join());
+        continue;
+      }
+      if (!IsTransient(s)) return s;
+      const double waited = std::chrono::duration<double>(Clock::now() - first).count();
+      if (waited + delay > config_.retry_max_seconds) {
+        return absl::Status(s.code(), absl::StrCat(what, " kept failing for ", static_cast<int>(waited),
+                                                   " s (retry_max_seconds ", config_.retry_max_seconds,
+                                                   "); last error: ", s.message()));
+      }
+      const double jittered = delay * std::uniform_real_distribution<double>(0.8, 1.2)(rng);
+      spdlog::warn("{} failed ({}: {}); retrying in {:.1f} s", what, absl::StatusCodeToString(s.code()),
+                   std::string(s.message()), jittered);
+      std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(jittered * 1000)));
+      delay = std::min(60.0, delay * 2);
+    }
+  }
+
+  absl::Status Join() {
+    v1::JoinRequest request;
+    request.set_client_name(config_.name);
+    request.set_model_fingerprint(model_.Fingerprint());
+    request.set_protocol_version(1);
+    ASSIGN_OR_RETURN(v1::JoinResponse response,
+                     Retrying<v1::JoinResponse>("Join", [&]() -> absl::StatusOr<v1::JoinResponse> {
+                       v1::JoinResponse r;
+                       auto context = Context(std::min(60.0, config_.rpc_timeout_seconds));
+                       RETURN_IF_ERROR(FromGrpcStatus(stub_->Join(context.get(), request, &r)));
+                       return r;
+                     }));
+    token_ = response.session_token();
+    job_id_ = response.job_id();
+    job_ = response.job();
+    if (job_.num_layers() != model_.config().num_hidden_layers) {
+      return absl::FailedPreconditionError(absl::StrCat("job has ", job_.num_layers(), " layers, local model has ",
+                                                        model_.config().num_hidden_layers));
+    }
+    local_.pattern.n = job_.pattern().n();
+    local_.pattern.m = job_.pattern().m();
+    local_.pattern.sparsity = job_.sparsity();
+    RETURN_IF_ERROR(local_.pattern.Validate());
+    spdlog::info("joined job {} at {}: {} strategy, {} layers, sparsity {} {}, weight_scaling {}", job_id_,
+                 config_.server_address, job_.strategy() == v1::STRATEGY_ONE_SHOT ? "one-shot" : "iterative",
+                 job_.num_layers(), job_.sparsity(), local_.pattern.ToString(), job_.weight_scaling());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<v1::RoundAssignment> WaitForRound(int last_completed) {
+    return Retrying<v1::RoundAssignment>("WaitForRound", [&]() -> absl::StatusOr<v1::RoundAssignment> {
+      v1::WaitRequest request;
+      request.set_session_token(token_);
+      request.set_last_completed_round(last_completed);
+      v1::RoundAssignment a;
+      auto context = Context(330);  // longer than any poll window (at most 300 s)
+      RETURN_IF_ERROR(FromGrpcStatus(stub_->WaitForRound(context.get(), request, &a)));
+      return a;
+    });
+  }
+
+  absl::Status DoRound(const v1::RoundAssignment& a) {
+    const std::vector<int32_t> layers(a.layers().begin(), a.layers().end());
+    spdlog::info("round {} open: layers [{}]", a.round(), absl::StrJoin(layers, ","));
+    const auto start = Clock::now();
+    std::vector<std::pair<std::string, PackedMask>> masks;
+    if (job_.strategy() == v1::STRATEGY_ONE_SHOT) {
+      const int64_t n = model_.config().num_hidden_layers;
+      if (static_cast<int64_t>(layers.size()) != n) {
+        return absl::FailedPreconditionError(absl::StrCat("one-shot round lists ", layers.size(), " layers, model has ", n));
+      }
+      ASSIGN_OR_RETURN(LocalPruneResult local, PruneLocally(model_, samples_, local_, [](int64_t done, int64_t total) {
+                         spdlog::info("calibrated layer {}/{}", done, total);
+                       }));
+      for (LayerMasks& layer : local.masks) {
+        for (auto& entry : layer) masks.push_back(std::move(entry));
+      }
+    } else {
+      if (layers.size() != 1) return absl::FailedPreconditionError("iterative round must list exactly one layer");
+      ASSIGN_OR_RETURN(SiteSession & site, Session());
+      // Apply every earlier round's federated decision first, so this layer's inputs pass
+      // through the same pruned layers on every site.
+      while (site.next_layer() < layers[0]) {
+        const int j = static_cast<int>(site.next_layer());
+        ASSIGN_OR_RETURN(RoundDecision decision, Fetch(j));
+        LayerLinears linears;
+        for (int k = 0; k < kNumLinears; ++k) {
+          const std::string name = LayerTensorName(j, kLinearNames[k]);
+          const TensorDecision* d = nullptr;
+          for (const TensorDecision& t : decision) d = t.name == name ? &t : d;
+          if (d == nullptr) return absl::InternalError(absl::StrCat("decision of round ", j, " lacks ", name));
+          ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(model_.tensors().at(name), *d));
+        }
+        RETURN_IF_ERROR(site.Advance(linears));
+        spdlog::info("applied the federated decision of layer {}", j);
+      }
+      if (site.next_layer() != layers[0]) {
+        return absl::FailedPreconditionError(absl::StrCat("round asks for layer ", layers[0],
+                                                          " but this site is at layer ", site.next_layer()));
+      }
+      ASSIGN_OR_RETURN(LayerMasks layer_masks, site.ComputeMasks());
+      spdlog::info("calibrated layer {}/{}", layers[0] + 1, job_.num_layers());
+      for (auto& entry : layer_masks) masks.push_back(std::move(entry));
+    }
+    const double compute_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return Upload(a.round(), masks, compute_seconds);
+  }
+
+  absl::StatusOr<std::reference_wrapper<SiteSession>> Session() {
+    if (!site_.has_value()) {
+      ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(model_, samples_, local_));
+      site_.emplace(std::move(site));
+    }
+    return std::ref(*site_);
+  }
+
+  absl::Status Upload(int round, const std::vector<std::pair<std::string, PackedMask>>& masks, double compute_seconds) {
+    std::vector<v1::UploadChunk> messages;
+    int64_t wire = 0, weights = 0;
+    const MaskPattern pattern{job_.pattern().n(), job_.pattern().m()};
+    for (const auto& [name, mask] : masks) {
+      ASSIGN_OR_RETURN(EncodedPayload p, EncodeMask(name, mask, pattern, job_.max_chunk_bytes()));
+      weights += mask.numel();
+      v1::UploadChunk header;
+      if (messages.empty()) header.set_round(round);
+      HeaderToProto(p.header, header.mutable_header());
+      messages.push_back(std::move(header));
+      for (const PayloadChunk& c : p.chunks) {
+        v1::UploadChunk chunk;
+        ChunkToProto(c, chunk.mutable_chunk());
+        messages.push_back(std::move(chunk));
+      }
+    }
+    if (messages.empty()) return absl::InternalError(absl::StrCat("round ", round, ": no masks to upload"));
+    // Only the first message carries the session token and round (proto: UploadChunk).
+    messages.front().set_session_token(token_);
+    for (const v1::UploadChunk& m : messages) wire += GrpcMessageBytes(m);
+    spdlog::info("round {}: masks computed in {:.2f} s; uploading {} tensors, {} weights, {} wire bytes "
+                 "({:.4f} bits/weight)",
+                 round, compute_seconds, masks.size(), weights, wire, 8.0 * wire / std::max<int64_t>(1, weights));
+    const auto start = Clock::now();
+    ASSIGN_OR_RETURN(v1::UploadAck ack, Retrying<v1::UploadAck>("UploadPayloads", [&]() -> absl::StatusOr<v1::UploadAck> {
+                       auto context = Context(config_.rpc_timeout_seconds);
+                       v1::UploadAck ack;
+                       std::unique_ptr<grpc::ClientWriter<v1::UploadChunk>> writer =
+                           stub_->UploadPayloads(context.get(), &ack);
+                       messages.front().set_session_token(token_);  // may have changed by a re-join
+                       for (const v1::UploadChunk& m : messages) {
+                         if (!writer->Write(m)) break;  // the server ended the call; Finish has why
+                       }
+                       writer->WritesDone();
+                       RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
+                       return ack;
+                     }));
+    total_wire_bytes_ += wire;
+    ++rounds_uploaded_;
+    spdlog::info("round {}: upload {} in {:.2f} s ({} of the clients committed so far)", round,
+                 ack.duplicate() ? "was already committed (duplicate)" : "committed",
+                 std::chrono::duration<double>(Clock::now() - start).count(), ack.clients_committed());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<RoundDecision> Fetch(int round) {
+    return Retrying<RoundDecision>("FetchDecisions", [&]() -> absl::StatusOr<RoundDecision> {
+      v1::FetchRequest request;
+      request.set_session_token(token_);
+      request.set_round(round);
+      auto context = Context(config_.rpc_timeout_seconds);
+      std::unique_ptr<grpc::ClientReader<v1::DecisionChunk>> reader = stub_->FetchDecisions(context.get(), request);
+      std::vector<v1::DecisionChunk> stream;
+      v1::DecisionChunk message;
+      while (reader->Read(&message)) stream.push_back(message);
+      RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+      absl::StatusOr<RoundDecision> decoded = DecodeDecisionStream(stream, round, job_, {round});
+      // A decision that fails validation is corrupt in transit or a server bug: do not retry.
+      if (!decoded.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("decision of round ", round, ": ", decoded.status().message()));
+      }
+      return decoded;
+    });
+  }
+
+  const ClientConfig& config_;
+  const LlamaModel& model_;
+  const at::Tensor samples_;
+  LocalPruneOptions local_;
+  std::unique_ptr<v1::FedPrLLM::Stub> stub_;
+  std::string token_;
+  std::string job_id_;
+  v1::JobSpec job_;
+  std::optional<SiteSession> site_;
+  int64_t total_wire_bytes_ = 0;
+  int rounds_uploaded_ = 0;
+};
+
+absl::StatusOr<ComputeOptions> ParseCompute(const ClientConfig& config) {
+  ComputeOptions options;
+  auto device = TorchCall("parsing device", [&] { return at::Device(config.device); });
+  if (!device.ok()) return absl::InvalidArgumentError(absl::StrCat("config key 'device': \"", config.device,
+                                                                   "\": expected cpu, cuda or cuda:N"));
+  options.device = *device;
+  if (options.device.is_cuda() && !at::hasCUDA()) {
+    return absl::FailedPreconditionError("config key 'device': CUDA requested but this build or machine has none");
+  }
+  if (!config.dtype.empty()) {
+    ASSIGN_OR_RETURN(options.dtype, DtypeFromTorchName(config.dtype));
+  }
+  return options;
+}
+
+}  // namespace
+
+absl::Status RunClient(const ClientConfig& config) {
+  LocalPruneOptions local;
+  ASSIGN_OR_RETURN(local.compute, ParseCompute(config));
+  ASSIGN_OR_RETURN(local.metric, ParsePruneMetric(config.metric));
+  ASSIGN_OR_RETURN(local.group, ParseComparisonGroup(config.local_group));
+  local.batch_size = config.batch_size;
+
+  const auto start = Clock::now();
+  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(config.model));
+  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(config.model, config.tokenizer));
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  std::vector<CalibrationSource> sources;
+  for (const std::string& spec : config.calibration) {
+    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));
+    sources.push_back(std::move(source));
+  }
+  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(tokenizer, sources));
+  SamplingOptions sampling;
+  sampling.nsamples = config.nsamples;
+  sampling.seqlen = config.seqlen;
+  sampling.seed = config.seed;
+  ASSIGN_OR_RETURN(at::Tensor samples, SampleWindows(tokens, sampling));
+  spdlog::info("model {} loaded; {} calibration tokens from {} sources, {} windows of {} (seed {}) in {:.2f} s",
+               config.model, tokens.size(), sources.size(), config.nsamples, config.seqlen, config.seed,
+               std::chrono::duration<double>(Clock::now() - start).count());
+
+  FederationClient client(config, model, samples, local);
+  RETURN_IF_ERROR(client.Connect());
+  return client.Run();
+}
+
+}  // namespace fedprllm

@@ -1,0 +1,547 @@
+// End-to-end federation: one fedprllm-server and three fedprllm-client processes on
+// 127.0.0.1 with mutual TLS, the bundled stories260K model and three disjoint calibration
+// shards. Each run must produce exactly the requested sparsity and equal, tensor for tensor
+// and bit for bit, RunInProcessFederation on the same samples and settings. Rejection tests
+// (foreign CA, identity not allowed, different base model, malformed and wrong-sized masks)
+// run against a live job whose result must stay unchanged.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
+#include "common/mask_codec.h"
+#include "engine/calibration_data.h"
+#include "engine/federation.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/tokenizer.h"
+#include "proto/fedprllm.grpc.pb.h"
+#include "proto/payload_convert.h"
+
+extern char** environ;
+
+namespace fedprllm {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const std::string kSource = FEDPRLLM_SOURCE_DIR;
+const std::string kModel = kSource + "/models/stories260K/stories260K.bin";
+const std::string kTokenizer = kSource + "/models/stories260K/tok512.model";
+constexpr int64_t kNsamples = 8;
+constexpr int64_t kSeqlen = 64;
+const std::vector<std::string> kSites = {"site-a", "site-b", "site-c"};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteAll(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+// A child process whose stdout and stderr go to a log file. The destructor kills it by PID
+// (SIGKILL) and reaps it if it is still running, so no process outlives a failed test.
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& argv, const std::string& log) : log_(log) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~ChildProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  bool started() const { return pid_ > 0; }
+  // Exit code, or -1 if still running after `timeout_s` (then it is left to the destructor).
+  int Wait(double timeout_s) {
+    if (exited_) return code_;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
+    while (std::chrono::steady_clock::now() < end) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return code_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+  std::string Log() const { return ReadAll(log_); }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_;
+  bool exited_ = false;
+  int code_ = -1;
+};
+
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool PortOpen(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+struct RunSettings {
+  std::string strategy = "one-shot";
+  std::string group = "layer";
+  std::string pattern = "unstructured";
+  bool weight_scaling = false;
+};
+
+// Shared by all tests: certificates, shards, the base model and each site's samples.
+class FederationE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/fedprllm-e2e-XXXXXX";
+    dir_ = new std::string(::mkdtemp(tmpl));
+    const std::string certs = *dir_ + "/certs";
+    const std::string cmd = absl::StrCat("bash ", FEDPRLLM_MAKE_CERTS, " ", certs,
+                                         " --rogue mallory site-a site-b site-c site-d site-e > ", *dir_,
+                                         "/make_certs.log 2>&1");
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << ReadAll(*dir_ + "/make_certs.log");
+    // Three disjoint shards from the second half of the TinyStories validation text.
+    const std::string text = ReadAll(kSource + "/../shared/data/tinystories/tinystories_val.txt");
+    ASSERT_GT(text.size(), 100000u) << "shared TinyStories data missing";
+    const std::string second = SplitHalves(text).second;
+    const size_t shard = 16000;
+    for (size_t i = 0; i < kSites.size(); ++i) {
+      WriteAll(Shard(kSites[i]), second.substr(i * shard, shard));
+    }
+    auto model = LlamaModel::Load(kModel);
+    ASSERT_TRUE(model.ok()) << model.status();
+    base_ = new LlamaModel(*std::move(model));
+    auto tokenizer = Tokenizer::Load(kTokenizer);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    samples_ = new std::vector<at::Tensor>();
+    for (const std::string& site : kSites) {
+      auto source = ParseCalibrationSource(Shard(site));
+      ASSERT_TRUE(source.ok());
+      auto tokens = TokenizeCalibrationSources(*tokenizer, {*source});
+      ASSERT_TRUE(tokens.ok()) << tokens.status();
+      SamplingOptions sampling;
+      sampling.nsamples = kNsamples;
+      sampling.seqlen = kSeqlen;
+      sampling.seed = 0;
+      auto samples = SampleWindows(*tokens, sampling);
+      ASSERT_TRUE(samples.ok()) << samples.status();
+      samples_->push_back(*samples);
+    }
+  }
+  static void TearDownTestSuite() {
+    if (!::testing::UnitTest::GetInstance()->Failed() && dir_ != nullptr) fs::remove_all(*dir_);
+  }
+
+  static std::string Shard(const std::string& site) { return *dir_ + "/" + site + ".txt"; }
+  static std::string Certs() { return *dir_ + "/certs"; }
+
+  // A fresh run directory with a server config; returns the directory.
+  std::string WriteServerConfig(const std::string& name, const RunSettings& s, int port,
+                                const std::string& extra = "") {
+    const std::string run = *dir_ + "/" + name;
+    fs::create_directories(run);
+    WriteAll(run + "/server.yaml",
+             absl::StrCat("listen_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", Certs(),
+                          "/server.crt, key: ", Certs(), "/server.key, ca: ", Certs(), "/ca.crt}\n",
+                          "model: ", kModel, "\noutput_dir: ", run, "/out\nstate_dir: ", run, "/state\n",
+                          "strategy: ", s.strategy, "\ngroup: ", s.group, "\npattern: \"", s.pattern, "\"\n",
+                          "weight_scaling: ", s.weight_scaling ? "true" : "false", "\n",
+                          "round_deadline_seconds: 120\npoll_window_seconds: 5\n",
+                          extra.empty() ? "allowed_clients: [site-a, site-b, site-c]\n" : extra));
+    return run;
+  }
+
+  std::string WriteClientConfig(const std::string& run, const std::string& site, int port,
+                                const std::string& cert_dir, const std::string& model = kModel,
+                                const std::string& shard_site = "") {
+    const std::string path = absl::StrCat(run, "/", site, ".yaml");
+    WriteAll(path, absl::StrCat("server_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", cert_dir, "/", site,
+                                ".crt, key: ", cert_dir, "/", site, ".key, ca: ", Certs(), "/ca.crt}\n",
+                                "name: ", site, "\nmodel: ", model, "\ntokenizer: ", kTokenizer, "\n",
+                                "calibration: [", Shard(shard_site.empty() ? site : shard_site), "]\n",
+                                "nsamples: ", kNsamples, "\nseqlen: ", kSeqlen, "\nseed: 0\n",
+                                "retry_initial_seconds: 0.2\nretry_max_seconds: 3\n"));
+    return path;
+  }
+
+  static std::unique_ptr<ChildProcess> StartServer(const std::string& run, int port) {
+    auto server = std::make_unique<ChildProcess>(
+        std::vector<std::string>{FEDPRLLM_SERVER_BIN, "--config", run + "/server.yaml"}, run + "/server.log");
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < end && !PortOpen(port)) {
+      if (server->Wait(0) >= 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return server;
+  }
+
+  static std::unique_ptr<ChildProcess> StartClient(const std::string& config, const std::string& log) {
+    return std::make_unique<ChildProcess>(std::vector<std::string>{FEDPRLLM_CLIENT_BIN, "--config", config}, log);
+  }
+
+  static FederationOptions ReferenceOptions(const RunSettings& s) {
+    FederationOptions options;
+    options.strategy = *ParseStrategy(s.strategy);
+    options.aggregation.group = *ParseComparisonGroup(s.group);
+    options.aggregation.pattern = *SparsityPattern::Parse(s.pattern, 0.5);
+    options.aggregation.weight_scaling = s.weight_scaling;
+    options.local.pattern = options.aggregation.pattern;  // the job's pattern, as the clients get it
+    options.local.metric = PruneMetric::kWanda;
+    options.local.group = ComparisonGroup::kRow;
+    options.local.batch_size = 8;
+    return options;
+  }
+
+  // Output model == in-process federation, every tensor bit for bit; exact sparsity.
+  void ExpectMatchesInProcess(const std::string& run, const RunSettings& s) {
+    auto served = LlamaModel::Load(run + "/out/model");
+    ASSERT_TRUE(served.ok()) << served.status();
+    EXPECT_EQ(served->config().dtype, base_->config().dtype);
+    auto reference = RunInProcessFederation(*base_, *samples_, ReferenceOptions(s));
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    ASSERT_EQ(served->tensors().size(), reference->tensors().size());
+    int mismatches = 0;
+    for (const auto& [name, tensor] : reference->tensors()) {
+      auto it = served->tensors().find(name);
+      ASSERT_NE(it, served->tensors().end()) << name;
+      if (!at::equal(it->second, tensor)) {
+        ++mismatches;
+        ADD_FAILURE() << name << " differs from the in-process federation";
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+    const SparsityPattern pattern = *SparsityPattern::Parse(s.pattern, 0.5);
+    for (int64_t layer = 0; layer < base_->config().num_hidden_layers; ++layer) {
+      for (const char* linear : kLinearNames) {
+        const std::string name = LayerTensorName(layer, linear);
+        const at::Tensor zero = served->tensors().at(name).eq(0);
+        const int64_t rows = zero.size(0), cols = zero.size(1);
+        if (s.weight_scaling) continue;  // a kept weight every client pruned also scales to 0
+        if (pattern.structured()) {
+          EXPECT_EQ(zero.reshape({-1, pattern.m}).sum(1).eq(pattern.n).all().item<bool>(), true) << name;
+        } else if (s.group == "layer") {
+          EXPECT_EQ(zero.sum().item<int64_t>(), NumToPrune(rows * cols, 0.5)) << name;
+        } else if (s.group == "row") {
+          EXPECT_TRUE(zero.sum(1).eq(NumToPrune(cols, 0.5)).all().item<bool>()) << name;
+        } else {
+          EXPECT_TRUE(zero.sum(0).eq(NumToPrune(rows, 0.5)).all().item<bool>()) << name;
+        }
+      }
+    }
+  }
+
+  // Server report: every site contributed to every round; bytes per weight measured.
+  nlohmann::json CheckReport(const std::string& run, const RunSettings& s) {
+    const nlohmann::json report = nlohmann::json::parse(ReadAll(run + "/out/report.json"));
+    const size_t rounds = s.strategy == "one-shot" ? 1 : base_->config().num_hidden_layers;
+    EXPECT_EQ(report["rounds"].size(), rounds);
+    for (const auto& r : report["rounds"]) EXPECT_EQ(r["clients"], nlohmann::json(kSites));
+    // Wire cost per client, framing included (protobuf messages + 5-byte gRPC prefixes; not
+    // HTTP/2 or TLS records). A 50%-sparse Wanda mask is incompressible, so the payload is
+    // 1 bit per weight; the rest is per-tensor framing: one header message (~65 bytes with
+    // the 38-byte tensor name) and one chunk message (~10 bytes) per tensor, the session
+    // token once per stream. stories260K's matrices are tiny (2,048 to 11,008 weights; 35 of
+    // them, 226,560 weights), so that framing adds ~0.11 bit per weight here. At LLaMA-7B
+    // size (matrices of 4096x4096 and more) the same framing is < 0.0001 bit per weight,
+    // well under the 1.02 budget (the codec test RandomHalfMaskCostsAtMost102BitsPerWeight
+    // checks a large matrix). We assert the bound the framing implies for this model: at most
+    // 96 bytes per tensor above the payload, and never more than 1.15 bits per weight.
+    for (const auto& [client, b] : report["bytes_per_client"].items()) {
+      const double bits = b["bits_per_weight"].get<double>();
+      const int64_t weights = b["weights"].get<int64_t>();
+      const int64_t wire = b["wire_bytes"].get<int64_t>();
+      const int64_t tensors = 35;
+      EXPECT_LE(wire, (weights + 7) / 8 + 96 * tensors + 64 * static_cast<int64_t>(rounds)) << client;
+      if (s.pattern == "unstructured") EXPECT_LE(bits, 1.15) << client;
+      std::printf("[ bytes    ] %s %s/%s: %lld wire bytes for %lld weights = %.4f bits per weight\n", client.c_str(),
+                  s.strategy.c_str(), s.group.c_str(), static_cast<long long>(wire), static_cast<long long>(weights),
+                  bits);
+    }
+    return report;
+  }
+
+  void RunFederation(const std::string& name, const RunSettings& s) {
+    const int port = FreePort();
+    const std::string run = WriteServerConfig(name, s, port);
+    auto server = StartServer(run, port);
+    ASSERT_TRUE(PortOpen(port)) << server->Log();
+    std::vector<std::unique_ptr<ChildProcess>> clients;
+    for (const std::string& site : kSites) {
+      clients.push_back(StartClient(WriteClientConfig(run, site, port, Certs()), run + "/" + site + ".log"));
+    }
+    for (size_t i = 0; i < clients.size(); ++i) {
+      EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
+    }
+    ASSERT_EQ(server->Wait(60), 0) << server->Log();
+    const std::string log = server->Log();
+    EXPECT_THAT(log, HasSubstr("pruned model written to"));
+    EXPECT_THAT(log, HasSubstr("client site-a joined"));
+    ExpectMatchesInProcess(run, s);
+    CheckReport(run, s);
+    EXPECT_TRUE(fs::exists(run + "/out/model/tokenizer.model"));
+  }
+
+  static std::string* dir_;
+  static LlamaModel* base_;
+  static std::vector<at::Tensor>* samples_;
+};
+
+std::string* FederationE2eTest::dir_ = nullptr;
+LlamaModel* FederationE2eTest::base_ = nullptr;
+std::vector<at::Tensor>* FederationE2eTest::samples_ = nullptr;
+
+TEST_F(FederationE2eTest, OneShotLayer) { RunFederation("oneshot-layer", {"one-shot", "layer"}); }
+TEST_F(FederationE2eTest, OneShotRow) { RunFederation("oneshot-row", {"one-shot", "row"}); }
+TEST_F(FederationE2eTest, OneShotColumn) { RunFederation("oneshot-column", {"one-shot", "column"}); }
+TEST_F(FederationE2eTest, OneShot2of4) { RunFederation("oneshot-2of4", {"one-shot", "layer", "2:4"}); }
+TEST_F(FederationE2eTest, IterativeLayer) { RunFederation("iterative-layer", {"iterative", "layer"}); }
+TEST_F(FederationE2eTest, IterativeRowWithWeightScaling) {
+  RunFederation("iterative-row-scaled", {"iterative", "row", "unstructured", true});
+}
+
+// A raw gRPC client speaking for site-d, to send what no honest client would.
+class RawClient {
+ public:
+  RawClient(int port, const std::string& certs) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ReadAll(certs + "/ca.crt");
+    tls.pem_private_key = ReadAll(certs + "/site-d.key");
+    tls.pem_cert_chain = ReadAll(certs + "/site-d.crt");
+    stub_ = v1::FedPrLLM::NewStub(grpc::CreateChannel(absl::StrCat("localhost:", port), grpc::SslCredentials(tls)));
+  }
+  grpc::Status Join(const std::string& fingerprint, v1::JoinResponse* response) {
+    grpc::ClientContext context;
+    v1::JoinRequest request;
+    request.set_client_name("raw");
+    request.set_model_fingerprint(fingerprint);
+    request.set_protocol_version(1);
+    return stub_->Join(&context, request, response);
+  }
+  grpc::Status Wait(const std::string& token, v1::RoundAssignment* a) {
+    grpc::ClientContext context;
+    v1::WaitRequest request;
+    request.set_session_token(token);
+    request.set_last_completed_round(-1);
+    return stub_->WaitForRound(&context, request, a);
+  }
+  grpc::Status Upload(const std::vector<v1::UploadChunk>& messages) {
+    grpc::ClientContext context;
+    v1::UploadAck ack;
+    auto writer = stub_->UploadPayloads(&context, &ack);
+    for (const auto& m : messages) {
+      if (!writer->Write(m)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+ private:
+  std::unique_ptr<v1::FedPrLLM::Stub> stub_;
+};
+
+// Messages of one tensor's payload, token and round on each.
+std::vector<v1::UploadChunk> Messages(const EncodedPayload& p, const std::string& token, int round) {
+  std::vector<v1::UploadChunk> out;
+  v1::UploadChunk h;
+  h.set_session_token(token);
+  h.set_round(round);
+  HeaderToProto(p.header, h.mutable_header());
+  out.push_back(h);
+  for (const PayloadChunk& c : p.chunks) {
+    v1::UploadChunk m;
+    m.set_session_token(token);
+    m.set_round(round);
+    ChunkToProto(c, m.mutable_chunk());
+    out.push_back(m);
+  }
+  return out;
+}
+
+TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
+  const int port = FreePort();
+  const RunSettings s{"one-shot", "layer"};
+  // site-d is allowed (the raw client and the different-model client use it); site-e is not.
+  // min_clients 1 and a 1 s join timeout open round 0 as soon as site-d joined, so the
+  // malformed uploads hit an open round; the round still waits for 3 commits.
+  const std::string run = WriteServerConfig(
+      "rejections", s, port,
+      "allowed_clients: [site-a, site-b, site-c, site-d]\nexpected_clients: 3\nmin_clients: 1\n"
+      "join_timeout_seconds: 1\n");
+  auto server = StartServer(run, port);
+  ASSERT_TRUE(PortOpen(port)) << server->Log();
+
+  {  // 1. Certificate from another CA: the TLS handshake fails; the client gives up.
+    auto rogue = StartClient(WriteClientConfig(run, "mallory", port, Certs() + "/rogue", kModel, "site-a"),
+                             run + "/mallory.log");
+    EXPECT_NE(rogue->Wait(60), 0);
+    EXPECT_THAT(rogue->Log(), HasSubstr("UNAVAILABLE"));
+    EXPECT_THAT(rogue->Log(), HasSubstr("Join kept failing"));
+  }
+  {  // 2. Valid federation certificate, identity not on the allowlist.
+    auto outsider = StartClient(WriteClientConfig(run, "site-e", port, Certs(), kModel, "site-a"), run + "/site-e.log");
+    EXPECT_EQ(outsider->Wait(60), 1);
+    EXPECT_THAT(outsider->Log(), HasSubstr("PERMISSION_DENIED"));
+    EXPECT_THAT(outsider->Log(), HasSubstr("(certificate names [site-e]) is not in this job's allowed_clients"));
+  }
+  {  // 3. A different base model: one weight perturbed, saved as a Hugging Face copy.
+    LlamaModel other = *base_;
+    const std::string name = LayerTensorName(2, "mlp.up_proj");
+    at::Tensor w = other.tensors().at(name).clone();
+    w.view(-1)[17] += 1e-3;
+    ASSERT_TRUE(other.SetTensor(name, w).ok());
+    ASSERT_TRUE(other.SaveHf(run + "/other-model", kTokenizer).ok());
+    auto impostor =
+        StartClient(WriteClientConfig(run, "site-d", port, Certs(), run + "/other-model", "site-a"), run + "/site-d.log");
+    EXPECT_EQ(impostor->Wait(60), 1);
+    EXPECT_THAT(impostor->Log(), HasSubstr("FAILED_PRECONDITION: model fingerprint mismatch: server has "));
+  }
+  // 4. Malformed and wrong-sized masks from an authenticated, allowed client.
+  RawClient raw(port, Certs());
+  v1::JoinResponse joined;
+  ASSERT_TRUE(raw.Join(base_->Fingerprint(), &joined).ok());
+  const std::string token = joined.session_token();
+  v1::RoundAssignment a;
+  ASSERT_TRUE(raw.Wait(token, &a).ok());
+  ASSERT_EQ(a.state(), v1::ROUND_STATE_OPEN);
+  const std::string name = LayerTensorName(0, "self_attn.q_proj");
+  // An incompressible (pseudo-random) mask, so it travels as RAW_BITS in one 512-byte chunk.
+  PackedMask mask({64, 64});
+  uint64_t state = 7;
+  for (int64_t i = 0; i < mask.numel(); ++i) mask.Set(i, SplitMix64(&state) & 1);
+  const EncodedPayload good = *EncodeMask(name, mask, {});
+  ASSERT_EQ(good.header.encoding, PayloadEncoding::kRawBits);
+  const int64_t ones = mask.CountOnes();
+  auto expect_refused = [&](const std::vector<v1::UploadChunk>& messages, grpc::StatusCode code,
+                            const std::string& text) {
+    const grpc::Status st = raw.Upload(messages);
+    EXPECT_EQ(st.error_code(), code) << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr(text));
+  };
+  {  // Wrong shape (a 64x32 mask for a 64x64 matrix).
+    EncodedPayload p = *EncodeMask(name, PackedMask({64, 32}), {});
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "does not match the job's shape [64, 64]");
+  }
+  {  // raw_bytes that does not fit the shape.
+    EncodedPayload p = good;
+    p.header.raw_bytes = 256;
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "raw_bytes is 256, expected 512");
+  }
+  {  // Fewer bytes than declared: truncated.
+    EncodedPayload p = good;
+    p.chunks[0].data.resize(100);
+    p.chunks[0].crc32c = crc32c::Value(p.chunks[0].data);
+    p.chunks[0].last = false;
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "truncated");
+  }
+  {  // Corrupted bits: CRC mismatch.
+    EncodedPayload p = good;
+    p.chunks[0].data[3] ^= 0x10;
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::DATA_LOSS, "crc32c");
+  }
+  {  // Declared count differs from the bits.
+    EncodedPayload p = good;
+    p.header.declared_count -= 1;
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT,
+                   absl::StrCat("mask has ", ones, " pruned weights, declared_count is ", ones - 1));
+  }
+  {  // Unknown tensor, chunk before header, unknown payload kind.
+    EncodedPayload p = good;
+    p.header.tensor_name = "model.layers.9.mlp.up_proj.weight";
+    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "is not part of round 0");
+    std::vector<v1::UploadChunk> m = Messages(good, token, 0);
+    m.erase(m.begin());
+    expect_refused(m, grpc::StatusCode::INVALID_ARGUMENT, "before any tensor header");
+    m = Messages(good, token, 0);
+    m[0].mutable_header()->set_kind(v1::PAYLOAD_KIND_SECAGG_SHARE);
+    expect_refused(m, grpc::StatusCode::UNIMPLEMENTED, "payload kind 3");
+  }
+  {  // A valid tensor but not the round's whole set.
+    expect_refused(Messages(good, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "is missing 34 of 35 tensors");
+  }
+  {  // A message far above max_chunk_bytes is refused before it is buffered.
+    std::vector<v1::UploadChunk> m = Messages(good, token, 0);
+    m[1].mutable_chunk()->set_data(std::string(3 << 20, 'x'));
+    expect_refused(m, grpc::StatusCode::RESOURCE_EXHAUSTED, "");
+  }
+  {  // Wrong round; a made-up token.
+    expect_refused(Messages(good, token, 3), grpc::StatusCode::FAILED_PRECONDITION, "round 3 is not open");
+    expect_refused(Messages(good, std::string(32, '0'), 0), grpc::StatusCode::UNAUTHENTICATED, "session token");
+  }
+
+  // The honest sites now run the round; its result must be exactly the 3-site federation.
+  std::vector<std::unique_ptr<ChildProcess>> clients;
+  for (const std::string& site : kSites) {
+    clients.push_back(StartClient(WriteClientConfig(run, site, port, Certs()), run + "/" + site + ".log"));
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
+  }
+  // site-d joined but never learns the outcome; the server waits one poll window for it.
+  ASSERT_EQ(server->Wait(60), 0) << server->Log();
+  const std::string log = server->Log();
+  EXPECT_THAT(log, HasSubstr("Join from"));
+  EXPECT_THAT(log, HasSubstr("refused: certificate names [site-e"));
+  EXPECT_THAT(log, HasSubstr("client site-d rejected at Join: model fingerprint mismatch"));
+  EXPECT_THAT(log, HasSubstr("upload from site-d for round 0 refused"));
+  EXPECT_THAT(log, HasSubstr("no vote changed"));
+  ExpectMatchesInProcess(run, s);
+  const nlohmann::json report = CheckReport(run, s);
+  EXPECT_EQ(report["rounds"][0]["clients"], nlohmann::json(kSites));
+}
+
+}  // namespace
+}  // namespace fedprllm
