@@ -37,5 +37,6 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("fedprllm-convert --model stories260K.bin --out DIR");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-convert");
 }

@@ -52,5 +52,6 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("fedprllm-eval --model M --text FILE [--seqlen N] [--device D]");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-eval");
 }

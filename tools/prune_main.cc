@@ -60,5 +60,6 @@ int main(int argc, char** argv) {
       "fedprllm-prune --model M --calib FILE... --nsamples 128 --seqlen N --sparsity 0.5 "
       "--pattern unstructured|2:4|4:8 --metric wanda|magnitude --out DIR [--device D] [--seed S]");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-prune");
 }

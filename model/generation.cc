@@ -1,0 +1,63 @@
+// Seeded ancestral sampling from a LlamaModel.
+#include "model/generation.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/torch_wall.h"
+
+namespace fedprllm {
+namespace {
+
+uint64_t NextRandom(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> GenerateText(const LlamaModel& model, const Tokenizer& tokenizer,
+                                         const GenerationOptions& options) {
+  if (options.streams < 1 || options.tokens_per_stream < 1 ||
+      options.tokens_per_stream > model.config().max_position_embeddings || !(options.temperature > 0)) {
+    return absl::InvalidArgumentError("generation: streams >= 1, 1 <= tokens <= context, temperature > 0");
+  }
+  uint64_t state = options.seed;
+  std::vector<std::vector<int64_t>> ids(options.streams, std::vector<int64_t>{model.config().bos_token_id});
+  for (int64_t step = 0; step < options.tokens_per_stream; ++step) {
+    std::vector<int64_t> flat;
+    for (const auto& stream : ids) flat.insert(flat.end(), stream.begin(), stream.end());
+    const int64_t length = static_cast<int64_t>(ids[0].size());
+    ASSIGN_OR_RETURN(at::Tensor logits,
+                     model.Forward(at::tensor(flat, at::kLong).reshape({options.streams, length}), options.compute));
+    ASSIGN_OR_RETURN(at::Tensor probs, TorchCall("sampling", [&] {
+      return at::softmax(logits.select(1, length - 1).to(at::kDouble) / options.temperature, -1).cpu().contiguous();
+    }));
+    const int64_t vocab = probs.size(1);
+    for (int64_t s = 0; s < options.streams; ++s) {
+      const double* p = probs.data_ptr<double>() + s * vocab;
+      double u = static_cast<double>(NextRandom(&state) >> 11) * 0x1.0p-53;
+      int64_t token = vocab - 1;
+      for (int64_t v = 0; v < vocab; ++v) {
+        if ((u -= p[v]) < 0) { token = v; break; }
+      }
+      ids[s].push_back(token);
+    }
+  }
+  std::string text;
+  for (const auto& stream : ids) {
+    std::vector<int> story;
+    // Stop a stream at its first EOS or BOS after the start: the rest is a new story.
+    for (size_t i = 1; i < stream.size(); ++i) {
+      if (stream[i] == model.config().eos_token_id || stream[i] == model.config().bos_token_id) break;
+      story.push_back(static_cast<int>(stream[i]));
+    }
+    ASSIGN_OR_RETURN(std::string decoded, tokenizer.Decode(story));
+    if (decoded.empty()) continue;
+    absl::StrAppend(&text, text.empty() ? "" : "\n\n", decoded);
+  }
+  return text;
+}
+
+}  // namespace fedprllm
