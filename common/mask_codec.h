@@ -157,7 +157,7 @@ class MaskAssembler {
 absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
                                       const MaskExpectations& expect);
 
-// ---- float32 payloads (WEIGHT_SCALE; docs/mask_wire_format.md §8) ------------------------
+// ---- float32 payloads (WEIGHT_SCALE; docs/mask_wire_format.md §7 table) ------------------------
 
 // Encodes `values` (row-major over `shape`, every value finite) as a float32 payload of
 // `kind`: declared_count = raw count, raw_bytes = 4 * count, zstd (level 3) only where it is

@@ -402,7 +402,7 @@ TEST(MaskCodecRejectTest, EncoderRejectsBadInput) {
   EXPECT_FALSE(EncodeMask(kName, PackedMask({4}), {1, 0}).ok());
 }
 
-// ---- float32 payloads (WEIGHT_SCALE, spec §8) ----------------------------------------------
+// ---- float32 payloads (WEIGHT_SCALE, spec §7) ----------------------------------------------
 
 TEST(Float32CodecTest, RoundTripsExactBitsRawAndZstd) {
   const std::vector<int64_t> shape = {7, 13};

@@ -1,0 +1,108 @@
+// Unit tests of the client's pieces that need no network: config validation and the
+// decoding of a FetchDecisions stream.
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "client/client_config.h"
+#include "client/federation_client.h"
+#include "proto/payload_convert.h"
+
+namespace fedprllm {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kMinimal[] = R"(
+server_address: "localhost:50051"
+tls: {cert: a.crt, key: a.key, ca: ca.crt}
+model: m.bin
+calibration: [a.txt]
+)";
+
+TEST(ClientConfigTest, DefaultsAndBadKeys) {
+  auto c = ParseClientConfig(kMinimal, "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->nsamples, 128);
+  EXPECT_EQ(c->seqlen, 256);
+  EXPECT_EQ(c->device, "cpu");
+  EXPECT_EQ(c->local_group, "row");
+  for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
+           {"nsamples: 0", "'nsamples'"},
+           {"seqlen: 1", "'seqlen'"},
+           {"metric: sparsegpt", "'metric'"},
+           {"dtype: int8", "'dtype'"},
+           {"local_group: column", "'local_group'"},
+           {"retry_max_seconds: 0", "'retry_max_seconds'"},
+           {"server_address: nowhere", "'server_address'"},
+           {"calibration: []", "'calibration'"},
+           {"batch: 3", "unknown config key 'batch'"}}) {
+    auto bad = ParseClientConfig(std::string(kMinimal) + line + "\n", "c.yaml");
+    EXPECT_THAT(bad.status().message(), HasSubstr(key)) << line;
+  }
+  EXPECT_THAT(ParseClientConfig("server_address: \"h:1\"\ninsecure: true\nmodel: m\ncalibration: [a]\n", "c")
+                  .status()
+                  .message(),
+              HasSubstr("'name'"));
+}
+
+TEST(ClientTest, TransientCodes) {
+  EXPECT_TRUE(IsTransient(absl::UnavailableError("")));
+  EXPECT_TRUE(IsTransient(absl::DataLossError("")));
+  EXPECT_FALSE(IsTransient(absl::PermissionDeniedError("")));
+  EXPECT_FALSE(IsTransient(absl::InvalidArgumentError("")));
+}
+
+v1::JobSpec OneTensorJob(bool scaling) {
+  v1::JobSpec job;
+  v1::TensorSpec* t = job.add_tensors();
+  t->set_name("model.layers.0.mlp.up_proj.weight");
+  t->add_shape(4);
+  t->add_shape(8);
+  t->set_layer(0);
+  job.set_weight_scaling(scaling);
+  job.set_max_chunk_bytes(1 << 20);
+  return job;
+}
+
+void Append(const EncodedPayload& p, int round, std::vector<v1::DecisionChunk>* out) {
+  v1::DecisionChunk h;
+  h.set_round(round);
+  HeaderToProto(p.header, h.mutable_header());
+  out->push_back(h);
+  for (const PayloadChunk& c : p.chunks) {
+    v1::DecisionChunk m;
+    m.set_round(round);
+    ChunkToProto(c, m.mutable_chunk());
+    out->push_back(m);
+  }
+}
+
+TEST(ClientTest, DecodesMaskAndScaleExactly) {
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  PackedMask mask({4, 8});
+  for (int i = 0; i < 32; i += 3) mask.Set(i, true);
+  std::vector<float> scale(32);
+  for (int i = 0; i < 32; ++i) scale[i] = (i % 3) / 3.0f;
+  std::vector<v1::DecisionChunk> stream;
+  Append(*EncodeMask(name, mask, {}, 3), 0, &stream);
+  Append(*EncodeFloat32(name, {4, 8}, scale, PayloadKind::kWeightScale, 7), 0, &stream);
+  auto d = DecodeDecisionStream(stream, 0, OneTensorJob(true), {0});
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 1u);
+  EXPECT_EQ((*d)[0].mask, mask);
+  ASSERT_TRUE((*d)[0].scale.defined());
+  EXPECT_EQ((*d)[0].scale.sizes().vec(), (std::vector<int64_t>{4, 8}));
+  for (int i = 0; i < 32; ++i) EXPECT_EQ((*d)[0].scale.view(-1)[i].item<float>(), scale[i]);
+
+  // Missing scale, wrong round, corrupted chunk: refused.
+  std::vector<v1::DecisionChunk> no_scale(stream.begin(), stream.begin() + 1 + (4 + 2) / 3);
+  EXPECT_THAT(DecodeDecisionStream(no_scale, 0, OneTensorJob(true), {0}).status().message(),
+              HasSubstr("no WEIGHT_SCALE"));
+  EXPECT_THAT(DecodeDecisionStream(stream, 1, OneTensorJob(true), {0}).status().message(), HasSubstr("round 0"));
+  std::vector<v1::DecisionChunk> bad = stream;
+  bad[1].mutable_chunk()->mutable_data()->at(0) ^= 1;
+  EXPECT_EQ(DecodeDecisionStream(bad, 0, OneTensorJob(true), {0}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(DecodeDecisionStream({}, 0, OneTensorJob(false), {0}).status().message(), HasSubstr("no mask for"));
+}
+
+}  // namespace
+}  // namespace fedprllm

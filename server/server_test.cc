@@ -1,0 +1,122 @@
+// Unit tests of the server's pieces that need no network: config parsing and validation,
+// allowlist matching, and the state directory's file formats.
+#include <filesystem>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/peer_identity.h"
+#include "server/server_config.h"
+#include "server/state_store.h"
+
+namespace fedprllm {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kMinimal[] = R"(
+tls: {cert: s.crt, key: s.key, ca: ca.crt}
+allowed_clients: [site-a, site-b, site-c]
+model: m.bin
+output_dir: out
+state_dir: state
+)";
+
+TEST(ServerConfigTest, DefaultsAndDerivedCounts) {
+  auto c = ParseServerConfig(kMinimal, "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->listen_address, "0.0.0.0:50051");
+  EXPECT_FALSE(c->insecure);
+  EXPECT_EQ(c->expected_clients, 3);
+  EXPECT_EQ(c->min_clients, 3);
+  EXPECT_EQ(c->max_chunk_bytes, 1 << 20);
+  EXPECT_EQ(c->strategy, "one-shot");
+  auto agg = c->Aggregation();
+  ASSERT_TRUE(agg.ok());
+  EXPECT_EQ(agg->group, ComparisonGroup::kLayer);
+  EXPECT_EQ(agg->tie_break, TieBreak::kSmallerMagnitude);
+}
+
+TEST(ServerConfigTest, EveryBadValueNamesItsKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"sparsity: 1.0", "'sparsity'"},
+      {"pattern: \"3:4x\"", "'pattern'"},
+      {"pattern: \"1:8\"", "'pattern'"},
+      {"group: diagonal", "'group'"},
+      {"strategy: twice", "'strategy'"},
+      {"tie_break: coin", "'tie_break'"},
+      {"expected_clients: 4", "'expected_clients'"},
+      {"min_clients: 9", "'min_clients'"},
+      {"round_deadline_seconds: 1", "'round_deadline_seconds'"},
+      {"poll_window_seconds: 0", "'poll_window_seconds'"},
+      {"max_chunk_bytes: 100", "'max_chunk_bytes'"},
+      {"max_chunk_bytes: 99999999", "'max_chunk_bytes'"},
+      {"listen_address: \"localhost\"", "'listen_address'"},
+      {"sparsity: lots", "'sparsity'"},
+      {"allowed_clients: [\"bad name\"]", "'allowed_clients'"},
+      {"allowed_clients: [a, a]", "listed twice"},
+      {"colour: blue", "unknown config key 'colour'"},
+      {"tls: {cert: a, key: b, ca: c, pin: d}", "unknown config key 'tls.pin'"},
+  };
+  for (const auto& [line, expected] : cases) {
+    auto c = ParseServerConfig(std::string(kMinimal) + line + "\n", "t.yaml");
+    EXPECT_FALSE(c.ok()) << line;
+    EXPECT_THAT(c.status().message(), HasSubstr(expected)) << line;
+  }
+}
+
+TEST(ServerConfigTest, TlsRequiredUnlessInsecure) {
+  const std::string no_tls = "allowed_clients: [a]\nmodel: m\noutput_dir: o\nstate_dir: s\n";
+  EXPECT_THAT(ParseServerConfig(no_tls, "t").status().message(), HasSubstr("'tls.cert': is required"));
+  EXPECT_TRUE(ParseServerConfig(no_tls + "insecure: true\n", "t").ok());
+  EXPECT_THAT(ParseServerConfig("a: [", "t").status().message(), HasSubstr("t:1"));
+}
+
+TEST(PeerIdentityTest, FirstAllowlistedNameWins) {
+  const std::set<std::string> allow = {"site-a", "site-b"};
+  EXPECT_EQ(MatchAllowlist({"site-b", "site-a"}, allow), "site-b");
+  EXPECT_EQ(MatchAllowlist({"mallory", "site-a"}, allow), "site-a");  // SAN after CN
+  EXPECT_EQ(MatchAllowlist({"mallory"}, allow), std::nullopt);
+  EXPECT_EQ(MatchAllowlist({}, allow), std::nullopt);
+  EXPECT_EQ(DescribeNames({"x", "y"}), "certificate names [x, y]");
+  EXPECT_FALSE(ValidIdentity("-lead"));
+  EXPECT_FALSE(ValidIdentity(std::string(65, 'a')));
+  EXPECT_TRUE(ValidIdentity("hospital-7.eu_west"));
+}
+
+TEST(StateStoreTest, MaskSetRoundTripsAndDetectsCorruption) {
+  std::map<std::string, PackedMask> masks;
+  PackedMask a({3, 5});
+  a.Set(0, true);
+  a.Set(14, true);
+  masks.emplace("a", a);
+  masks.emplace("b", PackedMask({8}));
+  const std::string bytes = EncodeMaskSet(masks);
+  auto back = DecodeMaskSet(bytes, "f");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, masks);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] ^= 0x01;
+    EXPECT_FALSE(DecodeMaskSet(bad, "f").ok()) << "flip at byte " << i;
+  }
+  EXPECT_EQ(DecodeMaskSet(bytes.substr(0, bytes.size() - 1), "f").status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(StateStoreTest, AtomicWritesAndRefusesToOverwriteAJob) {
+  const std::string dir = ::testing::TempDir() + "/state_store_test";
+  std::filesystem::remove_all(dir);
+  auto store = StateStore::Create(dir, "job-1");
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE(store->WriteJson("job.json", {{"state", "RUNNING"}}).ok());
+  ASSERT_TRUE(store->WriteBytes(StateStore::UploadFile(0, "site-a"), "xyz").ok());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/job-1/rounds/0/uploads/site-a.masks"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/job-1/job.json.tmp"));
+  auto again = StateStore::Create(dir, "job-1");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(again.status().message(), HasSubstr("resuming is not implemented yet"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fedprllm
