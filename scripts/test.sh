@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
+export CCACHE_BASEDIR="$(pwd)"
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE=5G
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
