@@ -97,7 +97,7 @@ fi
 
 echo "== perplexity on the held-out generated stories (seqlen 128)"
 dense=$("$BIN/tools/fedprllm-eval" --model "$MODEL" --text "$OUT/data/held-out.txt" --seqlen 128 2>/dev/null | tail -n 1)
-pruned=$("$BIN/tools/fedprllm-eval" --model "$OUT/pruned" --text "$OUT/data/held-out.txt" --seqlen 128 2>/dev/null | tail -n 1)
+pruned=$("$BIN/tools/fedprllm-eval" --model "$OUT/pruned/model" --text "$OUT/data/held-out.txt" --seqlen 128 2>/dev/null | tail -n 1)
 echo "dense  model  $dense"
 echo "pruned model  $pruned   ($STRATEGY, group $GROUP, sparsity $SPARSITY $PATTERN, 3 sites, mTLS)"
-echo "pruned model and report: $OUT/pruned"
+echo "pruned model: $OUT/pruned/model, report: $OUT/pruned/report.json"
