@@ -1,5 +1,6 @@
-// Mask selection: exact lowest-k per group (CPU: nth_element under a (key, index) order; other
-// devices: kthvalue plus an index-ordered tie fix) and LSB-first packing to PackedMask.
+// Mask selection: exact lowest-k per group (CPU: radix bucket plus nth_element for float keys,
+// nth_element under a (key, index) order otherwise; other devices: kthvalue plus an
+// index-ordered tie fix) and LSB-first packing to PackedMask.
 #include "engine/mask_selection.h"
 
 #include <ATen/NumericUtils.h>
@@ -63,6 +64,51 @@ void LowestKCpu(const T* key, int64_t groups, int64_t len, int64_t k, bool* out)
   });
 }
 
+// Order-preserving image of a float under Below's order: -0 and +0 are equal, and every NaN
+// ranks above +inf.
+inline uint32_t OrderedBits(float x) {
+  if (std::isnan(x)) return 0xFFFFFFFFu;
+  if (x == 0.0f) x = 0.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// Float rows, same order as LowestKCpu: a 12-bit radix histogram finds the bucket that holds
+// the k-th key; every key in a lower bucket is chosen, and nth_element over (bits, index)
+// pairs of that one bucket picks the rest. Two passes over the row plus a small selection.
+void LowestKFloatRadix(const float* key, int64_t groups, int64_t len, int64_t k, bool* out) {
+  constexpr int kBucketShift = 20;
+  constexpr size_t kBuckets = size_t{1} << (32 - kBucketShift);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / len);
+  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> bits(len);
+    std::vector<uint32_t> histogram(kBuckets);
+    std::vector<uint64_t> bucket_keys;
+    for (int64_t g = begin; g < end; ++g) {
+      const float* row = key + g * len;
+      bool* dst = out + g * len;
+      std::fill(histogram.begin(), histogram.end(), 0u);
+      for (int64_t i = 0; i < len; ++i) {
+        bits[i] = OrderedBits(row[i]);
+        ++histogram[bits[i] >> kBucketShift];
+      }
+      uint32_t bucket = 0;
+      int64_t below = 0;  // keys in buckets < bucket; 0 < k < len guarantees termination
+      while (below + histogram[bucket] < k) below += histogram[bucket++];
+      bucket_keys.clear();
+      for (int64_t i = 0; i < len; ++i) {
+        const uint32_t b = bits[i] >> kBucketShift;
+        dst[i] = b < bucket;
+        if (b == bucket) bucket_keys.push_back(uint64_t{bits[i]} << 32 | uint64_t(i));
+      }
+      const int64_t need = k - below;  // in [1, histogram[bucket]]
+      std::nth_element(bucket_keys.begin(), bucket_keys.begin() + (need - 1), bucket_keys.end());
+      for (int64_t j = 0; j < need; ++j) dst[bucket_keys[j] & 0xFFFFFFFFu] = true;
+    }
+  });
+}
+
 }  // namespace
 
 namespace internal {
@@ -77,6 +123,10 @@ at::Tensor LowestKPerRow(const at::Tensor& key, int64_t k) {
   TORCH_CHECK(len <= std::numeric_limits<uint32_t>::max(), "group of ", len, " is too large");
   const at::Tensor in = key.contiguous();
   at::Tensor out = at::empty({groups, len}, bool_opts);
+  if (in.scalar_type() == at::kFloat && len > kPairwiseMaxGroup) {
+    LowestKFloatRadix(in.data_ptr<float>(), groups, len, k, out.data_ptr<bool>());
+    return out;
+  }
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "LowestKPerRow", [&] {
     LowestKCpu<scalar_t>(in.data_ptr<scalar_t>(), groups, len, k, out.data_ptr<bool>());
   });

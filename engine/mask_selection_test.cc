@@ -174,6 +174,26 @@ TEST(SelectLowestTest, BothKernelsMatchBruteForce) {
   }
 }
 
+TEST(SelectLowestTest, FloatRadixKernelHandlesSignedZeroNegativeNanAndWideBuckets) {
+  // Few distinct values put thousands of keys in one radix bucket; -0 must equal +0 and a
+  // negative-signed NaN must still rank above +inf.
+  at::Tensor key = at::randint(-2, 3, {3, 3000}, at::kFloat) * 0.5;
+  key.masked_fill_(at::rand({3, 3000}) < 0.1, -0.0f);
+  key.masked_fill_(at::rand({3, 3000}) < 0.05, -NAN);
+  key.masked_fill_(at::rand({3, 3000}) < 0.05, INFINITY);
+  key.masked_fill_(at::rand({3, 3000}) < 0.05, -INFINITY);
+  key.index_put_({0, at::indexing::Slice(0, 100)}, at::randn({100}) * 1e-30);  // denormal range
+  const std::vector<double> values = ToDoubles(key);
+  for (int64_t k : {1, 17, 1500, 2600, 2999}) {
+    const SparsityPattern p{(k + 0.5) / 3000};
+    EXPECT_EQ(ToBytes(internal::LowestKPerRow(key, k)),
+              BruteForce(values, 3, 3000, ComparisonGroup::kRow, p))
+        << k;
+  }
+  EXPECT_EQ(ToBytes(SelectLowest(key, ComparisonGroup::kLayer, {0.5})),
+            BruteForce(values, 3, 3000, ComparisonGroup::kLayer, {0.5}));
+}
+
 TEST(SelectLowestTest, IntegerAndDoubleKeysMatchBruteForce) {
   at::Tensor key = at::randint(0, 5, {6, 24}, at::kLong);
   const std::vector<double> values = ToDoubles(key);
