@@ -10,7 +10,7 @@
 #include "absl/flags/parse.h"
 #include "common/status_macros.h"
 #include "engine/site_session.h"
-#include "model/threads.h"
+#include "model/cpu_runtime.h"
 
 ABSL_FLAG(int64_t, samples, 4, "Calibration samples");
 ABSL_FLAG(int64_t, seqlen, 512, "Tokens per sample");

@@ -12,6 +12,7 @@
 #include "client/client_config.h"
 #include "client/federation_client.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
 
 ABSL_FLAG(std::string, config, "", "Client YAML config (see deploy/client.example.yaml); required");
 ABSL_FLAG(std::string, server_address, "", "Overrides the config's server_address");
@@ -34,6 +35,7 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("fedprllm-client --config client.yaml");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] client: %v");
   const absl::Status status = fedprllm::Run();
   if (!status.ok()) {

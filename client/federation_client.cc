@@ -20,6 +20,7 @@
 #include "model/torch_wall.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
+#include "model/cpu_runtime.h"
 
 namespace fedprllm {
 
@@ -431,6 +432,7 @@ absl::Status RunClient(const ClientConfig& config) {
 
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(config.model));
+  FitBlasThreadsToModel(model.config().hidden_size);
   ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(config.model, config.tokenizer));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
   std::vector<CalibrationSource> sources;

@@ -10,6 +10,7 @@
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "model/torch_wall.h"
+#include "model/cpu_runtime.h"
 
 namespace fedprllm {
 
@@ -58,6 +59,7 @@ absl::StatusOr<nlohmann::json> RunPruneJob(const PruneJobOptions& options,
   if (options.out_dir.empty()) return absl::InvalidArgumentError("an output directory is required");
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(options.model_path));
+  FitBlasThreadsToModel(model.config().hidden_size);
   ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(options.model_path, options.tokenizer_path));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
   ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(tokenizer, options.calibration));

@@ -216,28 +216,37 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayerForward(const DecoderLayerWei
       if (observer != nullptr && *observer) (*observer)(index, input);
       return at::matmul(input, w.linears[index].t());
     };
-    // Attention block.
+    // Attention block. Query head h reads key/value head h / group (HF's repeat_kv), so the
+    // queries of one key/value head are stacked into a single [group * seq, head_dim] batch
+    // entry: one baddbmm applies the scale and the causal mask, with no copies of k and v.
+    const int64_t group = heads / kv_heads;
     const at::Tensor x = RmsNorm(hidden, w.input_layernorm, config_.rms_norm_eps);
-    at::Tensor q = linear(0, x).view({batch, seq, heads, head_dim}).transpose(1, 2);
-    at::Tensor k = linear(1, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2);
-    at::Tensor v = linear(2, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2);
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(hidden.device());
     const at::Tensor inv_freq =
         1.0 / at::pow(config_.rope_theta, at::arange(0, head_dim, 2, f32) / static_cast<double>(head_dim));
     const at::Tensor freqs = at::outer(at::arange(seq, f32), inv_freq);
-    const at::Tensor angles = at::cat({freqs, freqs}, -1);
+    const at::Tensor angles = at::cat({freqs, freqs}, -1).view({seq, 1, head_dim});  // [seq, 1, dim]
     const at::Tensor cos = angles.cos().to(hidden.scalar_type()), sin = angles.sin().to(hidden.scalar_type());
-    q = RopeRotate(q, cos, sin);
-    k = RopeRotate(k, cos, sin);
-    if (kv_heads != heads) {
-      k = k.repeat_interleave(heads / kv_heads, 1);
-      v = v.repeat_interleave(heads / kv_heads, 1);
-    }
-    at::Tensor scores = at::matmul(q, k.transpose(2, 3)).to(at::kFloat) / std::sqrt(static_cast<double>(head_dim));
-    const at::Tensor causal = at::ones({seq, seq}, f32.dtype(at::kBool)).triu(1);
-    scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-    const at::Tensor probs = at::softmax(scores, -1).to(hidden.scalar_type());
-    const at::Tensor attn = at::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads * head_dim});
+    const at::Tensor q = RopeRotate(linear(0, x).view({batch, seq, heads, head_dim}), cos, sin)
+                             .view({batch, seq, kv_heads, group, head_dim})
+                             .permute({0, 2, 3, 1, 4})
+                             .reshape({batch * kv_heads, group * seq, head_dim});
+    const at::Tensor k = RopeRotate(linear(1, x).view({batch, seq, kv_heads, head_dim}), cos, sin)
+                             .transpose(1, 2)
+                             .reshape({batch * kv_heads, seq, head_dim});
+    const at::Tensor v = linear(2, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
+        {batch * kv_heads, seq, head_dim});
+    const at::Tensor causal_mask = at::full({seq, seq}, -std::numeric_limits<float>::infinity(),
+                                            f32.dtype(hidden.scalar_type()))
+                                       .triu_(1)
+                                       .repeat({group, 1});  // [group * seq, seq]
+    const at::Tensor scores = at::baddbmm(causal_mask, q, k.transpose(1, 2), /*beta=*/1.0,
+                                          /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(hidden.scalar_type());
+    const at::Tensor attn = at::bmm(probs, v)
+                                .view({batch, kv_heads, group, seq, head_dim})
+                                .permute({0, 3, 1, 2, 4})
+                                .reshape({batch, seq, heads * head_dim});
     const at::Tensor after_attn = hidden + linear(3, attn);
     // MLP block.
     const at::Tensor y = RmsNorm(after_attn, w.post_attention_layernorm, config_.rms_norm_eps);

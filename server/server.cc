@@ -14,6 +14,7 @@
 #include "model/tokenizer.h"
 #include "server/fedprllm_service.h"
 #include "server/federation_job.h"
+#include "model/cpu_runtime.h"
 
 namespace fedprllm {
 
@@ -49,6 +50,7 @@ absl::Status RunServer(const ServerConfig& config) {
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(config));
   const auto load_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(config.model));
+  FitBlasThreadsToModel(model.config().hidden_size);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   std::string tokenizer = config.tokenizer;
   if (tokenizer.empty()) {

@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
 #include "server/server.h"
 #include "server/server_config.h"
 
@@ -34,6 +35,7 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("fedprllm-server --config server.yaml");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] server: %v");
   const absl::Status status = fedprllm::Run();
   if (!status.ok()) {

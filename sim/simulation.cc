@@ -1,12 +1,16 @@
 // FedPrLLM simulation: baselines, federated rows, table formatting and the sparsity sweep.
 #include "sim/simulation.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <numeric>
 #include <sstream>
 
@@ -16,6 +20,7 @@
 #include "common/status_macros.h"
 #include "engine/prune_job.h"
 #include "model/perplexity.h"
+#include "model/cpu_runtime.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
@@ -55,6 +60,8 @@ absl::StatusOr<std::string> ReadPart(const std::vector<CalibrationSource>& sourc
 }
 
 // Perplexity of each distinct model on every evaluation text, cached by model fingerprint.
+// Safe to call from several jobs at once; a model two jobs race on is evaluated twice, with
+// the same result.
 class Evaluator {
  public:
   Evaluator(std::vector<std::vector<int>> texts, PerplexityOptions options)
@@ -62,25 +69,56 @@ class Evaluator {
 
   absl::StatusOr<std::vector<double>> Evaluate(const LlamaModel& model) {
     const std::string key = model.Fingerprint();
-    auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) return it->second;
+    }
     std::vector<double> ppl;
     for (const std::vector<int>& tokens : texts_) {
       ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(model, tokens, options_));
       ppl.push_back(r.perplexity);
     }
-    ++evaluated_;
-    cache_.emplace(key, ppl);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cache_.emplace(key, ppl).second) ++evaluated_;
     return ppl;
   }
-  int64_t evaluated() const { return evaluated_; }
+  int64_t evaluated() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return evaluated_;
+  }
 
  private:
-  std::vector<std::vector<int>> texts_;
-  PerplexityOptions options_;
+  const std::vector<std::vector<int>> texts_;
+  const PerplexityOptions options_;
+  mutable std::mutex mutex_;
   std::map<std::string, std::vector<double>> cache_;
   int64_t evaluated_ = 0;
 };
+
+// Runs job(0) ... job(count - 1), on `threads` threads at once when threads > 1; each job's
+// tensor operations then run single-threaded (ATen runs nested parallel work inline). Returns
+// the first failure in job order.
+absl::Status RunJobs(int64_t count, int threads, const std::function<absl::Status(int64_t)>& job) {
+  std::vector<absl::Status> results(count);
+  if (threads <= 1 || count <= 1) {
+    for (int64_t j = 0; j < count; ++j) results[j] = job(j);
+  } else {
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min<int64_t>(threads, count), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t worker = begin; worker < end; ++worker) {
+        for (int64_t j = next++; j < count; j = next++) results[j] = job(j);
+      }
+    });
+  }
+  for (absl::Status& status : results) RETURN_IF_ERROR(status);
+  return absl::OkStatus();
+}
+
+int JobThreads(const SimSettings& s, const LlamaModel& model) {
+  if (s.jobs > 0) return s.jobs;
+  return s.compute.device.is_cpu() && IsSmallModel(model.config().hidden_size) ? at::get_num_threads() : 1;
+}
 
 // Rows in first-added order, merged by their identifying fields.
 class RowBook {
@@ -202,6 +240,7 @@ absl::Status SimSettings::Validate() const {
   if (seqlen < 2) return absl::InvalidArgumentError("seqlen: must be >= 2");
   if (eval_seqlen < 2) return absl::InvalidArgumentError("eval_seqlen: must be >= 2");
   if (eval_max_windows < 0) return absl::InvalidArgumentError("eval_max_windows: must be >= 0");
+  if (jobs < 0) return absl::InvalidArgumentError("jobs: must be >= 0 (0 = auto)");
   for (const SparsityPattern& p : patterns) RETURN_IF_ERROR(p.Validate());
   if (split == SplitMode::kEven) {
     if (clients.empty()) return absl::InvalidArgumentError("clients: at least one count is required");
@@ -296,6 +335,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
   auto say = [&](const std::string& line) { if (log) log(line); };
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
+  FitBlasThreadsToModel(base.config().hidden_size);
   ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
 
@@ -317,94 +357,110 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
   const bool iterative =
       std::find(s.strategies.begin(), s.strategies.end(), Strategy::kIterative) != s.strategies.end();
 
+  std::vector<PreparedCalibration> calibrations;
   for (const CalibrationSet& set : s.calibrations) {
     ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(set, tokenizer, s.split));
-    for (const SparsityPattern& pattern : s.patterns) {
-      const std::string plabel = PatternLabel(pattern);
-      auto id = [&](int clients, const std::string& method) {
-        SimRow row;
-        row.calibration = set.name;
-        row.pattern = plabel;
-        row.clients = clients;
-        row.method = method;
-        return row;
-      };
-      ASSIGN_OR_RETURN(std::vector<double> dense, evaluator.Evaluate(base));
-      book.Add(id(0, "dense"), dense);
-      const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
-      for (size_t si = 0; si < s.seeds.size(); ++si) {
-        const uint64_t seed = s.seeds[si];
-        const std::vector<int> client_counts = ClientCounts(s);
-        ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, client_counts.front(), seed));
-        const at::Tensor pooled = drawn.first;
-        if (si == 0) {
-          LocalPruneOptions magnitude = local;
-          magnitude.metric = PruneMetric::kMagnitude;
-          ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, magnitude, nullptr));
-          ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
-          book.Add(id(0, "magnitude"), ppl);
-        }
-        {
-          ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, local, nullptr));
-          ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
-          book.Add(id(0, "centralized-wanda"), ppl);
-        }
-        for (int clients : client_counts) {
-          ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, seed));
-          const std::vector<at::Tensor>& split = split_draw.second;
-          ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, split, local));
-          for (size_t c = 0; c < masks.size(); ++c) {
-            if (s.local_only_max_clients > 0 && c >= static_cast<size_t>(s.local_only_max_clients)) break;
-            ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, masks[c], pattern));
-            ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
-            book.Add(id(clients, "local-only"), ppl);
-          }
-          for (TieBreak tie : s.tie_breaks) {
-            if (one_shot) {
-              for (ComparisonGroup group : s.groups) {
-                // N:M aggregation ignores the comparison group: one row stands for all.
-                if (pattern.structured() && group != s.groups.front()) continue;
-                for (bool scaling : s.scalings) {
-                  AggregationOptions agg;
-                  agg.group = group;
-                  agg.pattern = pattern;
-                  agg.tie_break = tie;
-                  agg.seed = seed;
-                  agg.weight_scaling = scaling;
-                  ASSIGN_OR_RETURN(LlamaModel m, AggregateOneShot(base, masks, agg));
-                  ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
-                  SimRow row = id(clients, "fedprllm");
-                  row.strategy = "one-shot";
-                  row.group = pattern.structured() ? "any (N:M)" : std::string(ComparisonGroupName(group));
-                  row.scaling = scaling;
-                  row.tie_break = std::string(TieBreakName(tie));
-                  book.Add(row, ppl);
-                }
-              }
-            }
-            if (iterative) {
-              FederationOptions fed;
-              fed.strategy = Strategy::kIterative;
-              fed.aggregation.group = ComparisonGroup::kLayer;
-              fed.aggregation.pattern = pattern;
-              fed.aggregation.tie_break = tie;
-              fed.aggregation.seed = seed;
-              fed.local = local;
-              ASSIGN_OR_RETURN(LlamaModel m, RunInProcessFederation(base, split, fed));
-              ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(m));
+    calibrations.push_back(std::move(calib));
+  }
+  // One job per (calibration set, pattern, seed); its rows go to the book in job order, so the
+  // table does not depend on how many jobs ran at once.
+  const int64_t num_patterns = s.patterns.size(), num_seeds = s.seeds.size();
+  const int64_t num_jobs = static_cast<int64_t>(s.calibrations.size()) * num_patterns * num_seeds;
+  std::vector<std::vector<std::pair<SimRow, std::vector<double>>>> job_rows(num_jobs);
+  std::mutex log_mutex;
+  auto run_job = [&](int64_t job) -> absl::Status {
+    const CalibrationSet& set = s.calibrations[job / (num_patterns * num_seeds)];
+    const PreparedCalibration& calib = calibrations[job / (num_patterns * num_seeds)];
+    const SparsityPattern& pattern = s.patterns[(job / num_seeds) % num_patterns];
+    const size_t si = job % num_seeds;
+    const uint64_t seed = s.seeds[si];
+    const std::string plabel = PatternLabel(pattern);
+    auto& rows = job_rows[job];
+    auto id = [&](int clients, const std::string& method) {
+      SimRow row;
+      row.calibration = set.name;
+      row.pattern = plabel;
+      row.clients = clients;
+      row.method = method;
+      return row;
+    };
+    auto evaluate = [&](const LlamaModel& model, SimRow row) -> absl::Status {
+      ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(model));
+      rows.emplace_back(std::move(row), std::move(ppl));
+      return absl::OkStatus();
+    };
+    if (si == 0) RETURN_IF_ERROR(evaluate(base, id(0, "dense")));
+    const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
+    const std::vector<int> client_counts = ClientCounts(s);
+    ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, client_counts.front(), seed));
+    const at::Tensor pooled = drawn.first;
+    if (si == 0) {
+      LocalPruneOptions magnitude = local;
+      magnitude.metric = PruneMetric::kMagnitude;
+      ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, magnitude, nullptr));
+      RETURN_IF_ERROR(evaluate(m, id(0, "magnitude")));
+    }
+    {
+      ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, local, nullptr));
+      RETURN_IF_ERROR(evaluate(m, id(0, "centralized-wanda")));
+    }
+    for (int clients : client_counts) {
+      ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, seed));
+      const std::vector<at::Tensor>& split = split_draw.second;
+      ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, split, local));
+      for (size_t c = 0; c < masks.size(); ++c) {
+        if (s.local_only_max_clients > 0 && c >= static_cast<size_t>(s.local_only_max_clients)) break;
+        ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, masks[c], pattern));
+        RETURN_IF_ERROR(evaluate(m, id(clients, "local-only")));
+      }
+      for (TieBreak tie : s.tie_breaks) {
+        if (one_shot) {
+          for (ComparisonGroup group : s.groups) {
+            // N:M aggregation ignores the comparison group: one row stands for all.
+            if (pattern.structured() && group != s.groups.front()) continue;
+            for (bool scaling : s.scalings) {
+              AggregationOptions agg;
+              agg.group = group;
+              agg.pattern = pattern;
+              agg.tie_break = tie;
+              agg.seed = seed;
+              agg.weight_scaling = scaling;
+              ASSIGN_OR_RETURN(LlamaModel m, AggregateOneShot(base, masks, agg));
               SimRow row = id(clients, "fedprllm");
-              row.strategy = "iterative";
-              row.group = pattern.structured() ? "any (N:M)" : "layer";
+              row.strategy = "one-shot";
+              row.group = pattern.structured() ? "any (N:M)" : std::string(ComparisonGroupName(group));
+              row.scaling = scaling;
               row.tie_break = std::string(TieBreakName(tie));
-              book.Add(row, ppl);
+              RETURN_IF_ERROR(evaluate(m, std::move(row)));
             }
           }
-          say(absl::StrFormat("%s %s seed %d: %d clients done (%d models evaluated, %.0fs)", set.name, plabel, seed,
-                              clients, evaluator.evaluated(),
-                              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+        }
+        if (iterative) {
+          FederationOptions fed;
+          fed.strategy = Strategy::kIterative;
+          fed.aggregation.group = ComparisonGroup::kLayer;
+          fed.aggregation.pattern = pattern;
+          fed.aggregation.tie_break = tie;
+          fed.aggregation.seed = seed;
+          fed.local = local;
+          ASSIGN_OR_RETURN(LlamaModel m, RunInProcessFederation(base, split, fed));
+          SimRow row = id(clients, "fedprllm");
+          row.strategy = "iterative";
+          row.group = pattern.structured() ? "any (N:M)" : "layer";
+          row.tie_break = std::string(TieBreakName(tie));
+          RETURN_IF_ERROR(evaluate(m, std::move(row)));
         }
       }
+      std::lock_guard<std::mutex> lock(log_mutex);
+      say(absl::StrFormat("%s %s seed %d: %d clients done (%d models evaluated, %.0fs)", set.name, plabel, seed,
+                          clients, evaluator.evaluated(),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
     }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(RunJobs(num_jobs, JobThreads(s, base), run_job));
+  for (const auto& rows : job_rows) {
+    for (const auto& [row, ppl] : rows) book.Add(row, ppl);
   }
   table.rows = book.Take();
   table.models_evaluated = evaluator.evaluated();
@@ -529,6 +585,7 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
                                                  const SimLog& log) {
   RETURN_IF_ERROR(s.Validate());
   ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
+  FitBlasThreadsToModel(base.config().hidden_size);
   ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
   ASSIGN_OR_RETURN(std::string eval_text, ReadPart({s.evals.front().source}, s.evals.front().part));
@@ -542,14 +599,15 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
   const int clients = ClientCounts(s).front();
   const uint64_t seed = s.seeds.front();
   ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
-  std::vector<SweepPoint> points;
-  for (double sparsity : sparsities) {
+  std::vector<SweepPoint> points(sparsities.size());
+  std::mutex log_mutex;
+  auto run_point = [&](int64_t index) -> absl::Status {
     SparsityPattern pattern;
-    pattern.sparsity = sparsity;
+    pattern.sparsity = sparsities[index];
     RETURN_IF_ERROR(pattern.Validate());
     const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
-    SweepPoint point;
-    point.sparsity = sparsity;
+    SweepPoint& point = points[index];
+    point.sparsity = pattern.sparsity;
     LocalPruneOptions magnitude = local;
     magnitude.metric = PruneMetric::kMagnitude;
     ASSIGN_OR_RETURN(LlamaModel mag, PruneModel(base, drawn.first, magnitude, nullptr));
@@ -577,11 +635,13 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
     }
     point.local_only_mean = sum / counted;
     if (log) {
+      std::lock_guard<std::mutex> lock(log_mutex);
       log(absl::StrFormat("sweep sparsity %.2f: magnitude %.2f, centralized %.2f, fedprllm %.2f, local-only %.2f",
-                          sparsity, point.magnitude, point.centralized, point.fedprllm, point.local_only_mean));
+                          point.sparsity, point.magnitude, point.centralized, point.fedprllm, point.local_only_mean));
     }
-    points.push_back(point);
-  }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(RunJobs(static_cast<int64_t>(sparsities.size()), JobThreads(s, base), run_point));
   return points;
 }
 

@@ -88,6 +88,10 @@ struct SimSettings {
   // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.
   // Default 0. Evaluation dominates the runtime, and 64 clients x 3 seeds is 192 models.
   int local_only_max_clients = 0;
+  // Jobs run at once: one per (calibration set, pattern, seed), or per sweep point. 0 = auto:
+  // one per core for small models on CPU (whose single operations are too small to spread
+  // over cores), else 1.
+  int jobs = 0;
   ComputeOptions compute;
 
   absl::Status Validate() const;

@@ -10,6 +10,7 @@
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
 #include "tools/tool_flags.h"
+#include "model/cpu_runtime.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin checkpoint (required)");
 ABSL_FLAG(std::string, text, "", "UTF-8 text file to evaluate on (required)");
@@ -28,6 +29,7 @@ absl::Status Run() {
   const std::string text_path = absl::GetFlag(FLAGS_text);
   if (model_path.empty() || text_path.empty()) return absl::InvalidArgumentError("--model and --text are required");
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(model_path));
+  FitBlasThreadsToModel(model.config().hidden_size);
   ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
   ASSIGN_OR_RETURN(std::string text, ReadTextFile(text_path));

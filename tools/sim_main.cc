@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
 #include "sim/simulation.h"
 #include "tools/tool_flags.h"
 
@@ -33,6 +34,7 @@ ABSL_FLAG(std::vector<std::string>, scaling, std::vector<std::string>({"no", "ye
 ABSL_FLAG(std::vector<std::string>, tie_breaks, std::vector<std::string>({"magnitude", "random"}), "Tie-breaks");
 ABSL_FLAG(int64_t, eval_seqlen, 256, "Tokens per evaluation window");
 ABSL_FLAG(int64_t, eval_max_windows, 64, "Evaluation windows per text (0 = all)");
+ABSL_FLAG(int, jobs, 0, "Jobs at once (0 = one per core for small CPU models, else 1)");
 ABSL_FLAG(int, local_only_max_clients, 0, "Local-only: evaluate at most this many clients per count and seed (0 = all)");
 ABSL_FLAG(std::string, out, "", "Output directory for table.md, results.csv, findings.md (required)");
 ABSL_FLAG(bool, table, true, "Compute the quality table");
@@ -104,6 +106,7 @@ absl::Status Run() {
   s.eval_seqlen = absl::GetFlag(FLAGS_eval_seqlen);
   s.eval_max_windows = absl::GetFlag(FLAGS_eval_max_windows);
   s.local_only_max_clients = absl::GetFlag(FLAGS_local_only_max_clients);
+  s.jobs = absl::GetFlag(FLAGS_jobs);
   ASSIGN_OR_RETURN(s.compute, ParseComputeOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype)));
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");
@@ -135,5 +138,6 @@ int main(int argc, char** argv) {
       "fedprllm-sim --model M --calib name=FILE[@second-half] --eval name=FILE[@first-half] --clients 64,8,16 "
       "--nsamples 128 --seqlen 256 --seeds 0,1,2 --patterns unstructured,2:4 --out DIR [--sweep]");
   absl::ParseCommandLine(argc, argv);
+  fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-sim");
 }

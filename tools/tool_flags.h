@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/llama_model.h"
 #include "model/perplexity.h"
-#include "model/threads.h"
+#include "model/cpu_runtime.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
