@@ -66,7 +66,7 @@ v1::JobSpec OneTensorJob(bool scaling) {
 void Append(const EncodedPayload& p, int round, std::vector<v1::DecisionChunk>* out) {
   v1::DecisionChunk h;
   h.set_round(round);
-  HeaderToProto(p.header, h.mutable_header());
+  EXPECT_TRUE(HeaderToProto(p.header, JobTensorTable(OneTensorJob(true)), h.mutable_header()).ok());
   out->push_back(h);
   for (const PayloadChunk& c : p.chunks) {
     v1::DecisionChunk m;

@@ -46,23 +46,25 @@ absl::StatusOr<RoundDecision> DecodeDecisionStream(const std::vector<v1::Decisio
     }
   }
   const MaskPattern pattern{job.pattern().n(), job.pattern().m()};
+  const JobTensorTable table(job);
   std::map<std::string, TensorDecision> decisions;
   std::optional<MaskAssembler> mask;
   std::optional<Float32Assembler> scale;
   auto finish = [&]() -> absl::Status {
     if (mask.has_value()) {
-      const std::string name = mask->header().tensor_name;
-      ASSIGN_OR_RETURN(PackedMask m, mask->Finish());
+      const std::vector<PayloadTensor> tensors = mask->header().tensors;
+      ASSIGN_OR_RETURN(std::vector<PackedMask> masks, mask->Finish());
       mask.reset();
-      decisions[name].name = name;
-      decisions[name].mask = std::move(m);
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        decisions[tensors[i].name].name = tensors[i].name;
+        decisions[tensors[i].name].mask = std::move(masks[i]);
+      }
     } else if (scale.has_value()) {
-      const std::string name = scale->header().tensor_name;
-      const std::vector<int64_t> shape = scale->header().shape;
+      const PayloadTensor tensor = scale->header().tensors.front();
       ASSIGN_OR_RETURN(std::vector<float> values, scale->Finish());
       scale.reset();
-      ASSIGN_OR_RETURN(decisions[name].scale, TorchCall("building a scale tensor", [&] {
-                         return at::from_blob(values.data(), shape, at::kFloat).clone();
+      ASSIGN_OR_RETURN(decisions[tensor.name].scale, TorchCall("building a scale tensor", [&] {
+                         return at::from_blob(values.data(), tensor.shape, at::kFloat).clone();
                        }));
     }
     return absl::OkStatus();
@@ -76,35 +78,34 @@ absl::StatusOr<RoundDecision> DecodeDecisionStream(const std::vector<v1::Decisio
         return absl::InvalidArgumentError("decision: header before the previous payload's last chunk");
       }
       RETURN_IF_ERROR(finish());
-      TensorPayloadHeader header = HeaderFromProto(message.header());
-      auto it = expected.find(header.tensor_name);
-      if (it == expected.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("decision for unexpected tensor '", header.tensor_name, "'"));
-      }
+      ASSIGN_OR_RETURN(PayloadHeader header, HeaderFromProto(message.header(), table));
       if (header.kind == PayloadKind::kPruneMask) {
-        if (decisions.count(header.tensor_name) != 0) {
-          return absl::InvalidArgumentError(absl::StrCat("decision mask for ", header.tensor_name, " sent twice"));
+        for (const PayloadTensor& t : header.tensors) {
+          if (decisions.count(t.name) != 0) {
+            return absl::InvalidArgumentError(absl::StrCat("decision mask for ", t.name, " sent twice"));
+          }
         }
         MaskExpectations expect;
-        expect.shape = it->second;
+        expect.shapes = expected;
         expect.pattern = pattern;
         expect.max_chunk_bytes = std::max<int64_t>(job.max_chunk_bytes(), 1);
         ASSIGN_OR_RETURN(MaskAssembler a, MaskAssembler::Create(std::move(header), expect));
         mask.emplace(std::move(a));
       } else if (header.kind == PayloadKind::kWeightScale && job.weight_scaling()) {
-        auto d = decisions.find(header.tensor_name);
+        const std::string name = header.tensors.size() == 1 ? header.tensors.front().name : "";
+        auto d = decisions.find(name);
         if (d == decisions.end() || d->second.scale.defined()) {
           return absl::InvalidArgumentError(
-              absl::StrCat("WEIGHT_SCALE for ", header.tensor_name, " does not follow its mask exactly once"));
+              absl::StrCat("WEIGHT_SCALE for ", header.Label(), "does not follow its mask exactly once"));
         }
         Float32Expectations expect;
-        expect.shape = it->second;
+        expect.shape = expected.at(name);  // present: the mask's assembler accepted it
         expect.max_chunk_bytes = std::max<int64_t>(job.max_chunk_bytes(), 1);
         ASSIGN_OR_RETURN(Float32Assembler a, Float32Assembler::Create(std::move(header), expect));
         scale.emplace(std::move(a));
       } else {
         return absl::UnimplementedError(absl::StrCat("decision payload kind ", static_cast<int>(header.kind),
-                                                     " for ", header.tensor_name, " is not handled"));
+                                                     " for ", header.Label(), "is not handled"));
       }
     } else if (message.has_chunk()) {
       v1::PayloadData copy = message.chunk();
@@ -331,20 +332,18 @@ class FederationClient {
     std::vector<v1::UploadChunk> messages;
     int64_t wire = 0, weights = 0;
     const MaskPattern pattern{job_.pattern().n(), job_.pattern().m()};
-    for (const auto& [name, mask] : masks) {
-      ASSIGN_OR_RETURN(EncodedPayload p, EncodeMask(name, mask, pattern, job_.max_chunk_bytes()));
-      weights += mask.numel();
-      v1::UploadChunk header;
-      if (messages.empty()) header.set_round(round);
-      HeaderToProto(p.header, header.mutable_header());
-      messages.push_back(std::move(header));
-      for (const PayloadChunk& c : p.chunks) {
-        v1::UploadChunk chunk;
-        ChunkToProto(c, chunk.mutable_chunk());
-        messages.push_back(std::move(chunk));
-      }
+    // All of the round's masks travel as one payload: one header, then chunks.
+    ASSIGN_OR_RETURN(EncodedPayload payload, EncodeMasks(masks, pattern, job_.max_chunk_bytes()));
+    for (const auto& entry : masks) weights += entry.second.numel();
+    v1::UploadChunk header;
+    header.set_round(round);
+    RETURN_IF_ERROR(HeaderToProto(payload.header, JobTensorTable(job_), header.mutable_header()));
+    messages.push_back(std::move(header));
+    for (const PayloadChunk& c : payload.chunks) {
+      v1::UploadChunk chunk;
+      ChunkToProto(c, chunk.mutable_chunk());
+      messages.push_back(std::move(chunk));
     }
-    if (messages.empty()) return absl::InternalError(absl::StrCat("round ", round, ": no masks to upload"));
     // Only the first message carries the session token and round (proto: UploadChunk).
     messages.front().set_session_token(token_);
     for (const v1::UploadChunk& m : messages) wire += GrpcMessageBytes(m);

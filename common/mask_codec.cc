@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,32 @@ absl::Status CheckPatternForShape(absl::string_view name, MaskPattern p,
   return absl::OkStatus();
 }
 
+// Encoding choice shared by every kind: zstd if strictly smaller, else raw.
+std::string CompressIfItPays(const void* raw, size_t size, bool* compressed) {
+  std::string encoded(ZSTD_compressBound(size), '\0');
+  const size_t zsize = ZSTD_compress(encoded.data(), encoded.size(), raw, size, kZstdLevel);
+  if (!ZSTD_isError(zsize) && zsize < size) {
+    encoded.resize(zsize);
+    *compressed = true;
+  } else {
+    encoded.assign(static_cast<const char*>(raw), size);
+    *compressed = false;
+  }
+  return encoded;
+}
+
+void CutIntoChunks(const std::string& encoded, size_t max_chunk_bytes, EncodedPayload* out) {
+  for (size_t offset = 0; offset < encoded.size(); offset += max_chunk_bytes) {
+    PayloadChunk c;
+    c.chunk_index = static_cast<int64_t>(out->chunks.size());
+    c.offset = static_cast<int64_t>(offset);
+    c.data = encoded.substr(offset, max_chunk_bytes);
+    c.crc32c = crc32c::Value(c.data);
+    c.last = offset + c.data.size() == encoded.size();
+    out->chunks.push_back(std::move(c));
+  }
+}
+
 }  // namespace
 
 std::string PatternToString(MaskPattern pattern) {
@@ -88,13 +115,18 @@ std::string PatternToString(MaskPattern pattern) {
   return absl::StrCat(pattern.n, ":", pattern.m);
 }
 
+std::string PayloadHeader::Label() const {
+  if (tensors.empty()) return "payload with no tensors: ";
+  const std::string first = fedprllm::Label(tensors.front().name);
+  if (tensors.size() == 1) return first;
+  return absl::StrCat(first.substr(0, first.size() - 2), " (and ", tensors.size() - 1, " more): ");
+}
+
 int64_t EncodedPayload::WireBytesUpperBound() const {
   // Per field: 1 tag byte + up to 10 varint bytes; each submessage adds a tag and length.
   constexpr int64_t kField = 11;
-  int64_t total = kField + kField + static_cast<int64_t>(header.tensor_name.size()) + kField +
-                  10 * static_cast<int64_t>(header.shape.size()) +  // name, shape
-                  kField + 2 * kField +                             // pattern
-                  2 * kField + 3 * kField;                          // kind, encoding, three counts
+  int64_t total = kField + 3 * kField + 3 * kField;  // header submessage, pattern, kind/encoding/sizes
+  total += 2 * kField + static_cast<int64_t>(header.tensors.size()) * (5 + 10);  // packed indices, counts
   for (const PayloadChunk& c : chunks) {
     total += kField + 2 * kField + kField + static_cast<int64_t>(c.data.size()) + 5 + 2;
   }
@@ -121,119 +153,124 @@ absl::Status CheckMaskPattern(absl::string_view tensor_name, const PackedMask& m
   return absl::OkStatus();
 }
 
-absl::StatusOr<EncodedPayload> EncodeMask(std::string tensor_name, const PackedMask& mask,
-                                          MaskPattern pattern, size_t max_chunk_bytes) {
-  RETURN_IF_ERROR(CheckName(tensor_name));
-  RETURN_IF_ERROR(CheckShape(tensor_name, mask.shape()).status());
-  RETURN_IF_ERROR(CheckMaskPattern(tensor_name, mask, pattern));
-  if (max_chunk_bytes == 0) {
-    return absl::InvalidArgumentError(Label(tensor_name) + "max_chunk_bytes must be >= 1");
+absl::StatusOr<EncodedPayload> EncodeMasks(absl::Span<const std::pair<std::string, PackedMask>> masks,
+                                           MaskPattern pattern, size_t max_chunk_bytes) {
+  if (masks.empty() || masks.size() > kMaxPayloadTensors) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a payload covers 1..", kMaxPayloadTensors, " tensors, got ", masks.size()));
   }
-  const std::vector<uint8_t>& raw = mask.bytes();
-
+  if (max_chunk_bytes == 0) return absl::InvalidArgumentError("max_chunk_bytes must be >= 1");
   EncodedPayload out;
-  TensorPayloadHeader& h = out.header;
-  h.tensor_name = std::move(tensor_name);
-  h.shape = mask.shape();
+  PayloadHeader& h = out.header;
   h.kind = PayloadKind::kPruneMask;
   h.pattern = pattern;
-  h.declared_count = mask.CountOnes();
+  std::set<absl::string_view> seen;
+  std::string raw;
+  for (const auto& [name, mask] : masks) {
+    RETURN_IF_ERROR(CheckName(name));
+    if (!seen.insert(name).second) return absl::InvalidArgumentError(Label(name) + "appears twice in one payload");
+    RETURN_IF_ERROR(CheckShape(name, mask.shape()).status());
+    RETURN_IF_ERROR(CheckMaskPattern(name, mask, pattern));
+    h.tensors.push_back({name, mask.shape(), mask.CountOnes()});
+    raw.append(mask.bytes().begin(), mask.bytes().end());
+  }
   h.raw_bytes = static_cast<int64_t>(raw.size());
-
-  // Only where it pays: keep the zstd form if it is strictly smaller than the raw bits.
-  std::string encoded(ZSTD_compressBound(raw.size()), '\0');
-  const size_t zsize =
-      ZSTD_compress(encoded.data(), encoded.size(), raw.data(), raw.size(), kZstdLevel);
-  if (!ZSTD_isError(zsize) && zsize < raw.size()) {
-    encoded.resize(zsize);
-    h.encoding = PayloadEncoding::kZstdBits;
-  } else {
-    encoded.assign(raw.begin(), raw.end());
-    h.encoding = PayloadEncoding::kRawBits;
-  }
+  bool compressed = false;
+  const std::string encoded = CompressIfItPays(raw.data(), raw.size(), &compressed);
+  h.encoding = compressed ? PayloadEncoding::kZstdBits : PayloadEncoding::kRawBits;
   h.encoded_bytes = static_cast<int64_t>(encoded.size());
-
-  for (size_t offset = 0; offset < encoded.size(); offset += max_chunk_bytes) {
-    PayloadChunk c;
-    c.chunk_index = static_cast<int64_t>(out.chunks.size());
-    c.offset = static_cast<int64_t>(offset);
-    c.data = encoded.substr(offset, max_chunk_bytes);
-    c.crc32c = crc32c::Value(c.data);
-    c.last = offset + c.data.size() == encoded.size();
-    out.chunks.push_back(std::move(c));
-  }
+  CutIntoChunks(encoded, max_chunk_bytes, &out);
   return out;
 }
 
-absl::StatusOr<MaskAssembler> MaskAssembler::Create(TensorPayloadHeader header,
+absl::StatusOr<EncodedPayload> EncodeMask(std::string tensor_name, const PackedMask& mask,
+                                          MaskPattern pattern, size_t max_chunk_bytes) {
+  const std::pair<std::string, PackedMask> one[] = {{std::move(tensor_name), mask}};
+  return EncodeMasks(one, pattern, max_chunk_bytes);
+}
+
+absl::StatusOr<MaskAssembler> MaskAssembler::Create(PayloadHeader header,
                                                     const MaskExpectations& expect) {
-  const absl::string_view name = header.tensor_name;
   // 1. Kind.
   if (header.kind != PayloadKind::kPruneMask) {
-    return absl::UnimplementedError(absl::StrCat(Label(name), "payload kind ",
+    return absl::UnimplementedError(absl::StrCat(header.Label(), "payload kind ",
                                                  static_cast<int32_t>(header.kind),
                                                  " is not handled, expected PRUNE_MASK (1)"));
   }
-  // 2. Name.
-  RETURN_IF_ERROR(CheckName(name));
-  // 3. Shape, against the spec and the job.
-  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, header.shape));
-  if (header.shape != expect.shape) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Label(name), "shape ", ShapeToString(header.shape),
-                     " does not match the job's shape ", ShapeToString(expect.shape)));
+  if (header.tensors.empty() || header.tensors.size() > kMaxPayloadTensors) {
+    return absl::InvalidArgumentError(absl::StrCat("payload covers ", header.tensors.size(),
+                                                   " tensors, expected 1..", kMaxPayloadTensors));
   }
-  // 4. Pattern, against the spec and the job.
-  RETURN_IF_ERROR(CheckPatternForShape(name, header.pattern, header.shape));
+  // 4. Pattern against the job (its fit to each shape is checked per tensor below).
   if (header.pattern != expect.pattern) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Label(name), "pattern ", PatternToString(header.pattern),
+        absl::StrCat(header.Label(), "pattern ", PatternToString(header.pattern),
                      " does not match the job's pattern ", PatternToString(expect.pattern)));
   }
-  // 5. Raw size and the receiver's bound.
-  const int64_t raw_bytes = (numel + 7) / 8;
-  if (raw_bytes > expect.max_raw_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(Label(name), "mask needs ", raw_bytes,
-                                                     " bytes, above the limit of ",
-                                                     expect.max_raw_bytes));
-  }
-  if (header.raw_bytes != raw_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(Label(name), "raw_bytes is ", header.raw_bytes,
-                                                   ", expected ", raw_bytes, " for shape ",
-                                                   ShapeToString(header.shape)));
-  }
-  // 6. Declared count.
-  if (header.declared_count < 0 || header.declared_count > numel) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        Label(name), "declared_count ", header.declared_count, " is outside [0, ", numel, "]"));
-  }
-  if (header.pattern.structured()) {
-    const int64_t expected = numel / header.pattern.m * header.pattern.n;
-    if (header.declared_count != expected) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          Label(name), "declared_count ", header.declared_count, " is impossible for pattern ",
-          PatternToString(header.pattern), ", expected ", expected));
+  int64_t raw_bytes = 0;
+  std::set<absl::string_view> seen;
+  for (const PayloadTensor& t : header.tensors) {
+    const absl::string_view name = t.name;
+    // 2. Name: one the receiver expects, once.
+    RETURN_IF_ERROR(CheckName(name));
+    auto expected = expect.shapes.find(t.name);
+    if (expected == expect.shapes.end()) {
+      return absl::InvalidArgumentError(Label(name) + "is not expected here");
     }
+    if (!seen.insert(name).second) {
+      return absl::InvalidArgumentError(Label(name) + "appears twice in one payload");
+    }
+    // 3. Shape, against the spec and the job.
+    ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, t.shape));
+    if (t.shape != expected->second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Label(name), "shape ", ShapeToString(t.shape),
+                       " does not match the job's shape ", ShapeToString(expected->second)));
+    }
+    RETURN_IF_ERROR(CheckPatternForShape(name, header.pattern, t.shape));
+    // 6. Declared count.
+    if (t.declared_count < 0 || t.declared_count > numel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Label(name), "declared_count ", t.declared_count, " is outside [0, ", numel, "]"));
+    }
+    if (header.pattern.structured()) {
+      const int64_t expected_count = numel / header.pattern.m * header.pattern.n;
+      if (t.declared_count != expected_count) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Label(name), "declared_count ", t.declared_count, " is impossible for pattern ",
+            PatternToString(header.pattern), ", expected ", expected_count));
+      }
+    }
+    raw_bytes += (numel + 7) / 8;
+    // 5. The receiver's bound, before the sum can grow further.
+    if (raw_bytes > expect.max_raw_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(header.Label(), "masks need at least ", raw_bytes,
+                                                       " bytes, above the limit of ", expect.max_raw_bytes));
+    }
+  }
+  // 5. Raw size.
+  if (header.raw_bytes != raw_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(header.Label(), "raw_bytes is ", header.raw_bytes,
+                                                   ", expected ", raw_bytes, " for its tensors' shapes"));
   }
   // 7. Encoding and encoded size.
   switch (header.encoding) {
     case PayloadEncoding::kRawBits:
       if (header.encoded_bytes != raw_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(Label(name), "RAW_BITS encoded_bytes is ",
-                                                       header.encoded_bytes, ", expected ",
-                                                       raw_bytes));
+        return absl::InvalidArgumentError(absl::StrCat(header.Label(), "RAW_BITS encoded_bytes is ",
+                                                       header.encoded_bytes, ", expected ", raw_bytes));
       }
       break;
     case PayloadEncoding::kZstdBits:
       if (header.encoded_bytes < 1 || header.encoded_bytes >= raw_bytes) {
         return absl::InvalidArgumentError(absl::StrCat(
-            Label(name), "ZSTD_BITS encoded_bytes is ", header.encoded_bytes, ", expected 1..",
+            header.Label(), "ZSTD_BITS encoded_bytes is ", header.encoded_bytes, ", expected 1..",
             raw_bytes - 1, " (zstd is only sent when smaller than raw)"));
       }
       break;
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat(Label(name), "unknown encoding ", static_cast<int32_t>(header.encoding)));
+          absl::StrCat(header.Label(), "unknown encoding ", static_cast<int32_t>(header.encoding)));
   }
   MaskAssembler assembler(std::move(header), expect.max_chunk_bytes);
   assembler.buffer_.reserve(static_cast<size_t>(assembler.header_.encoded_bytes));
@@ -244,11 +281,10 @@ namespace {
 
 // Checks 8-13 for the next chunk of a payload with `header`; on success appends its data
 // to *buffer and advances *next_chunk_index and *complete. On failure changes nothing.
-absl::Status AcceptChunk(const TensorPayloadHeader& header, int64_t max_chunk_bytes,
+absl::Status AcceptChunk(const PayloadHeader& header, int64_t max_chunk_bytes,
                          bool closed, const PayloadChunk& chunk, std::string* buffer,
                          int64_t* next_chunk_index, bool* complete) {
-  const std::string label =
-      absl::StrCat(Label(header.tensor_name), "chunk ", chunk.chunk_index, ": ");
+  const std::string label = absl::StrCat(header.Label(), "chunk ", chunk.chunk_index, ": ");
   const int64_t received = static_cast<int64_t>(buffer->size());
   const int64_t size = static_cast<int64_t>(chunk.data.size());
   // 8. Nothing after the last chunk.
@@ -327,32 +363,6 @@ absl::Status ZstdDecodeExact(const std::string& label, const std::string& encode
   return absl::OkStatus();
 }
 
-// Encoding choice shared by every kind: zstd if strictly smaller, else raw.
-std::string CompressIfItPays(const void* raw, size_t size, bool* compressed) {
-  std::string encoded(ZSTD_compressBound(size), '\0');
-  const size_t zsize = ZSTD_compress(encoded.data(), encoded.size(), raw, size, kZstdLevel);
-  if (!ZSTD_isError(zsize) && zsize < size) {
-    encoded.resize(zsize);
-    *compressed = true;
-  } else {
-    encoded.assign(static_cast<const char*>(raw), size);
-    *compressed = false;
-  }
-  return encoded;
-}
-
-void CutIntoChunks(const std::string& encoded, size_t max_chunk_bytes, EncodedPayload* out) {
-  for (size_t offset = 0; offset < encoded.size(); offset += max_chunk_bytes) {
-    PayloadChunk c;
-    c.chunk_index = static_cast<int64_t>(out->chunks.size());
-    c.offset = static_cast<int64_t>(offset);
-    c.data = encoded.substr(offset, max_chunk_bytes);
-    c.crc32c = crc32c::Value(c.data);
-    c.last = offset + c.data.size() == encoded.size();
-    out->chunks.push_back(std::move(c));
-  }
-}
-
 }  // namespace
 
 absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
@@ -360,8 +370,8 @@ absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
                      &next_chunk_index_, &complete_);
 }
 
-absl::StatusOr<PackedMask> MaskAssembler::Finish() {
-  const std::string label = Label(header_.tensor_name);
+absl::StatusOr<std::vector<PackedMask>> MaskAssembler::Finish() {
+  const std::string label = header_.Label();
   if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
   // 14. Complete.
   if (!complete_) {
@@ -382,22 +392,33 @@ absl::StatusOr<PackedMask> MaskAssembler::Finish() {
     raw.resize(raw_bytes);
     RETURN_IF_ERROR(ZstdDecodeExact(label + "ZSTD_BITS: ", encoded, raw_bytes, raw.data()));
   }
-  // 16. Size and padding (PackedMask::FromBytes checks both).
-  auto mask = PackedMask::FromBytes(header_.shape, std::move(raw));
-  if (!mask.ok()) return absl::InvalidArgumentError(label + std::string(mask.status().message()));
-  // 17. Count.
-  const int64_t ones = mask->CountOnes();
-  if (ones != header_.declared_count) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        label, "mask has ", ones, " pruned weights, declared_count is ", header_.declared_count));
+  std::vector<PackedMask> masks;
+  size_t offset = 0;
+  for (const PayloadTensor& t : header_.tensors) {
+    const std::string tensor_label = Label(t.name);
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;  // checked by Create
+    const size_t bytes = static_cast<size_t>((numel + 7) / 8);
+    // 16. Size and padding (PackedMask::FromBytes checks both).
+    auto mask = PackedMask::FromBytes(
+        t.shape, std::vector<uint8_t>(raw.begin() + offset, raw.begin() + offset + bytes));
+    if (!mask.ok()) return absl::InvalidArgumentError(tensor_label + std::string(mask.status().message()));
+    offset += bytes;
+    // 17. Count.
+    const int64_t ones = mask->CountOnes();
+    if (ones != t.declared_count) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          tensor_label, "mask has ", ones, " pruned weights, declared_count is ", t.declared_count));
+    }
+    // 18. N:M.
+    RETURN_IF_ERROR(CheckMaskPattern(t.name, *mask, header_.pattern));
+    masks.push_back(*std::move(mask));
   }
-  // 18. N:M.
-  RETURN_IF_ERROR(CheckMaskPattern(header_.tensor_name, *mask, header_.pattern));
-  return mask;
+  return masks;
 }
 
-absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
-                                      const MaskExpectations& expect) {
+absl::StatusOr<std::vector<PackedMask>> DecodeMasks(const EncodedPayload& payload,
+                                                    const MaskExpectations& expect) {
   ASSIGN_OR_RETURN(MaskAssembler assembler, MaskAssembler::Create(payload.header, expect));
   for (const PayloadChunk& chunk : payload.chunks) RETURN_IF_ERROR(assembler.AddChunk(chunk));
   return assembler.Finish();
@@ -429,11 +450,9 @@ absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vecto
     for (int b = 0; b < 4; ++b) raw[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFF);
   }
   EncodedPayload out;
-  TensorPayloadHeader& h = out.header;
-  h.tensor_name = std::move(tensor_name);
-  h.shape = std::move(shape);
+  PayloadHeader& h = out.header;
+  h.tensors.push_back({std::move(tensor_name), std::move(shape), numel});
   h.kind = kind;
-  h.declared_count = numel;
   h.raw_bytes = static_cast<int64_t>(raw.size());
   bool compressed = false;
   const std::string encoded = CompressIfItPays(raw.data(), raw.size(), &compressed);
@@ -443,19 +462,24 @@ absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vecto
   return out;
 }
 
-absl::StatusOr<Float32Assembler> Float32Assembler::Create(TensorPayloadHeader header,
+absl::StatusOr<Float32Assembler> Float32Assembler::Create(PayloadHeader header,
                                                           const Float32Expectations& expect) {
-  const absl::string_view name = header.tensor_name;
   if (header.kind != expect.kind) {
     return absl::UnimplementedError(absl::StrCat(
-        Label(name), "payload kind ", static_cast<int32_t>(header.kind), " is not handled here, expected ",
+        header.Label(), "payload kind ", static_cast<int32_t>(header.kind), " is not handled here, expected ",
         static_cast<int32_t>(expect.kind)));
   }
-  RETURN_IF_ERROR(CheckName(name));
-  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, header.shape));
-  if (header.shape != expect.shape) {
+  if (header.tensors.size() != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Label(name), "shape ", ShapeToString(header.shape),
+        absl::StrCat(header.Label(), "a float32 payload covers exactly one tensor, got ", header.tensors.size()));
+  }
+  const PayloadTensor& tensor = header.tensors.front();
+  const absl::string_view name = tensor.name;
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(const int64_t numel, CheckShape(name, tensor.shape));
+  if (tensor.shape != expect.shape) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Label(name), "shape ", ShapeToString(tensor.shape),
                      " does not match the expected shape ", ShapeToString(expect.shape)));
   }
   if (header.pattern.n != 0 || header.pattern.m != 0) {
@@ -467,10 +491,10 @@ absl::StatusOr<Float32Assembler> Float32Assembler::Create(TensorPayloadHeader he
     return absl::ResourceExhaustedError(absl::StrCat(Label(name), "payload needs ", raw_bytes,
                                                      " bytes, above the limit of ", expect.max_raw_bytes));
   }
-  if (header.raw_bytes != raw_bytes || header.declared_count != numel) {
+  if (header.raw_bytes != raw_bytes || tensor.declared_count != numel) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Label(name), "raw_bytes ", header.raw_bytes, " and declared_count ", header.declared_count,
-        ", expected ", raw_bytes, " and ", numel, " for shape ", ShapeToString(header.shape)));
+        Label(name), "raw_bytes ", header.raw_bytes, " and declared_count ", tensor.declared_count,
+        ", expected ", raw_bytes, " and ", numel, " for shape ", ShapeToString(tensor.shape)));
   }
   switch (header.encoding) {
     case PayloadEncoding::kRawF32:
@@ -501,7 +525,7 @@ absl::Status Float32Assembler::AddChunk(const PayloadChunk& chunk) {
 }
 
 absl::StatusOr<std::vector<float>> Float32Assembler::Finish() {
-  const std::string label = Label(header_.tensor_name);
+  const std::string label = header_.Label();
   if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
   if (!complete_) {
     return absl::InvalidArgumentError(

@@ -1,25 +1,27 @@
-// Mask wire codec: turns a PackedMask into a per-tensor header plus CRC32C-checked chunks
-// (raw bits, or zstd where it pays) and reassembles them with every check of
+// Mask wire codec: turns the packed masks of one or more tensors into one payload (a
+// header naming every tensor with its declared count, then CRC32C-checked chunks of raw bits,
+// or of zstd where it pays) and reassembles them with every check of
 // docs/mask_wire_format.md §6. Plain C++; the gRPC layer copies these fields to and from
 // proto/fedprllm.proto's TensorHeader and PayloadData.
 //
-//   // Sender (client):
-//   ASSIGN_OR_RETURN(EncodedPayload p, EncodeMask("model.layers.0.mlp.up_proj.weight", mask,
-//                                                 MaskPattern{2, 4}));
+//   // Sender (client): all masks of a round in one payload.
+//   ASSIGN_OR_RETURN(EncodedPayload p, EncodeMasks(named_masks, MaskPattern{2, 4}));
 //   Send(p.header); for (const PayloadChunk& c : p.chunks) Send(c);
 //
-//   // Receiver (server), for one tensor:
+//   // Receiver (server):
 //   MaskExpectations expect;
-//   expect.shape = job_shape_for(header.tensor_name);
+//   expect.shapes = round_tensor_shapes;  // name -> shape of every tensor it accepts
 //   expect.pattern = job_pattern;
 //   ASSIGN_OR_RETURN(MaskAssembler a, MaskAssembler::Create(header, expect));
 //   for each received chunk: RETURN_IF_ERROR(a.AddChunk(chunk));
-//   ASSIGN_OR_RETURN(PackedMask mask, a.Finish());
+//   ASSIGN_OR_RETURN(std::vector<PackedMask> masks, a.Finish());  // header order
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,17 +60,29 @@ struct MaskPattern {
 // "unstructured" or "2:4".
 std::string PatternToString(MaskPattern pattern);
 
-// Per-tensor header, sent once before the tensor's chunks (spec §2).
-struct TensorPayloadHeader {
-  std::string tensor_name;
+// One tensor of a payload (spec §2).
+struct PayloadTensor {
+  std::string name;
   std::vector<int64_t> shape;
+  int64_t declared_count = 0;  // Masks: pruned (1) bits. Float32: values (= numel).
+};
+
+// Payload header, sent once before the payload's chunks (spec §2).
+struct PayloadHeader {
   PayloadKind kind = PayloadKind::kPruneMask;
+  // The tensors covered, 1..kMaxPayloadTensors; their raw layouts are concatenated in this
+  // order. Float32 payloads cover exactly one tensor.
+  std::vector<PayloadTensor> tensors;
   MaskPattern pattern;
-  int64_t declared_count = 0;  // Number of pruned (1) bits.
   PayloadEncoding encoding = PayloadEncoding::kRawBits;
   int64_t encoded_bytes = 0;  // Sum of all chunks' data sizes.
-  int64_t raw_bytes = 0;      // ceil(numel / 8).
+  int64_t raw_bytes = 0;      // Sum of the tensors' raw layouts (ceil(numel / 8) for masks).
+
+  // "tensor 'first name'" (with " and N more"), for error messages.
+  std::string Label() const;
 };
+
+inline constexpr size_t kMaxPayloadTensors = 4096;
 
 // One slice of the encoded bytes (spec §4).
 struct PayloadChunk {
@@ -80,11 +94,12 @@ struct PayloadChunk {
 };
 
 struct EncodedPayload {
-  TensorPayloadHeader header;
+  PayloadHeader header;
   std::vector<PayloadChunk> chunks;  // In order; at least one.
 
   // Upper bound, in bytes, of this payload's protobuf encoding (header plus chunks, with
-  // their field tags and lengths; not the per-message session token and round).
+  // their field tags and lengths; tensors named by index, as on the wire; not the
+  // per-message session token and round).
   int64_t WireBytesUpperBound() const;
 };
 
@@ -96,18 +111,24 @@ inline constexpr size_t kDefaultMaxChunkBytes = size_t{1} << 20;
 absl::Status CheckMaskPattern(absl::string_view tensor_name, const PackedMask& mask,
                               MaskPattern pattern);
 
-// Encodes `mask` for the wire: declared_count = mask.CountOnes(); zstd (level 3) is used
-// only if strictly smaller than the raw bits; chunks hold at most `max_chunk_bytes` each.
-// Fails (INVALID_ARGUMENT) on an empty name, a shape the spec forbids, a pattern the mask
-// does not satisfy, or max_chunk_bytes == 0.
+// Encodes the masks of one or more tensors as one payload: declared_count = CountOnes() per
+// tensor; zstd (level 3) over the concatenated raw layouts only if strictly smaller; chunks
+// of at most `max_chunk_bytes`. Fails (INVALID_ARGUMENT) on no or too many tensors, an
+// empty or repeated name, a shape the spec forbids, a pattern a mask does not satisfy, or
+// max_chunk_bytes == 0.
+absl::StatusOr<EncodedPayload> EncodeMasks(absl::Span<const std::pair<std::string, PackedMask>> masks,
+                                           MaskPattern pattern,
+                                           size_t max_chunk_bytes = kDefaultMaxChunkBytes);
+// One tensor's mask as its own payload.
 absl::StatusOr<EncodedPayload> EncodeMask(std::string tensor_name, const PackedMask& mask,
                                           MaskPattern pattern,
                                           size_t max_chunk_bytes = kDefaultMaxChunkBytes);
 
-// What the receiver expects of one tensor, and the bounds it enforces.
+// What the receiver expects of a mask payload, and the bounds it enforces.
 struct MaskExpectations {
-  // Shape the job declares for this tensor name. The header must match it exactly.
-  std::vector<int64_t> shape;
+  // Every tensor the receiver accepts, with the job's shape for it. Each header tensor must
+  // be one of these, at most once per payload, with exactly this shape.
+  std::map<std::string, std::vector<int64_t>> shapes;
   // The job's pattern. The header must match it exactly.
   MaskPattern pattern;
   // Largest raw layout accepted, in bytes. Default: 1 GiB (8.6e9 weights).
@@ -116,14 +137,14 @@ struct MaskExpectations {
   int64_t max_chunk_bytes = static_cast<int64_t>(kDefaultMaxChunkBytes);
 };
 
-// Reassembles one tensor's payload from its header and chunks. Not thread-safe; one per
-// tensor per upload. A failed Create() or AddChunk() changes nothing (a rejected chunk is
+// Reassembles one mask payload from its header and chunks. Not thread-safe; one per
+// payload. A failed Create() or AddChunk() changes nothing (a rejected chunk is
 // not stored); the caller reports the error and drops the whole upload.
 class MaskAssembler {
  public:
   // Validates `header` against `expect` (spec §6, checks 1-7). Errors: UNIMPLEMENTED for
   // an unhandled kind, RESOURCE_EXHAUSTED above max_raw_bytes, else INVALID_ARGUMENT.
-  static absl::StatusOr<MaskAssembler> Create(TensorPayloadHeader header,
+  static absl::StatusOr<MaskAssembler> Create(PayloadHeader header,
                                               const MaskExpectations& expect);
 
   // Validates and stores the next chunk (checks 8-13). Errors: DATA_LOSS on a CRC
@@ -133,19 +154,20 @@ class MaskAssembler {
   // True once the last chunk has been stored.
   bool complete() const { return complete_; }
   int64_t bytes_received() const { return static_cast<int64_t>(buffer_.size()); }
-  const TensorPayloadHeader& header() const { return header_; }
+  const PayloadHeader& header() const { return header_; }
 
-  // Decodes and validates the whole payload (checks 14-18) and returns the mask. Once the
+  // Decodes and validates the whole payload (checks 14-18) and returns one mask per header
+  // tensor, in header order. Once the
   // last chunk is stored it may be called once: it releases the buffered bytes, whatever
   // the result. Errors: INVALID_ARGUMENT (truncated, bad
   // zstd, size, padding, count or N:M), FAILED_PRECONDITION when called twice.
-  absl::StatusOr<PackedMask> Finish();
+  absl::StatusOr<std::vector<PackedMask>> Finish();
 
  private:
-  MaskAssembler(TensorPayloadHeader header, int64_t max_chunk_bytes)
+  MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes)
       : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {}
 
-  TensorPayloadHeader header_;
+  PayloadHeader header_;
   int64_t max_chunk_bytes_;
   std::string buffer_;  // Encoded bytes received so far; at most header_.encoded_bytes.
   int64_t next_chunk_index_ = 0;
@@ -154,14 +176,14 @@ class MaskAssembler {
 };
 
 // Convenience: runs a MaskAssembler over a whole in-memory payload.
-absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload,
+absl::StatusOr<std::vector<PackedMask>> DecodeMasks(const EncodedPayload& payload,
                                       const MaskExpectations& expect);
 
 // ---- float32 payloads (WEIGHT_SCALE; docs/mask_wire_format.md §7 table) ------------------------
 
-// Encodes `values` (row-major over `shape`, every value finite) as a float32 payload of
-// `kind`: declared_count = raw count, raw_bytes = 4 * count, zstd (level 3) only where it is
-// strictly smaller. Fails (INVALID_ARGUMENT) on a bad name or shape, a count that differs
+// Encodes `values` (row-major over `shape`, every value finite) as a one-tensor float32
+// payload of `kind`: declared_count = value count, raw_bytes = 4 * count, zstd (level 3) only
+// where it is strictly smaller. Fails (INVALID_ARGUMENT) on a bad name or shape, a count that differs
 // from the shape's numel, a non-finite value, or max_chunk_bytes == 0.
 absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vector<int64_t> shape,
                                              absl::Span<const float> values,
@@ -177,25 +199,25 @@ struct Float32Expectations {
 };
 
 // Reassembles one float32 payload; same contract as MaskAssembler (a failed call changes
-// nothing). Checks: kind, name, shape == expected, pattern unstructured, raw_bytes ==
-// 4 * numel, declared_count == numel, encoding RAW_F32 (encoded == raw) or ZSTD_F32
+// nothing). Checks: kind, exactly one tensor, its name, shape == expected, pattern
+// unstructured, raw_bytes == 4 * numel, declared_count == numel, encoding RAW_F32 (encoded == raw) or ZSTD_F32
 // (0 < encoded < raw); chunks as checks 8-13; on Finish exact decompression into raw_bytes
 // and every value finite.
 class Float32Assembler {
  public:
-  static absl::StatusOr<Float32Assembler> Create(TensorPayloadHeader header,
+  static absl::StatusOr<Float32Assembler> Create(PayloadHeader header,
                                                  const Float32Expectations& expect);
   absl::Status AddChunk(const PayloadChunk& chunk);
   bool complete() const { return complete_; }
-  const TensorPayloadHeader& header() const { return header_; }
-  // Row-major values, header().declared_count of them.
+  const PayloadHeader& header() const { return header_; }
+  // Row-major values, header().tensors[0].declared_count of them.
   absl::StatusOr<std::vector<float>> Finish();
 
  private:
-  Float32Assembler(TensorPayloadHeader header, int64_t max_chunk_bytes)
+  Float32Assembler(PayloadHeader header, int64_t max_chunk_bytes)
       : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {}
 
-  TensorPayloadHeader header_;
+  PayloadHeader header_;
   int64_t max_chunk_bytes_;
   std::string buffer_;
   int64_t next_chunk_index_ = 0;

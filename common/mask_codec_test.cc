@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
+#include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -46,20 +47,25 @@ PackedMask RandomNM(std::vector<int64_t> shape, int n, int m, uint32_t seed) {
 
 MaskExpectations Expect(std::vector<int64_t> shape, MaskPattern pattern = {}) {
   MaskExpectations e;
-  e.shape = std::move(shape);
+  e.shapes = {{kName, std::move(shape)}};
   e.pattern = pattern;
   return e;
+}
+
+// Decodes a one-tensor payload.
+absl::StatusOr<PackedMask> DecodeMask(const EncodedPayload& payload, const MaskExpectations& expect) {
+  ASSIGN_OR_RETURN(std::vector<PackedMask> masks, DecodeMasks(payload, expect));
+  if (masks.size() != 1) return absl::InternalError(absl::StrCat(masks.size(), " masks decoded, expected 1"));
+  return std::move(masks.front());
 }
 
 // A one-chunk payload carrying arbitrary wire bytes, with a correct CRC.
 EncodedPayload Handmade(std::vector<int64_t> shape, PayloadEncoding encoding, std::string bytes,
                         int64_t declared_count) {
   EncodedPayload p;
-  p.header.tensor_name = kName;
   p.header.raw_bytes = (NumElements(shape) + 7) / 8;
-  p.header.shape = std::move(shape);
+  p.header.tensors = {{kName, std::move(shape), declared_count}};
   p.header.encoding = encoding;
-  p.header.declared_count = declared_count;
   p.header.encoded_bytes = static_cast<int64_t>(bytes.size());
   PayloadChunk c;
   c.crc32c = crc32c::Value(bytes);
@@ -87,7 +93,7 @@ TEST(MaskCodecTest, SpecBitOrderExample) {
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->header.encoding, PayloadEncoding::kRawBits);
   EXPECT_EQ(p->chunks[0].data, std::string("\x09\x02", 2));
-  EXPECT_EQ(p->header.declared_count, 3);
+  EXPECT_EQ(p->header.tensors[0].declared_count, 3);
   EXPECT_EQ(p->header.raw_bytes, 2);
 }
 
@@ -101,7 +107,7 @@ TEST(MaskCodecTest, RoundTripsAwkwardSizesAndChunkings) {
         const PackedMask mask = RandomMask(shape, p, seed++);
         auto payload = EncodeMask(kName, mask, {}, chunk);
         ASSERT_TRUE(payload.ok()) << payload.status();
-        EXPECT_EQ(payload->header.declared_count, mask.CountOnes());
+        EXPECT_EQ(payload->header.tensors[0].declared_count, mask.CountOnes());
         auto decoded = DecodeMask(*payload, Expect(shape));
         ASSERT_TRUE(decoded.ok()) << decoded.status() << " shape " << ShapeToString(shape);
         EXPECT_EQ(*decoded, mask);
@@ -214,7 +220,8 @@ TEST_F(RejectTest, RejectedChunkIsNotStored) {
   for (const auto& c : payload_.chunks) ASSERT_TRUE(a->AddChunk(c).ok());
   auto m = a->Finish();
   ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(*m, mask_);
+  ASSERT_EQ(m->size(), 1u);
+  EXPECT_EQ(m->front(), mask_);
   EXPECT_EQ(a->Finish().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
@@ -273,13 +280,13 @@ TEST_F(RejectTest, ChunkAboveReceiverLimit) {
 }
 
 TEST_F(RejectTest, WrongDeclaredCount) {
-  payload_.header.declared_count += 1;
+  payload_.header.tensors[0].declared_count += 1;
   absl::Status s = Decode();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("mask has ", mask_.CountOnes(),
                                                   " pruned weights, declared_count is ",
                                                   mask_.CountOnes() + 1)));
-  payload_.header.declared_count = 6401;
+  payload_.header.tensors[0].declared_count = 6401;
   EXPECT_THAT(Decode().message(), HasSubstr("declared_count 6401 is outside [0, 6400]"));
 }
 
@@ -287,11 +294,11 @@ TEST_F(RejectTest, WrongShape) {
   absl::Status s = Decode(Expect({100, 64}));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("shape [64, 100] does not match the job's shape [100, 64]"));
-  payload_.header.shape = {64, 0};
+  payload_.header.tensors[0].shape = {64, 0};
   EXPECT_THAT(Decode().message(), HasSubstr("has a dimension < 1"));
-  payload_.header.shape = {};
+  payload_.header.tensors[0].shape = {};
   EXPECT_THAT(Decode().message(), HasSubstr("rank 0"));
-  payload_.header.shape = {1 << 30, 1 << 30, 2};
+  payload_.header.tensors[0].shape = {1 << 30, 1 << 30, 2};
   EXPECT_THAT(Decode().message(), HasSubstr("more than 2^40"));
 }
 
@@ -315,7 +322,7 @@ TEST_F(RejectTest, UnknownKindAndBadName) {
   payload_.header.kind = static_cast<PayloadKind>(2);
   EXPECT_EQ(Decode().code(), absl::StatusCode::kUnimplemented);
   payload_.header.kind = PayloadKind::kPruneMask;
-  payload_.header.tensor_name = std::string(300, 'x');
+  payload_.header.tensors[0].name = std::string(300, 'x');
   EXPECT_THAT(Decode().message(), HasSubstr("name is 300 bytes, expected 1..256"));
 }
 
@@ -354,7 +361,7 @@ TEST(MaskCodecRejectTest, BadNMPattern) {
   EXPECT_THAT(DecodeMask(*p, Expect({2, 4}, {5, 4})).status().message(),
               HasSubstr("pattern 5:4 is invalid"));
   p->header.pattern = {2, 4};
-  p->header.declared_count = 3;
+  p->header.tensors[0].declared_count = 3;
   EXPECT_THAT(DecodeMask(*p, Expect({2, 4}, {2, 4})).status().message(),
               HasSubstr("declared_count 3 is impossible for pattern 2:4, expected 4"));
 }
@@ -414,7 +421,7 @@ TEST(Float32CodecTest, RoundTripsExactBitsRawAndZstd) {
       auto p = EncodeFloat32(kName, shape, values, PayloadKind::kWeightScale, chunk);
       ASSERT_TRUE(p.ok()) << p.status();
       EXPECT_EQ(p->header.raw_bytes, 4 * 91);
-      EXPECT_EQ(p->header.declared_count, 91);
+      EXPECT_EQ(p->header.tensors[0].declared_count, 91);
       Float32Expectations expect;
       expect.shape = shape;
       auto back = DecodeFloat32(*p, expect);
@@ -443,7 +450,7 @@ TEST(Float32CodecTest, RejectsBadInput) {
   bad.header.kind = PayloadKind::kPruneMask;
   EXPECT_EQ(DecodeFloat32(bad, expect).status().code(), absl::StatusCode::kUnimplemented);
   bad = *p;
-  bad.header.declared_count = 3;
+  bad.header.tensors[0].declared_count = 3;
   EXPECT_THAT(DecodeFloat32(bad, expect).status().message(), HasSubstr("declared_count 3"));
   bad = *p;
   bad.chunks[0].crc32c ^= 1;
@@ -456,8 +463,98 @@ TEST(Float32CodecTest, RejectsBadInput) {
   EXPECT_THAT(DecodeFloat32(bad, expect).status().message(), HasSubstr("value 3 is not finite"));
   // A mask receiver refuses a float payload kind.
   MaskExpectations mexpect;
-  mexpect.shape = shape;
+  mexpect.shapes = {{kName, shape}};
   EXPECT_EQ(DecodeMask(*p, mexpect).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+
+// ---- payloads of several tensors ----------------------------------------------------------
+
+std::vector<std::pair<std::string, PackedMask>> LayerOfMasks(MaskPattern pattern) {
+  // Awkward sizes: per-tensor padding sits between tensors in the concatenated raw layout.
+  std::vector<std::pair<std::string, PackedMask>> masks;
+  const std::vector<std::vector<int64_t>> shapes = {{3, 12}, {5, 4}, {7, 8}, {1, 4}};
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    PackedMask m = pattern.structured() ? RandomNM(shapes[i], pattern.n, pattern.m, 10 + i)
+                                        : RandomMask(shapes[i], 0.5, 10 + i);
+    masks.emplace_back(absl::StrCat("model.layers.0.t", i, ".weight"), std::move(m));
+  }
+  return masks;
+}
+
+MaskExpectations ExpectAll(const std::vector<std::pair<std::string, PackedMask>>& masks, MaskPattern pattern) {
+  MaskExpectations e;
+  for (const auto& [name, mask] : masks) e.shapes[name] = mask.shape();
+  e.shapes["model.layers.0.unused.weight"] = {8, 8};  // expected but not sent: fine
+  e.pattern = pattern;
+  return e;
+}
+
+TEST(MultiTensorPayloadTest, RoundTripsInHeaderOrder) {
+  for (MaskPattern pattern : {MaskPattern{}, MaskPattern{2, 4}}) {
+    const auto masks = LayerOfMasks(pattern);
+    for (size_t chunk : {size_t{1}, size_t{5}, kDefaultMaxChunkBytes}) {
+      auto p = EncodeMasks(masks, pattern, chunk);
+      ASSERT_TRUE(p.ok()) << p.status();
+      ASSERT_EQ(p->header.tensors.size(), masks.size());
+      EXPECT_EQ(p->header.raw_bytes, 5 + 3 + 7 + 1);
+      for (size_t i = 0; i < masks.size(); ++i) {
+        EXPECT_EQ(p->header.tensors[i].name, masks[i].first);
+        EXPECT_EQ(p->header.tensors[i].declared_count, masks[i].second.CountOnes());
+      }
+      auto back = DecodeMasks(*p, ExpectAll(masks, pattern));
+      ASSERT_TRUE(back.ok()) << back.status();
+      ASSERT_EQ(back->size(), masks.size());
+      for (size_t i = 0; i < masks.size(); ++i) EXPECT_EQ((*back)[i], masks[i].second) << i;
+    }
+  }
+}
+
+TEST(MultiTensorPayloadTest, RejectsUnexpectedRepeatedAndMiscountedTensors) {
+  const auto masks = LayerOfMasks({});
+  const MaskExpectations expect = ExpectAll(masks, {});
+  const EncodedPayload good = *EncodeMasks(masks, {});
+
+  EncodedPayload p = good;
+  p.header.tensors[2].name = "model.layers.9.t2.weight";
+  EXPECT_THAT(DecodeMasks(p, expect).status().message(),
+              HasSubstr("tensor 'model.layers.9.t2.weight': is not expected here"));
+
+  p = good;
+  p.header.tensors[3].name = p.header.tensors[1].name;
+  p.header.tensors[3].shape = p.header.tensors[1].shape;
+  EXPECT_THAT(DecodeMasks(p, expect).status().message(), HasSubstr("appears twice in one payload"));
+
+  p = good;
+  p.header.tensors[1].declared_count += 1;  // the bits decode, but this tensor's count is wrong
+  const absl::Status miscounted = DecodeMasks(p, expect).status();
+  EXPECT_EQ(miscounted.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(miscounted.message(), HasSubstr("tensor 'model.layers.0.t1.weight': mask has"));
+
+  p = good;
+  p.header.tensors.pop_back();  // raw_bytes still counts the dropped tensor
+  EXPECT_THAT(DecodeMasks(p, expect).status().message(), HasSubstr("raw_bytes is 16, expected 15"));
+
+  p = good;
+  p.header.tensors.clear();
+  EXPECT_THAT(DecodeMasks(p, expect).status().message(), HasSubstr("covers 0 tensors"));
+
+  EXPECT_FALSE(EncodeMasks({}, {}).ok());
+  std::vector<std::pair<std::string, PackedMask>> twice = {masks[0], masks[0]};
+  EXPECT_THAT(EncodeMasks(twice, {}).status().message(), HasSubstr("appears twice"));
+}
+
+TEST(MultiTensorPayloadTest, PaddingBetweenTensorsMustBeZero) {
+  // t0 is [3, 12] = 36 bits: the last 4 bits of its fifth byte are padding, and the next
+  // tensor starts at byte 5.
+  const auto masks = LayerOfMasks({});
+  EncodedPayload p = *EncodeMasks(masks, {}, 1 << 20);
+  ASSERT_EQ(p.header.encoding, PayloadEncoding::kRawBits);
+  p.chunks[0].data[4] = static_cast<char>(p.chunks[0].data[4] | 0x80);
+  p.chunks[0].crc32c = crc32c::Value(p.chunks[0].data);
+  const absl::Status s = DecodeMasks(p, ExpectAll(masks, {})).status();
+  EXPECT_THAT(s.message(), HasSubstr("tensor 'model.layers.0.t0.weight'"));
+  EXPECT_THAT(s.message(), HasSubstr("padding"));
 }
 
 }  // namespace

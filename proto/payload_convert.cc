@@ -1,23 +1,45 @@
+// Conversions between the codec's payload structs and the proto messages (tensors named by
+// their index in the job), and between absl and gRPC statuses.
 #include "proto/payload_convert.h"
 
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
 namespace fedprllm {
 
-void HeaderToProto(const TensorPayloadHeader& header, v1::TensorHeader* out) {
+JobTensorTable::JobTensorTable(const v1::JobSpec& job) {
+  for (const v1::TensorSpec& t : job.tensors()) {
+    index_.emplace(t.name(), static_cast<int32_t>(names_.size()));
+    names_.push_back(t.name());
+    shapes_.emplace_back(t.shape().begin(), t.shape().end());
+  }
+}
+
+absl::StatusOr<int32_t> JobTensorTable::IndexOf(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) return absl::NotFoundError(absl::StrCat("tensor '", name, "' is not part of the job"));
+  return it->second;
+}
+
+absl::Status HeaderToProto(const PayloadHeader& header, const JobTensorTable& table, v1::TensorHeader* out) {
   out->Clear();
   out->set_kind(static_cast<v1::PayloadKind>(header.kind));
-  out->set_tensor_name(header.tensor_name);
-  for (int64_t d : header.shape) out->add_shape(d);
+  for (const PayloadTensor& t : header.tensors) {
+    ASSIGN_OR_RETURN(const int32_t index, table.IndexOf(t.name));
+    out->add_tensor_indices(index);
+    out->add_declared_counts(t.declared_count);
+  }
   if (header.pattern.n != 0 || header.pattern.m != 0) {
     out->mutable_pattern()->set_n(header.pattern.n);
     out->mutable_pattern()->set_m(header.pattern.m);
   }
-  out->set_declared_count(header.declared_count);
   out->set_encoding(static_cast<v1::PayloadEncoding>(header.encoding));
   out->set_encoded_bytes(header.encoded_bytes);
   out->set_raw_bytes(header.raw_bytes);
+  return absl::OkStatus();
 }
 
 void ChunkToProto(const PayloadChunk& chunk, v1::PayloadData* out) {
@@ -28,14 +50,23 @@ void ChunkToProto(const PayloadChunk& chunk, v1::PayloadData* out) {
   out->set_last(chunk.last);
 }
 
-TensorPayloadHeader HeaderFromProto(const v1::TensorHeader& header) {
-  TensorPayloadHeader out;
+absl::StatusOr<PayloadHeader> HeaderFromProto(const v1::TensorHeader& header, const JobTensorTable& table) {
+  if (header.declared_counts_size() != header.tensor_indices_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("payload header lists ", header.tensor_indices_size(),
+                                                   " tensors but ", header.declared_counts_size(), " declared counts"));
+  }
+  PayloadHeader out;
   out.kind = static_cast<PayloadKind>(header.kind());
-  out.tensor_name = header.tensor_name();
-  out.shape.assign(header.shape().begin(), header.shape().end());
+  for (int i = 0; i < header.tensor_indices_size(); ++i) {
+    const int32_t index = header.tensor_indices(i);
+    if (index < 0 || index >= table.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("payload header names tensor index ", index, ", outside the job's ", table.size(), " tensors"));
+    }
+    out.tensors.push_back({table.names_[index], table.shapes_[index], header.declared_counts(i)});
+  }
   out.pattern.n = header.pattern().n();
   out.pattern.m = header.pattern().m();
-  out.declared_count = header.declared_count();
   out.encoding = static_cast<PayloadEncoding>(header.encoding());
   out.encoded_bytes = header.encoded_bytes();
   out.raw_bytes = header.raw_bytes();

@@ -71,13 +71,13 @@ nlohmann::json ConfigDigestJson(const ServerConfig& c) {
 
 // Encodes a round's decision as the DecisionChunk stream FetchDecisions serves, and the
 // float scales for the state directory.
-absl::Status EncodeDecision(int round, const RoundDecision& decision, MaskPattern pattern, size_t max_chunk,
-                            std::vector<v1::DecisionChunk>* stream, std::map<std::string, PackedMask>* masks,
+absl::Status EncodeDecision(int round, const RoundDecision& decision, const JobTensorTable& table, MaskPattern pattern,
+                            size_t max_chunk, std::vector<v1::DecisionChunk>* stream, std::map<std::string, PackedMask>* masks,
                             std::map<std::string, FloatTensor>* scales) {
-  auto append = [&](const EncodedPayload& payload) {
+  auto append = [&](const EncodedPayload& payload) -> absl::Status {
     v1::DecisionChunk header;
     header.set_round(round);
-    HeaderToProto(payload.header, header.mutable_header());
+    RETURN_IF_ERROR(HeaderToProto(payload.header, table, header.mutable_header()));
     stream->push_back(std::move(header));
     for (const PayloadChunk& c : payload.chunks) {
       v1::DecisionChunk chunk;
@@ -85,10 +85,11 @@ absl::Status EncodeDecision(int round, const RoundDecision& decision, MaskPatter
       ChunkToProto(c, chunk.mutable_chunk());
       stream->push_back(std::move(chunk));
     }
+    return absl::OkStatus();
   };
   for (const TensorDecision& d : decision) {
     ASSIGN_OR_RETURN(EncodedPayload mask, EncodeMask(d.name, d.mask, pattern, max_chunk));
-    append(mask);
+    RETURN_IF_ERROR(append(mask));
     masks->emplace(d.name, d.mask);
     if (d.scale.defined()) {
       ASSIGN_OR_RETURN(at::Tensor scale, TorchCall(absl::StrCat("reading the scales of ", d.name), [&] {
@@ -98,7 +99,7 @@ absl::Status EncodeDecision(int round, const RoundDecision& decision, MaskPatter
                          std::vector<float>(scale.data_ptr<float>(), scale.data_ptr<float>() + scale.numel())};
       ASSIGN_OR_RETURN(EncodedPayload payload, EncodeFloat32(d.name, values.shape, values.values,
                                                              PayloadKind::kWeightScale, max_chunk));
-      append(payload);
+      RETURN_IF_ERROR(append(payload));
       scales->emplace(d.name, std::move(values));
     }
   }
@@ -150,6 +151,7 @@ FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string 
       allowlist_(config_.allowed_clients.begin(), config_.allowed_clients.end()),
       num_layers_(static_cast<int>(model.config().num_hidden_layers)),
       job_spec_(BuildJobSpec(config_, model, strategy, aggregation)),
+      tensor_table_(job_spec_),
       created_ms_(clock_()),
       pruner_(std::move(model), aggregation) {}
 
@@ -342,6 +344,7 @@ absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token
   ticket.client = client;
   ticket.round = round;
   ticket.tensors = r.tensors;
+  ticket.table = &tensor_table_;
   ticket.pattern = MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m};
   ticket.max_chunk_bytes = config_.max_chunk_bytes;
   if (r.committed.count(client) != 0) {
@@ -627,7 +630,7 @@ absl::Status FederationJob::CloseRound(int index) {
   auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
   std::map<std::string, PackedMask> masks;
   std::map<std::string, FloatTensor> scales;
-  RETURN_IF_ERROR(EncodeDecision(index, decision, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
+  RETURN_IF_ERROR(EncodeDecision(index, decision, tensor_table_, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
                                  static_cast<size_t>(config_.max_chunk_bytes), stream.get(), &masks, &scales));
   RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionMaskFile(index), EncodeMaskSet(masks)));
   if (!scales.empty()) RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(scales)));

@@ -30,6 +30,7 @@
 #include "common/mask_codec.h"
 #include "engine/federation.h"
 #include "proto/fedprllm.pb.h"
+#include "proto/payload_convert.h"
 #include "server/server_config.h"
 #include "server/state_store.h"
 
@@ -48,6 +49,8 @@ struct UploadTicket {
   bool duplicate = false;
   // Tensor name -> shape of every mask the round expects.
   std::shared_ptr<const std::map<std::string, std::vector<int64_t>>> tensors;
+  // The job's tensor table, to resolve payload headers; outlives every stream.
+  const JobTensorTable* table = nullptr;
   MaskPattern pattern;
   int64_t max_chunk_bytes = 0;
 };
@@ -186,6 +189,7 @@ class FederationJob {
   const std::set<std::string> allowlist_;
   const int num_layers_;
   const v1::JobSpec job_spec_;
+  const JobTensorTable tensor_table_;  // of job_spec_: payload headers name tensors by index
   const int64_t created_ms_;
 
   // Worker-thread only: the votes and the global model.

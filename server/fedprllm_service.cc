@@ -60,16 +60,16 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     if (ticket_->duplicate) return absl::OkStatus();  // drained without validation
     switch (message_.body_case()) {
       case v1::UploadChunk::kHeader:
-        return StartTensor(message_.header());
+        return StartPayload(message_.header());
       case v1::UploadChunk::kChunk: {
         if (!current_.has_value()) {
           return absl::InvalidArgumentError(
-              absl::StrCat("chunk ", message_.chunk().chunk_index(), " arrived before any tensor header"));
+              absl::StrCat("chunk ", message_.chunk().chunk_index(), " arrived before any payload header"));
         }
         const int64_t size = static_cast<int64_t>(message_.chunk().data().size());
         RETURN_IF_ERROR(current_->AddChunk(ChunkFromProto(message_.mutable_chunk())));
         stats_.payload_bytes += size;
-        if (current_->complete()) return FinishTensor();
+        if (current_->complete()) return FinishPayload();
         return absl::OkStatus();
       }
       default:
@@ -77,28 +77,27 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     }
   }
 
-  absl::Status StartTensor(const v1::TensorHeader& proto_header) {
+  absl::Status StartPayload(const v1::TensorHeader& proto_header) {
     if (current_.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", current_->header().tensor_name,
-                                                     "': header of the next tensor arrived before its last chunk"));
+      return absl::InvalidArgumentError(absl::StrCat(current_->header().Label(),
+                                                     "header of the next payload arrived before this one's last chunk"));
     }
-    TensorPayloadHeader header = HeaderFromProto(proto_header);
-    if (header.kind != PayloadKind::kPruneMask) {
+    if (proto_header.kind() != v1::PAYLOAD_KIND_PRUNE_MASK) {
       // Check 1 before anything else: a kind this server does not take.
-      return absl::UnimplementedError(absl::StrCat("tensor '", header.tensor_name.substr(0, 80), "': payload kind ",
-                                                   static_cast<int>(header.kind),
+      return absl::UnimplementedError(absl::StrCat("payload kind ", static_cast<int>(proto_header.kind()),
                                                    " is not accepted in uploads, expected PRUNE_MASK (1)"));
     }
-    auto it = ticket_->tensors->find(header.tensor_name);
-    if (it == ticket_->tensors->end()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", header.tensor_name.substr(0, 80),
-                                                     "' is not part of round ", ticket_->round));
-    }
-    if (masks_.count(header.tensor_name) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", header.tensor_name, "' sent twice in one upload"));
+    ASSIGN_OR_RETURN(PayloadHeader header, HeaderFromProto(proto_header, *ticket_->table));
+    for (const PayloadTensor& t : header.tensors) {
+      if (ticket_->tensors->count(t.name) == 0) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is not part of round ", ticket_->round));
+      }
+      if (masks_.count(t.name) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' sent twice in one upload"));
+      }
     }
     MaskExpectations expect;
-    expect.shape = it->second;
+    expect.shapes = *ticket_->tensors;
     expect.pattern = ticket_->pattern;
     expect.max_chunk_bytes = ticket_->max_chunk_bytes;
     ASSIGN_OR_RETURN(MaskAssembler assembler, MaskAssembler::Create(std::move(header), expect));
@@ -106,13 +105,15 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     return absl::OkStatus();
   }
 
-  absl::Status FinishTensor() {
-    const std::string name = current_->header().tensor_name;
-    ASSIGN_OR_RETURN(PackedMask mask, current_->Finish());
+  absl::Status FinishPayload() {
+    const std::vector<PayloadTensor> tensors = current_->header().tensors;
+    ASSIGN_OR_RETURN(std::vector<PackedMask> masks, current_->Finish());
     current_.reset();
-    stats_.weights += mask.numel();
-    ++stats_.tensors;
-    masks_.emplace(name, std::move(mask));
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      stats_.weights += masks[i].numel();
+      ++stats_.tensors;
+      masks_.emplace(tensors[i].name, std::move(masks[i]));
+    }
     return absl::OkStatus();
   }
 

@@ -393,13 +393,14 @@ class RawClient {
   std::unique_ptr<v1::FedPrLLM::Stub> stub_;
 };
 
-// Messages of one tensor's payload, token and round on each.
-std::vector<v1::UploadChunk> Messages(const EncodedPayload& p, const std::string& token, int round) {
+// Messages of one payload, token and round on each; tensors named by their index in `job`.
+std::vector<v1::UploadChunk> Messages(const EncodedPayload& p, const std::string& token, int round,
+                                      const v1::JobSpec& job) {
   std::vector<v1::UploadChunk> out;
   v1::UploadChunk h;
   h.set_session_token(token);
   h.set_round(round);
-  HeaderToProto(p.header, h.mutable_header());
+  EXPECT_TRUE(HeaderToProto(p.header, JobTensorTable(job), h.mutable_header()).ok());
   out.push_back(h);
   for (const PayloadChunk& c : p.chunks) {
     v1::UploadChunk m;
@@ -454,6 +455,7 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
   v1::JoinResponse joined;
   ASSERT_TRUE(raw.Join(base_->Fingerprint(), &joined).ok());
   const std::string token = joined.session_token();
+  const v1::JobSpec& job = joined.job();
   v1::RoundAssignment a;
   ASSERT_TRUE(raw.Wait(token, &a).ok());
   ASSERT_EQ(a.state(), v1::ROUND_STATE_OPEN);
@@ -471,55 +473,59 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
     EXPECT_EQ(st.error_code(), code) << st.error_message();
     EXPECT_THAT(st.error_message(), HasSubstr(text));
   };
-  {  // Wrong shape (a 64x32 mask for a 64x64 matrix).
+  {  // Wrong size (a 64x32 mask for a 64x64 matrix; the shape itself comes from the job).
     EncodedPayload p = *EncodeMask(name, PackedMask({64, 32}), {});
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "does not match the job's shape [64, 64]");
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT, "raw_bytes is 256, expected 512");
   }
   {  // raw_bytes that does not fit the shape.
     EncodedPayload p = good;
     p.header.raw_bytes = 256;
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "raw_bytes is 256, expected 512");
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT, "raw_bytes is 256, expected 512");
   }
   {  // Fewer bytes than declared: truncated.
     EncodedPayload p = good;
     p.chunks[0].data.resize(100);
     p.chunks[0].crc32c = crc32c::Value(p.chunks[0].data);
     p.chunks[0].last = false;
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "truncated");
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT, "truncated");
   }
   {  // Corrupted bits: CRC mismatch.
     EncodedPayload p = good;
     p.chunks[0].data[3] ^= 0x10;
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::DATA_LOSS, "crc32c");
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::DATA_LOSS, "crc32c");
   }
   {  // Declared count differs from the bits.
     EncodedPayload p = good;
-    p.header.declared_count -= 1;
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT,
+    p.header.tensors[0].declared_count -= 1;
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT,
                    absl::StrCat("mask has ", ones, " pruned weights, declared_count is ", ones - 1));
   }
-  {  // Unknown tensor, chunk before header, unknown payload kind.
-    EncodedPayload p = good;
-    p.header.tensor_name = "model.layers.9.mlp.up_proj.weight";
-    expect_refused(Messages(p, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "is not part of round 0");
-    std::vector<v1::UploadChunk> m = Messages(good, token, 0);
+  {  // Unknown tensor, a tensor twice, chunk before header, unknown payload kind.
+    std::vector<v1::UploadChunk> m = Messages(good, token, 0, job);
+    m[0].mutable_header()->set_tensor_indices(0, 9999);
+    expect_refused(m, grpc::StatusCode::INVALID_ARGUMENT, "tensor index 9999, outside the job's 35 tensors");
+    m = Messages(good, token, 0, job);
+    const std::vector<v1::UploadChunk> again = Messages(good, "", 0, job);
+    m.insert(m.end(), again.begin(), again.end());
+    expect_refused(m, grpc::StatusCode::INVALID_ARGUMENT, "sent twice in one upload");
+    m = Messages(good, token, 0, job);
     m.erase(m.begin());
-    expect_refused(m, grpc::StatusCode::INVALID_ARGUMENT, "before any tensor header");
-    m = Messages(good, token, 0);
+    expect_refused(m, grpc::StatusCode::INVALID_ARGUMENT, "before any payload header");
+    m = Messages(good, token, 0, job);
     m[0].mutable_header()->set_kind(v1::PAYLOAD_KIND_SECAGG_SHARE);
     expect_refused(m, grpc::StatusCode::UNIMPLEMENTED, "payload kind 3");
   }
   {  // A valid tensor but not the round's whole set.
-    expect_refused(Messages(good, token, 0), grpc::StatusCode::INVALID_ARGUMENT, "is missing 34 of 35 tensors");
+    expect_refused(Messages(good, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT, "is missing 34 of 35 tensors");
   }
   {  // A message far above max_chunk_bytes is refused before it is buffered.
-    std::vector<v1::UploadChunk> m = Messages(good, token, 0);
+    std::vector<v1::UploadChunk> m = Messages(good, token, 0, job);
     m[1].mutable_chunk()->set_data(std::string(3 << 20, 'x'));
     expect_refused(m, grpc::StatusCode::RESOURCE_EXHAUSTED, "");
   }
   {  // Wrong round; a made-up token.
-    expect_refused(Messages(good, token, 3), grpc::StatusCode::FAILED_PRECONDITION, "round 3 is not open");
-    expect_refused(Messages(good, std::string(32, '0'), 0), grpc::StatusCode::UNAUTHENTICATED, "session token");
+    expect_refused(Messages(good, token, 3, job), grpc::StatusCode::FAILED_PRECONDITION, "round 3 is not open");
+    expect_refused(Messages(good, std::string(32, '0'), 0, job), grpc::StatusCode::UNAUTHENTICATED, "session token");
   }
 
   // The honest sites now run the round; its result must be exactly the 3-site federation.
