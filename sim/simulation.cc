@@ -330,6 +330,23 @@ absl::StatusOr<LlamaModel> LocalOnlyModel(const LlamaModel& base, const std::vec
   return AggregateOneShot(base, {masks}, options);
 }
 
+absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& s, size_t set_index, int clients, uint64_t seed,
+                                              const FederationOptions& fed) {
+  RETURN_IF_ERROR(s.Validate());
+  if (set_index >= s.calibrations.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration set ", set_index, " does not exist"));
+  }
+  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
+  FitBlasThreadsToModel(base.config().hidden_size);
+  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split));
+  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
+  if (fed.strategy == Strategy::kIterative) return RunInProcessFederation(base, drawn.second, fed);
+  ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, drawn.second, fed.local));
+  return AggregateOneShot(base, masks, fed.aggregation);
+}
+
 absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) {
   RETURN_IF_ERROR(s.Validate());
   auto say = [&](const std::string& line) { if (log) log(line); };

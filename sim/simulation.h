@@ -147,6 +147,14 @@ absl::StatusOr<LlamaModel> LocalOnlyModel(const LlamaModel& base, const std::vec
 // The client-side Wanda options used by every federated and local run: row group, as Wanda.
 LocalPruneOptions ClientPruneOptions(const SparsityPattern& pattern, const ComputeOptions& compute);
 
+// The model one FedPrLLM row of the table stands for: calibration set `set_index` drawn with
+// `seed` and dealt as the table deals it (`clients` clients for an even split, one per file
+// for by-file), each client's masks from PruneLocally with `fed.local`, then aggregated by
+// `fed` (one-shot: AggregateOneShot over the clients' masks; iterative:
+// RunInProcessFederation). With the same windows, a networked run gives the same model.
+absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& settings, size_t set_index, int clients,
+                                              uint64_t seed, const FederationOptions& fed);
+
 // Runs the whole table. `log` receives progress lines.
 absl::StatusOr<SimTable> RunSimulation(const SimSettings& settings, const SimLog& log = nullptr);
 

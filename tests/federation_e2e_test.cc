@@ -1,7 +1,8 @@
 // End-to-end federation: one fedprllm-server and three fedprllm-client processes on
 // 127.0.0.1 with mutual TLS, the bundled stories260K model and three disjoint calibration
 // shards. Each run must produce exactly the requested sparsity and equal, tensor for tensor
-// and bit for bit, RunInProcessFederation on the same samples and settings. Rejection tests
+// and bit for bit, RunInProcessFederation on the same samples and settings, and fedprllm-sim's
+// own path (SimulateFederation) for the same settings. Rejection tests
 // (foreign CA, identity not allowed, different base model, malformed and wrong-sized masks)
 // run against a live job whose result must stay unchanged.
 #include <arpa/inet.h>
@@ -36,6 +37,7 @@
 #include "model/tokenizer.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
+#include "sim/simulation.h"
 
 extern char** environ;
 
@@ -392,6 +394,36 @@ class RawClient {
  private:
   std::unique_ptr<v1::FedPrLLM::Stub> stub_;
 };
+
+// fedprllm-sim's path for the same settings: a by-file split over the three sites' shards
+// draws exactly the windows each client daemon draws, so the simulated model must equal the
+// one the server wrote, bit for bit.
+TEST_F(FederationE2eTest, SimulatorEqualsNetworkedRun) {
+  for (const RunSettings& s : {RunSettings{"one-shot", "column"}, RunSettings{"iterative", "layer", "2:4", false}}) {
+    const std::string name = absl::StrCat("sim-", s.strategy, "-", s.group);
+    RunFederation(name, s);
+    SimSettings sim;
+    sim.model_path = kModel;
+    sim.split = SplitMode::kByFile;
+    CalibrationSet set;
+    set.name = "shards";
+    for (const std::string& site : kSites) set.sources.push_back(*ParseCalibrationSource(Shard(site)));
+    sim.calibrations = {set};
+    sim.evals = {*ParseEvalText(absl::StrCat("shard=", Shard(kSites[0])))};
+    sim.nsamples = kNsamples * static_cast<int64_t>(kSites.size());
+    sim.seqlen = kSeqlen;
+    FederationOptions fed = ReferenceOptions(s);
+    fed.local = ClientPruneOptions(fed.aggregation.pattern, ComputeOptions{});
+    auto simulated = SimulateFederation(sim, 0, static_cast<int>(kSites.size()), /*seed=*/0, fed);
+    ASSERT_TRUE(simulated.ok()) << simulated.status();
+    auto served = LlamaModel::Load(*dir_ + "/" + name + "/out/model");
+    ASSERT_TRUE(served.ok()) << served.status();
+    ASSERT_EQ(served->tensors().size(), simulated->tensors().size());
+    for (const auto& [tensor_name, tensor] : simulated->tensors()) {
+      EXPECT_TRUE(at::equal(served->tensors().at(tensor_name), tensor)) << name << ": " << tensor_name;
+    }
+  }
+}
 
 // Messages of one payload, token and round on each; tensors named by their index in `job`.
 std::vector<v1::UploadChunk> Messages(const EncodedPayload& p, const std::string& token, int round,
