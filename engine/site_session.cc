@@ -66,8 +66,9 @@ absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
     statistics_seconds += Seconds(start);
   };
   const auto forward_start = std::chrono::steady_clock::now();
-  for (const at::Tensor& batch : inputs_) {
-    const at::Tensor input = batch.to(options_.compute.device);
+  // Magnitude scores need no activations: the dense forward is skipped.
+  for (size_t b = 0; need_statistics && b < inputs_.size(); ++b) {
+    const at::Tensor input = inputs_[b].to(options_.compute.device);
     ASSIGN_OR_RETURN(at::Tensor unused, model_->DecoderLayerForward(weights, input, &observer));
     samples += input.size(0);
   }

@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATA="${DATA:-$ROOT/../shared/data}"
 BUILD="${BUILD:-$ROOT/build}"
-EVAL_WINDOWS="${EVAL_WINDOWS:-4}"
+EVAL_WINDOWS="${EVAL_WINDOWS:-8}"
 LOCAL_CLIENTS="${LOCAL_CLIENTS:-4}"
 JOBS="${JOBS:-2}"
 
