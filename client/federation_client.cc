@@ -1,3 +1,5 @@
+// The client daemon's federation loop: join with the model fingerprint, calibrate, upload
+// masks, fetch and apply decisions, with retries and backoff.
 #include "client/federation_client.h"
 
 #include <grpcpp/grpcpp.h>
@@ -15,12 +17,12 @@
 #include "engine/calibration_data.h"
 #include "engine/site_session.h"
 #include "model/llama_config.h"
+#include "model/model_and_tokenizer.h"
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
 #include "model/torch_wall.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
-#include "model/cpu_runtime.h"
 
 namespace fedprllm {
 
@@ -236,7 +238,7 @@ class FederationClient {
     v1::JoinRequest request;
     request.set_client_name(config_.name);
     request.set_model_fingerprint(model_.Fingerprint());
-    request.set_protocol_version(1);
+    request.set_protocol_version(kProtocolVersion);
     ASSIGN_OR_RETURN(v1::JoinResponse response,
                      Retrying<v1::JoinResponse>("Join", [&]() -> absl::StatusOr<v1::JoinResponse> {
                        v1::JoinResponse r;
@@ -430,10 +432,9 @@ absl::Status RunClient(const ClientConfig& config) {
   local.batch_size = config.batch_size;
 
   const auto start = Clock::now();
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(config.model));
-  FitBlasThreadsToModel(model.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(config.model, config.tokenizer));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(config.model, config.tokenizer));
+  LlamaModel model = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   std::vector<CalibrationSource> sources;
   for (const std::string& spec : config.calibration) {
     ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));

@@ -36,13 +36,6 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-uint64_t SplitMix64(uint64_t* state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 absl::StatusOr<CalibrationSource> ParseCalibrationSource(const std::string& spec) {
   CalibrationSource source;
   const size_t colon = spec.rfind(':');

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "common/splitmix64.h"  // SampleWindows draws with SplitMix64
 #include "model/tokenizer.h"
 
 namespace fedprllm {
@@ -51,8 +52,5 @@ absl::StatusOr<at::Tensor> SampleWindows(const std::vector<int>& tokens, const S
 
 // Splits text at the line break nearest its byte midpoint: {first half, second half}.
 std::pair<std::string, std::string> SplitHalves(const std::string& text);
-
-// splitmix64: the project's portable pseudo-random step. Advances *state, returns 64 bits.
-uint64_t SplitMix64(uint64_t* state);
 
 }  // namespace fedprllm

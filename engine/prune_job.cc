@@ -10,7 +10,7 @@
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "model/torch_wall.h"
-#include "model/cpu_runtime.h"
+#include "model/model_and_tokenizer.h"
 
 namespace fedprllm {
 
@@ -58,17 +58,16 @@ absl::StatusOr<nlohmann::json> RunPruneJob(const PruneJobOptions& options,
                                            const std::function<void(const std::string&)>& log) {
   if (options.out_dir.empty()) return absl::InvalidArgumentError("an output directory is required");
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(options.model_path));
-  FitBlasThreadsToModel(model.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(options.model_path, options.tokenizer_path));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(options.model_path, options.tokenizer_path));
+  LlamaModel model = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(tokenizer, options.calibration));
   ASSIGN_OR_RETURN(at::Tensor samples, SampleWindows(tokens, options.sampling));
   log(absl::StrCat("calibration: ", tokens.size(), " tokens, ", options.sampling.nsamples, " windows of ",
                    options.sampling.seqlen, " (seed ", options.sampling.seed, ")"));
   nlohmann::json report;
   ASSIGN_OR_RETURN(LlamaModel pruned, PruneModel(model, samples, options.prune, &report, log));
-  RETURN_IF_ERROR(pruned.SaveHf(options.out_dir, tokenizer_path));
+  RETURN_IF_ERROR(pruned.SaveHf(options.out_dir, tokenizer.path()));
   std::vector<std::string> files;
   for (const auto& s : options.calibration) files.push_back(s.path);
   report["model"] = options.model_path;

@@ -8,15 +8,10 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "common/splitmix64.h"
 
 namespace fedprllm {
 namespace {
-
-uint64_t SplitMix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 uint64_t Fnv1a64(std::string_view text) {
   uint64_t h = 0xCBF29CE484222325ull;
@@ -48,10 +43,10 @@ at::Tensor BuildKey(const VoteCounter& votes, const at::Tensor& weight,
       }
     });
   } else {
-    const uint64_t stream = SplitMix64(options.seed ^ SplitMix64(Fnv1a64(tensor_name)));
+    const uint64_t stream = SplitMix64Mix(options.seed ^ SplitMix64Mix(Fnv1a64(tensor_name)));
     at::parallel_for(0, votes.numel(), kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const uint64_t r = SplitMix64(stream + uint64_t(i + 1) * 0x9E3779B97F4A7C15ull);
+        const uint64_t r = SplitMix64Mix(stream + uint64_t(i + 1) * kSplitMix64Increment);
         out[i] = high(i) | static_cast<int64_t>(r >> 32);
       }
     });

@@ -79,9 +79,10 @@ struct AggregationOptions {
 // NumToPrune(group_size, sparsity) weights with the MOST votes are pruned; for N:M, the n
 // most-voted of every run of m consecutive elements in a row. Ties per options.tie_break.
 // kRandom priority of flat index i (lower = pruned first):
-//   stream = SplitMix64(seed ^ SplitMix64(FNV-1a-64(tensor_name)))
-//   priority(i) = SplitMix64(stream + (i + 1) * 0x9E3779B97F4A7C15) >> 32
-// where SplitMix64(z) is the splitmix64 output finalizer; identical on every platform.
+//   stream = SplitMix64Mix(seed ^ SplitMix64Mix(FNV-1a-64(tensor_name)))
+//   priority(i) = SplitMix64Mix(stream + (i + 1) * 0x9E3779B97F4A7C15) >> 32
+// where SplitMix64Mix is splitmix64's output finalizer (common/splitmix64.h); identical on
+// every platform.
 // Fails if the options are invalid or weight's shape differs from the counter's.
 absl::StatusOr<PackedMask> ChooseMask(const VoteCounter& votes, const at::Tensor& weight,
                                       const AggregationOptions& options,

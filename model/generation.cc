@@ -2,20 +2,11 @@
 #include "model/generation.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/splitmix64.h"
 #include "common/status_macros.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
-namespace {
-
-uint64_t NextRandom(uint64_t* state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> GenerateText(const LlamaModel& model, const Tokenizer& tokenizer,
                                          const GenerationOptions& options) {
@@ -37,7 +28,7 @@ absl::StatusOr<std::string> GenerateText(const LlamaModel& model, const Tokenize
     const int64_t vocab = probs.size(1);
     for (int64_t s = 0; s < options.streams; ++s) {
       const double* p = probs.data_ptr<double>() + s * vocab;
-      double u = static_cast<double>(NextRandom(&state) >> 11) * 0x1.0p-53;
+      double u = static_cast<double>(SplitMix64(&state) >> 11) * 0x1.0p-53;
       int64_t token = vocab - 1;
       for (int64_t v = 0; v < vocab; ++v) {
         if ((u -= p[v]) < 0) { token = v; break; }

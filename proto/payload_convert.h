@@ -21,6 +21,9 @@
 
 namespace fedprllm {
 
+// JoinRequest/JoinResponse.protocol_version spoken by this build's server and client.
+inline constexpr uint32_t kProtocolVersion = 1;
+
 // The job's tensor table (JobSpec.tensors, in order): on the wire a payload header names
 // each of its tensors by its index here, and the table supplies the name and shape.
 class JobTensorTable {

@@ -70,8 +70,8 @@ hand: rerun the script.
 HEADER
   cat "$TMP/out/findings.md"
   echo
-  cat <<'NOTE'
-Reading the numbers: with 4 evaluation windows per text, differences of a few percent are within the
+  cat <<NOTE
+Reading the numbers: with ${EVAL_WINDOWS} evaluation windows per text, differences of a few percent are within the
 seed ranges shown, so "within 1%" rarely holds cell by cell in either direction; FedPrLLM one-shot
 layer/row rows sit inside or near the centralized Wanda range, while the column group is clearly worse
 (and collapses with the random tie-break, which dominates the tie-break mean change).

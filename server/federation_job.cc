@@ -1,3 +1,5 @@
+// The server's job: joins, the round state machine, validated uploads committed to the vote
+// counters, decisions, persistence to the state directory, and the final model and report.
 #include "server/federation_job.h"
 
 #include <openssl/rand.h>
@@ -15,8 +17,6 @@
 
 namespace fedprllm {
 namespace {
-
-constexpr uint32_t kProtocolVersion = 1;
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

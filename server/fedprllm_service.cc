@@ -1,3 +1,5 @@
+// The gRPC callback service: maps each rpc onto FederationJob, and streams uploads through
+// the payload validators before anything reaches the job.
 #include "server/fedprllm_service.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,4 @@
+// The client identities (certificate CN and DNS SANs) of an mTLS peer.
 #include "server/peer_identity.h"
 
 #include "absl/strings/str_cat.h"

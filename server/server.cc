@@ -1,3 +1,5 @@
+// fedprllm-server's top level: load the model, start the job and the mTLS gRPC server, run
+// to the end of the job.
 #include "server/server.h"
 
 #include <grpcpp/grpcpp.h>

@@ -1,3 +1,4 @@
+// The state directory: atomic file writes and the binary mask-set and float-set formats.
 #include "server/state_store.h"
 
 #include <fcntl.h>

@@ -22,6 +22,7 @@
 #include "model/perplexity.h"
 #include "model/cpu_runtime.h"
 #include "model/torch_wall.h"
+#include "model/model_and_tokenizer.h"
 
 namespace fedprllm {
 namespace {
@@ -336,10 +337,9 @@ absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& s, size_t set_i
   if (set_index >= s.calibrations.size()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration set ", set_index, " does not exist"));
   }
-  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
-  FitBlasThreadsToModel(base.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
+  LlamaModel base = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split));
   ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
   if (fed.strategy == Strategy::kIterative) return RunInProcessFederation(base, drawn.second, fed);
@@ -351,10 +351,9 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
   RETURN_IF_ERROR(s.Validate());
   auto say = [&](const std::string& line) { if (log) log(line); };
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
-  FitBlasThreadsToModel(base.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
+  LlamaModel base = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
 
   SimTable table;
   std::vector<std::vector<int>> eval_tokens;
@@ -601,10 +600,9 @@ std::string FormatFindings(const SimTable& table) {
 absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std::vector<double>& sparsities,
                                                  const SimLog& log) {
   RETURN_IF_ERROR(s.Validate());
-  ASSIGN_OR_RETURN(LlamaModel base, LlamaModel::Load(s.model_path));
-  FitBlasThreadsToModel(base.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(s.model_path, s.tokenizer_path));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
+  LlamaModel base = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   ASSIGN_OR_RETURN(std::string eval_text, ReadPart({s.evals.front().source}, s.evals.front().part));
   ASSIGN_OR_RETURN(std::vector<int> eval_tokens, tokenizer.Encode(eval_text, true));
   PerplexityOptions eval_options;

@@ -6,7 +6,7 @@
 #include "absl/flags/usage.h"
 #include "common/status_macros.h"
 #include "model/llama_model.h"
-#include "model/tokenizer.h"
+#include "model/model_and_tokenizer.h"
 #include "tools/tool_flags.h"
 
 ABSL_FLAG(std::string, model, "", "Input model: llama2.c .bin checkpoint or Hugging Face directory (required)");
@@ -19,14 +19,13 @@ namespace fedprllm {
 absl::Status Run() {
   const std::string model_path = absl::GetFlag(FLAGS_model), out = absl::GetFlag(FLAGS_out);
   if (model_path.empty() || out.empty()) return absl::InvalidArgumentError("--model and --out are required");
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(model_path));
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
-  RETURN_IF_ERROR(Tokenizer::Load(tokenizer_path).status());
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
+  LlamaModel model = std::move(loaded.model);
   if (!absl::GetFlag(FLAGS_dtype).empty()) {
     ASSIGN_OR_RETURN(at::ScalarType dtype, DtypeFromTorchName(absl::GetFlag(FLAGS_dtype)));
     ASSIGN_OR_RETURN(model, model.CastTo(dtype));
   }
-  RETURN_IF_ERROR(model.SaveHf(out, tokenizer_path));
+  RETURN_IF_ERROR(model.SaveHf(out, loaded.tokenizer.path()));
   std::printf("wrote %s (%zu tensors, %s, fingerprint %s)\n", out.c_str(), model.tensors().size(),
               TorchDtypeName(model.config().dtype).c_str(), model.Fingerprint().c_str());
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include "model/tokenizer.h"
 #include "tools/tool_flags.h"
 #include "model/cpu_runtime.h"
+#include "model/model_and_tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin checkpoint (required)");
 ABSL_FLAG(std::string, text, "", "UTF-8 text file to evaluate on (required)");
@@ -28,10 +29,9 @@ absl::Status Run() {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   const std::string text_path = absl::GetFlag(FLAGS_text);
   if (model_path.empty() || text_path.empty()) return absl::InvalidArgumentError("--model and --text are required");
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(model_path));
-  FitBlasThreadsToModel(model.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
+  LlamaModel model = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   ASSIGN_OR_RETURN(std::string text, ReadTextFile(text_path));
   std::fprintf(stderr, "tokenizing %s (%zu bytes)\n", text_path.c_str(), text.size());
   ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, /*add_bos=*/true));

@@ -10,6 +10,7 @@
 #include "model/safetensors.h"
 #include "tools/tool_flags.h"
 #include "model/cpu_runtime.h"
+#include "model/model_and_tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin (required)");
 ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model (default: found beside the model)");
@@ -25,10 +26,9 @@ namespace fedprllm {
 absl::Status Run() {
   const std::string model_path = absl::GetFlag(FLAGS_model), out = absl::GetFlag(FLAGS_out);
   if (model_path.empty() || out.empty()) return absl::InvalidArgumentError("--model and --out are required");
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(model_path));
-  FitBlasThreadsToModel(model.config().hidden_size);
-  ASSIGN_OR_RETURN(std::string tokenizer_path, FindTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
+  LlamaModel model = std::move(loaded.model);
+  Tokenizer tokenizer = std::move(loaded.tokenizer);
   GenerationOptions options;
   options.streams = absl::GetFlag(FLAGS_streams);
   options.tokens_per_stream = absl::GetFlag(FLAGS_tokens);

@@ -1,0 +1,23 @@
+// Loading a model together with its tokenizer, as every tool, daemon and the simulator do.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/llama_model.h"
+#include "model/tokenizer.h"
+
+namespace fedprllm {
+
+struct ModelAndTokenizer {
+  LlamaModel model;
+  Tokenizer tokenizer;
+};
+
+// Loads the model (Hugging Face directory or llama2.c .bin), sizes OpenBLAS's threads for it
+// (FitBlasThreadsToModel), and loads its SentencePiece tokenizer: `tokenizer_path` when
+// given, else the one found beside the model (FindTokenizer).
+absl::StatusOr<ModelAndTokenizer> LoadModelAndTokenizer(const std::string& model_path,
+                                                        const std::string& tokenizer_path = "");
+
+}  // namespace fedprllm
