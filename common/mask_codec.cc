@@ -363,6 +363,29 @@ absl::Status ZstdDecodeExact(const std::string& label, const std::string& encode
   return absl::OkStatus();
 }
 
+// Checks 14 and 15, shared by every assembler: Finish() not called before, the last chunk
+// stored. Marks the assembler finished, releases its buffered bytes and returns the raw
+// layout: the bytes themselves, or their zstd decoding into exactly raw_bytes.
+absl::StatusOr<std::string> TakeRawLayout(const PayloadHeader& header, bool zstd, absl::string_view encoding_name,
+                                          bool complete, int64_t chunks, bool* finished, std::string* buffer) {
+  const std::string label = header.Label();
+  if (*finished) return absl::FailedPreconditionError(label + "Finish() called twice");
+  // 14. Complete.
+  if (!complete) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "truncated: received ", buffer->size(), " of ", header.encoded_bytes,
+                     " bytes in ", chunks, " chunks, the last chunk is missing"));
+  }
+  *finished = true;
+  std::string encoded = std::move(*buffer);
+  buffer->clear();
+  if (!zstd) return encoded;
+  // 15. Decode into exactly raw_bytes.
+  std::string raw(static_cast<size_t>(header.raw_bytes), '\0');
+  RETURN_IF_ERROR(ZstdDecodeExact(absl::StrCat(label, encoding_name, ": "), encoded, raw.size(), raw.data()));
+  return raw;
+}
+
 }  // namespace
 
 absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
@@ -371,27 +394,9 @@ absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
 }
 
 absl::StatusOr<std::vector<PackedMask>> MaskAssembler::Finish() {
-  const std::string label = header_.Label();
-  if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
-  // 14. Complete.
-  if (!complete_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
-                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
-  }
-  finished_ = true;
-  const std::string encoded = std::move(buffer_);
-  buffer_.clear();
-  const size_t raw_bytes = static_cast<size_t>(header_.raw_bytes);
-
-  // 15. Decode into exactly raw_bytes.
-  std::vector<uint8_t> raw;
-  if (header_.encoding == PayloadEncoding::kRawBits) {
-    raw.assign(encoded.begin(), encoded.end());
-  } else {
-    raw.resize(raw_bytes);
-    RETURN_IF_ERROR(ZstdDecodeExact(label + "ZSTD_BITS: ", encoded, raw_bytes, raw.data()));
-  }
+  ASSIGN_OR_RETURN(const std::string raw,
+                   TakeRawLayout(header_, header_.encoding == PayloadEncoding::kZstdBits, "ZSTD_BITS", complete_,
+                                 next_chunk_index_, &finished_, &buffer_));
   std::vector<PackedMask> masks;
   size_t offset = 0;
   for (const PayloadTensor& t : header_.tensors) {
@@ -526,23 +531,10 @@ absl::Status Float32Assembler::AddChunk(const PayloadChunk& chunk) {
 
 absl::StatusOr<std::vector<float>> Float32Assembler::Finish() {
   const std::string label = header_.Label();
-  if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
-  if (!complete_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
-                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
-  }
-  finished_ = true;
-  const std::string encoded = std::move(buffer_);
-  buffer_.clear();
-  const size_t raw_bytes = static_cast<size_t>(header_.raw_bytes);
-  std::string raw;
-  if (header_.encoding == PayloadEncoding::kRawF32) {
-    raw = encoded;
-  } else {
-    raw.resize(raw_bytes);
-    RETURN_IF_ERROR(ZstdDecodeExact(label + "ZSTD_F32: ", encoded, raw_bytes, raw.data()));
-  }
+  ASSIGN_OR_RETURN(const std::string raw,
+                   TakeRawLayout(header_, header_.encoding == PayloadEncoding::kZstdF32, "ZSTD_F32", complete_,
+                                 next_chunk_index_, &finished_, &buffer_));
+  const size_t raw_bytes = raw.size();
   std::vector<float> values(raw_bytes / 4);
   for (size_t i = 0; i < values.size(); ++i) {
     uint32_t bits = 0;

@@ -316,11 +316,8 @@ class FederationE2eTest : public ::testing::Test {
     return report;
   }
 
-  void RunFederation(const std::string& name, const RunSettings& s) {
-    const int port = FreePort();
-    const std::string run = WriteServerConfig(name, s, port);
-    auto server = StartServer(run, port);
-    ASSERT_TRUE(PortOpen(port)) << server->Log();
+  // Runs the three sites' client daemons against the server on `port` until each exits 0.
+  void RunHonestSites(const std::string& run, int port) {
     std::vector<std::unique_ptr<ChildProcess>> clients;
     for (const std::string& site : kSites) {
       clients.push_back(StartClient(WriteClientConfig(run, site, port, Certs()), run + "/" + site + ".log"));
@@ -328,6 +325,14 @@ class FederationE2eTest : public ::testing::Test {
     for (size_t i = 0; i < clients.size(); ++i) {
       EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
     }
+  }
+
+  void RunFederation(const std::string& name, const RunSettings& s) {
+    const int port = FreePort();
+    const std::string run = WriteServerConfig(name, s, port);
+    auto server = StartServer(run, port);
+    ASSERT_TRUE(PortOpen(port)) << server->Log();
+    RunHonestSites(run, port);
     ASSERT_EQ(server->Wait(60), 0) << server->Log();
     const std::string log = server->Log();
     EXPECT_THAT(log, HasSubstr("pruned model written to"));
@@ -561,13 +566,7 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
   }
 
   // The honest sites now run the round; its result must be exactly the 3-site federation.
-  std::vector<std::unique_ptr<ChildProcess>> clients;
-  for (const std::string& site : kSites) {
-    clients.push_back(StartClient(WriteClientConfig(run, site, port, Certs()), run + "/" + site + ".log"));
-  }
-  for (size_t i = 0; i < clients.size(); ++i) {
-    EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
-  }
+  RunHonestSites(run, port);
   // site-d joined but never learns the outcome; the server waits one poll window for it.
   ASSERT_EQ(server->Wait(60), 0) << server->Log();
   const std::string log = server->Log();
