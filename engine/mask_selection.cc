@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <type_traits>
 
@@ -74,37 +75,69 @@ inline uint32_t OrderedBits(float x) {
   return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
 }
 
-// Float rows, same order as LowestKCpu: a 12-bit radix histogram finds the bucket that holds
-// the k-th key; every key in a lower bucket is chosen, and nth_element over (bits, index)
-// pairs of that one bucket picks the rest. Two passes over the row plus a small selection.
+// Scratch space of one thread for RowLowestK.
+struct RadixScratch {
+  static constexpr int kBucketShift = 20;  // 12-bit buckets of the ordered bits
+  std::vector<uint32_t> histogram = std::vector<uint32_t>(size_t{1} << (32 - kBucketShift));
+  std::vector<uint64_t> bucket_keys;
+};
+
+// One row of OrderedBits keys, same order as LowestKCpu: a radix histogram finds the bucket
+// that holds the k-th key (0 < k < len); every key in a lower bucket is chosen, and
+// nth_element over (bits, index) pairs of that one bucket picks the rest. Two passes over
+// the row plus a small selection.
+void RowLowestK(const uint32_t* bits, int64_t len, int64_t k, RadixScratch* scratch, bool* dst) {
+  std::vector<uint32_t>& histogram = scratch->histogram;
+  std::fill(histogram.begin(), histogram.end(), 0u);
+  for (int64_t i = 0; i < len; ++i) ++histogram[bits[i] >> RadixScratch::kBucketShift];
+  uint32_t bucket = 0;
+  int64_t below = 0;  // keys in buckets < bucket
+  while (below + histogram[bucket] < k) below += histogram[bucket++];
+  std::vector<uint64_t>& bucket_keys = scratch->bucket_keys;
+  bucket_keys.clear();
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t b = bits[i] >> RadixScratch::kBucketShift;
+    dst[i] = b < bucket;
+    if (b == bucket) bucket_keys.push_back(uint64_t{bits[i]} << 32 | uint64_t(i));
+  }
+  const int64_t need = k - below;  // in [1, histogram[bucket]]
+  std::nth_element(bucket_keys.begin(), bucket_keys.begin() + (need - 1), bucket_keys.end());
+  for (int64_t j = 0; j < need; ++j) dst[bucket_keys[j] & 0xFFFFFFFFu] = true;
+}
+
 void LowestKFloatRadix(const float* key, int64_t groups, int64_t len, int64_t k, bool* out) {
-  constexpr int kBucketShift = 20;
-  constexpr size_t kBuckets = size_t{1} << (32 - kBucketShift);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / len);
   at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> bits(len);
-    std::vector<uint32_t> histogram(kBuckets);
-    std::vector<uint64_t> bucket_keys;
+    RadixScratch scratch;
     for (int64_t g = begin; g < end; ++g) {
       const float* row = key + g * len;
-      bool* dst = out + g * len;
-      std::fill(histogram.begin(), histogram.end(), 0u);
+      for (int64_t i = 0; i < len; ++i) bits[i] = OrderedBits(row[i]);
+      RowLowestK(bits.data(), len, k, &scratch, out + g * len);
+    }
+  });
+}
+
+// RowMask's fused kernel: rows of `len` (a multiple of 8) float weights, per-column factors
+// (sqrt of the input norm, or null for 1), k pruned per row, written as whole bytes.
+void FusedRowMask(const float* weight, const float* column_factor, int64_t rows, int64_t len, int64_t k,
+                  uint8_t* out) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / len);
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> bits(len);
+    std::unique_ptr<bool[]> prune(new bool[len]);
+    RadixScratch scratch;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* w = weight + r * len;
       for (int64_t i = 0; i < len; ++i) {
-        bits[i] = OrderedBits(row[i]);
-        ++histogram[bits[i] >> kBucketShift];
+        bits[i] = OrderedBits(column_factor == nullptr ? std::fabs(w[i]) : std::fabs(w[i]) * column_factor[i]);
       }
-      uint32_t bucket = 0;
-      int64_t below = 0;  // keys in buckets < bucket; 0 < k < len guarantees termination
-      while (below + histogram[bucket] < k) below += histogram[bucket++];
-      bucket_keys.clear();
-      for (int64_t i = 0; i < len; ++i) {
-        const uint32_t b = bits[i] >> kBucketShift;
-        dst[i] = b < bucket;
-        if (b == bucket) bucket_keys.push_back(uint64_t{bits[i]} << 32 | uint64_t(i));
+      RowLowestK(bits.data(), len, k, &scratch, prune.get());
+      uint8_t* dst = out + r * (len / 8);
+      for (int64_t b = 0; b < len / 8; ++b) {
+        const bool* p = prune.get() + 8 * b;
+        dst[b] = uint8_t(p[0] | p[1] << 1 | p[2] << 2 | p[3] << 3 | p[4] << 4 | p[5] << 5 | p[6] << 6 | p[7] << 7);
       }
-      const int64_t need = k - below;  // in [1, histogram[bucket]]
-      std::nth_element(bucket_keys.begin(), bucket_keys.begin() + (need - 1), bucket_keys.end());
-      for (int64_t j = 0; j < need; ++j) dst[bucket_keys[j] & 0xFFFFFFFFu] = true;
     }
   });
 }
@@ -275,6 +308,29 @@ at::Tensor WandaScore(const at::Tensor& weight, const at::Tensor& input_sq_norm)
 
 at::Tensor MagnitudeScore(const at::Tensor& weight) {
   return weight.to(at::kFloat).abs();  // not abs_(): to() aliases a float input
+}
+
+PackedMask RowMask(const at::Tensor& weight, const at::Tensor& input_sq_norm, double sparsity) {
+  const bool wanda = input_sq_norm.defined();
+  TORCH_CHECK(weight.dim() == 2, "RowMask: need a 2-D weight, got ", weight.sizes());
+  const int64_t rows = weight.size(0), len = weight.size(1), k = NumToPrune(len, sparsity);
+  if (!weight.is_cpu() || weight.scalar_type() != at::kFloat || len % 8 != 0 || len > std::numeric_limits<uint32_t>::max() || k <= 0 ||
+      k >= len) {
+    const at::Tensor score = wanda ? WandaScore(weight, input_sq_norm) : MagnitudeScore(weight);
+    return ToPackedMask(SelectLowest(score, ComparisonGroup::kRow, SparsityPattern{sparsity}).cpu());
+  }
+  at::Tensor factor;
+  if (wanda) {
+    TORCH_CHECK(input_sq_norm.dim() == 1 && input_sq_norm.size(0) == len, "RowMask: weight ", weight.sizes(),
+                " needs an input norm of shape [", len, "], got ", input_sq_norm.sizes());
+    // The same float32 factors as WandaScore, so the products match it bit for bit.
+    factor = input_sq_norm.to(at::kCPU, at::kFloat).clamp_min(0.0).sqrt_().contiguous();
+  }
+  const at::Tensor w = weight.contiguous();
+  PackedMask mask({rows, len});
+  FusedRowMask(w.data_ptr<float>(), wanda ? factor.data_ptr<float>() : nullptr, rows, len, k,
+               mask.mutable_bytes().data());
+  return mask;
 }
 
 PackedMask ToPackedMask(const at::Tensor& bool_mask) {

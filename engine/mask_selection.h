@@ -77,6 +77,14 @@ at::Tensor WandaScore(const at::Tensor& weight, const at::Tensor& input_sq_norm)
 // Magnitude score |W| in float32.
 at::Tensor MagnitudeScore(const at::Tensor& weight);
 
+// Wanda's default case without intermediate tensors: the packed row-group mask of the score
+// |W| * sqrt(input_sq_norm), or of |W| when input_sq_norm is undefined (magnitude), with
+// NumToPrune(in, sparsity) pruned per row. Always equal to
+//   ToPackedMask(SelectLowest(WandaScore(weight, input_sq_norm), kRow, {sparsity})).
+// Float32 CPU weights whose rows are a multiple of 8 long take a fused kernel (no score or
+// bool tensors); anything else goes through the calls above. Throws c10::Error on bad shapes.
+PackedMask RowMask(const at::Tensor& weight, const at::Tensor& input_sq_norm, double sparsity);
+
 // Bool (or 0/1 integer) tensor -> PackedMask of the same shape (nonzero = pruned bit set).
 PackedMask ToPackedMask(const at::Tensor& bool_mask);
 // PackedMask -> bool tensor of the mask's shape. Padding bits are ignored.

@@ -194,6 +194,30 @@ TEST(SelectLowestTest, FloatRadixKernelHandlesSignedZeroNegativeNanAndWideBucket
             BruteForce(values, 3, 3000, ComparisonGroup::kLayer, {0.5}));
 }
 
+TEST(RowMaskTest, FusedKernelEqualsScoreSelectPack) {
+  // Fused (rows a multiple of 8) and fallback (172, bf16) paths against the three calls.
+  for (const std::vector<int64_t> shape : {std::vector<int64_t>{37, 64}, {5, 172}, {3, 4096}}) {
+    for (bool ties : {false, true}) {
+      at::Tensor weight = ties ? at::randint(-3, 4, shape, at::kFloat) * 0.25 : at::randn(shape);
+      weight.view(-1)[1] = -0.0f;
+      at::Tensor norm = at::rand({shape[1]}) * 4;
+      norm[0] = -1e-9;  // a rounding-negative norm, clamped to 0
+      if (ties) norm.fill_(1.0);
+      for (double sparsity : {0.5, 0.3, 0.8}) {
+        const SparsityPattern p{sparsity};
+        EXPECT_EQ(RowMask(weight, norm, sparsity),
+                  ToPackedMask(SelectLowest(WandaScore(weight, norm), ComparisonGroup::kRow, p)))
+            << shape[1] << " ties=" << ties << " s=" << sparsity;
+        EXPECT_EQ(RowMask(weight, at::Tensor(), sparsity),
+                  ToPackedMask(SelectLowest(MagnitudeScore(weight), ComparisonGroup::kRow, p)));
+        EXPECT_EQ(RowMask(weight.to(at::kBFloat16), norm, sparsity),
+                  ToPackedMask(SelectLowest(WandaScore(weight.to(at::kBFloat16), norm), ComparisonGroup::kRow, p)));
+      }
+      EXPECT_EQ(RowMask(weight, norm, 0.0).CountOnes(), 0);
+    }
+  }
+}
+
 TEST(SelectLowestTest, IntegerAndDoubleKeysMatchBruteForce) {
   at::Tensor key = at::randint(0, 5, {6, 24}, at::kLong);
   const std::vector<double> values = ToDoubles(key);

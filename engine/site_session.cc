@@ -82,15 +82,15 @@ absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
     for (int k = 0; k < kNumLinears; ++k) {
       const int source = (k == 1 || k == 2) ? 0 : (k == 5 ? 4 : k);
       const at::Tensor weight = weights.linears[k].to(at::kFloat);
-      at::Tensor score;
-      if (need_statistics) {
-        column_norms_[k] = sums[source] / static_cast<double>(samples);
-        score = WandaScore(weight, column_norms_[k]);
-      } else {
-        score = MagnitudeScore(weight);
+      if (need_statistics) column_norms_[k] = sums[source] / static_cast<double>(samples);
+      const at::Tensor norm = need_statistics ? column_norms_[k] : at::Tensor();
+      const std::string name = LayerTensorName(layer, kLinearNames[k]);
+      if (options_.group == ComparisonGroup::kRow && !options_.pattern.structured()) {
+        masks.emplace_back(name, RowMask(weight, norm, options_.pattern.sparsity));  // Wanda's default, fused
+        continue;
       }
-      const at::Tensor prune = SelectLowest(score, options_.group, options_.pattern).cpu();
-      masks.emplace_back(LayerTensorName(layer, kLinearNames[k]), ToPackedMask(prune));
+      const at::Tensor score = need_statistics ? WandaScore(weight, norm) : MagnitudeScore(weight);
+      masks.emplace_back(name, ToPackedMask(SelectLowest(score, options_.group, options_.pattern).cpu()));
     }
   }));
   timing.selection_seconds = Seconds(selection_start);
