@@ -359,6 +359,7 @@ TEST_F(FederationE2eTest, IterativeLayer) { RunFederation("iterative-layer", {"i
 TEST_F(FederationE2eTest, IterativeRowWithWeightScaling) {
   RunFederation("iterative-row-scaled", {"iterative", "row", "unstructured", true});
 }
+TEST_F(FederationE2eTest, IterativeColumn) { RunFederation("iterative-column", {"iterative", "column"}); }
 
 // A raw gRPC client speaking for site-d, to send what no honest client would.
 class RawClient {
