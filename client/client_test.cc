@@ -1,9 +1,9 @@
 // Unit tests of the client's pieces that need no network: config validation and the
 // decoding of a FetchDecisions stream.
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 #include "client/client_config.h"
 #include "client/federation_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "proto/payload_convert.h"
 
 namespace fedprllm {

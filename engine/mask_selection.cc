@@ -130,13 +130,15 @@ void FusedRowMask(const float* weight, const float* column_factor, int64_t rows,
     for (int64_t r = begin; r < end; ++r) {
       const float* w = weight + r * len;
       for (int64_t i = 0; i < len; ++i) {
-        bits[i] = OrderedBits(column_factor == nullptr ? std::fabs(w[i]) : std::fabs(w[i]) * column_factor[i]);
+        const float magnitude = std::fabs(w[i]);
+        bits[i] = OrderedBits(column_factor == nullptr ? magnitude : magnitude * column_factor[i]);
       }
       RowLowestK(bits.data(), len, k, &scratch, prune.get());
       uint8_t* dst = out + r * (len / 8);
       for (int64_t b = 0; b < len / 8; ++b) {
         const bool* p = prune.get() + 8 * b;
-        dst[b] = uint8_t(p[0] | p[1] << 1 | p[2] << 2 | p[3] << 3 | p[4] << 4 | p[5] << 5 | p[6] << 6 | p[7] << 7);
+        dst[b] = uint8_t(p[0] | p[1] << 1 | p[2] << 2 | p[3] << 3 | p[4] << 4 | p[5] << 5 | p[6] << 6 |
+                         p[7] << 7);
       }
     }
   });
@@ -314,8 +316,9 @@ PackedMask RowMask(const at::Tensor& weight, const at::Tensor& input_sq_norm, do
   const bool wanda = input_sq_norm.defined();
   TORCH_CHECK(weight.dim() == 2, "RowMask: need a 2-D weight, got ", weight.sizes());
   const int64_t rows = weight.size(0), len = weight.size(1), k = NumToPrune(len, sparsity);
-  if (!weight.is_cpu() || weight.scalar_type() != at::kFloat || len % 8 != 0 || len > std::numeric_limits<uint32_t>::max() || k <= 0 ||
-      k >= len) {
+  const bool fused = weight.is_cpu() && weight.scalar_type() == at::kFloat && len % 8 == 0 &&
+                     len <= std::numeric_limits<uint32_t>::max() && k > 0 && k < len;
+  if (!fused) {
     const at::Tensor score = wanda ? WandaScore(weight, input_sq_norm) : MagnitudeScore(weight);
     return ToPackedMask(SelectLowest(score, ComparisonGroup::kRow, SparsityPattern{sparsity}).cpu());
   }

@@ -7,10 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "model/model_and_tokenizer.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "model/torch_wall.h"
-#include "model/model_and_tokenizer.h"
 
 namespace fedprllm {
 

@@ -13,10 +13,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "model/tokenizer.h"
-#include "server/fedprllm_service.h"
-#include "server/federation_job.h"
 #include "model/cpu_runtime.h"
+#include "model/tokenizer.h"
+#include "server/federation_job.h"
+#include "server/fedprllm_service.h"
 
 namespace fedprllm {
 

@@ -19,10 +19,10 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "engine/prune_job.h"
-#include "model/perplexity.h"
 #include "model/cpu_runtime.h"
-#include "model/torch_wall.h"
 #include "model/model_and_tokenizer.h"
+#include "model/perplexity.h"
+#include "model/torch_wall.h"
 
 namespace fedprllm {
 namespace {

@@ -7,11 +7,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
+#include "model/model_and_tokenizer.h"
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
 #include "tools/tool_flags.h"
-#include "model/cpu_runtime.h"
-#include "model/model_and_tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin checkpoint (required)");
 ABSL_FLAG(std::string, text, "", "UTF-8 text file to evaluate on (required)");

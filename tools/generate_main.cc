@@ -6,11 +6,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
 #include "model/generation.h"
+#include "model/model_and_tokenizer.h"
 #include "model/safetensors.h"
 #include "tools/tool_flags.h"
-#include "model/cpu_runtime.h"
-#include "model/model_and_tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin (required)");
 ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model (default: found beside the model)");

@@ -7,9 +7,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/cpu_runtime.h"
 #include "model/llama_model.h"
 #include "model/perplexity.h"
-#include "model/cpu_runtime.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
