@@ -44,7 +44,7 @@ struct ClientConfig {
   // Seed of the window positions. Default 0.
   uint64_t seed = 0;
   // "cpu", "cuda" or "cuda:N". Default "cpu".
-  std::string device = "cpu";
+  std::string device = "auto";
   // Compute dtype "float32" | "bfloat16" | "float16"; "" = the model's. Default "".
   std::string dtype;
   // Calibration windows per forward pass. Default 8. Bounds 1..4096.

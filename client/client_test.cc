@@ -23,7 +23,7 @@ TEST(ClientConfigTest, DefaultsAndBadKeys) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->nsamples, 128);
   EXPECT_EQ(c->seqlen, 256);
-  EXPECT_EQ(c->device, "cpu");
+  EXPECT_EQ(c->device, "auto");
   EXPECT_EQ(c->local_group, "row");
   for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
            {"nsamples: 0", "'nsamples'"},

@@ -408,16 +408,9 @@ class FederationClient {
 };
 
 absl::StatusOr<ComputeOptions> ParseCompute(const ClientConfig& config) {
-  ComputeOptions options;
-  auto device = TorchCall("parsing device", [&] { return at::Device(config.device); });
-  if (!device.ok()) return absl::InvalidArgumentError(absl::StrCat("config key 'device': \"", config.device,
-                                                                   "\": expected cpu, cuda or cuda:N"));
-  options.device = *device;
-  if (options.device.is_cuda() && !at::hasCUDA()) {
-    return absl::FailedPreconditionError("config key 'device': CUDA requested but this build or machine has none");
-  }
-  if (!config.dtype.empty()) {
-    ASSIGN_OR_RETURN(options.dtype, DtypeFromTorchName(config.dtype));
+  absl::StatusOr<ComputeOptions> options = ParseComputeOptions(config.device, config.dtype);
+  if (!options.ok()) {
+    return absl::Status(options.status().code(), absl::StrCat("config keys 'device'/'dtype': ", options.status().message()));
   }
   return options;
 }

@@ -151,6 +151,26 @@ absl::StatusOr<LlamaModel> LlamaModel::CastTo(at::ScalarType dtype) const {
   return LlamaModel(std::move(config), std::move(tensors), source_);
 }
 
+absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype) {
+  ComputeOptions options;
+  if (device == "auto") {
+    options.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  } else {
+    auto parsed = TorchCall("parsing a device", [&] { return at::Device(device); });
+    if (!parsed.ok() || !(parsed->is_cpu() || parsed->is_cuda())) {
+      return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\": expected auto, cpu, cuda or cuda:N"));
+    }
+    options.device = *parsed;
+  }
+  if (options.device.is_cuda() && !at::hasCUDA()) {
+    return absl::FailedPreconditionError(absl::StrCat("device \"", device, "\": this build or machine has no CUDA"));
+  }
+  if (!dtype.empty()) {
+    ASSIGN_OR_RETURN(options.dtype, DtypeFromTorchName(dtype));
+  }
+  return options;
+}
+
 at::ScalarType LlamaModel::ComputeDtype(const ComputeOptions& options) const {
   at::ScalarType dtype = options.dtype == at::ScalarType::Undefined ? config_.dtype : options.dtype;
   if (dtype == at::kHalf && options.device.is_cpu()) dtype = at::kFloat;

@@ -37,6 +37,12 @@ struct ComputeOptions {
   at::ScalarType dtype = at::ScalarType::Undefined;
 };
 
+// Parses a device and a compute dtype as users write them. Device: "auto" (the first CUDA
+// device when this build and machine have one, else the CPU), "cpu", "cuda" or "cuda:N".
+// Dtype: "float32", "bfloat16", "float16", or "" for the checkpoint's. Errors:
+// INVALID_ARGUMENT for an unknown spelling, FAILED_PRECONDITION for CUDA without CUDA.
+absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype);
+
 // One decoder layer's tensors on one device, in the compute dtype.
 struct DecoderLayerWeights {
   at::Tensor input_layernorm;

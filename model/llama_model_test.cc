@@ -187,6 +187,22 @@ TEST(LlamaModelTest, ShardedCheckpointLoads) {
   fs::remove_all(dir);
 }
 
+TEST(ComputeOptionsTest, DeviceAndDtypeSpellings) {
+  auto automatic = ParseComputeOptions("auto", "");
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ(automatic->device, at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU));
+  EXPECT_EQ(automatic->dtype, at::ScalarType::Undefined);
+  auto cpu = ParseComputeOptions("cpu", "bfloat16");
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_TRUE(cpu->device.is_cpu());
+  EXPECT_EQ(cpu->dtype, at::kBFloat16);
+  EXPECT_EQ(ParseComputeOptions("gpu", "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseComputeOptions("cpu", "int8").status().code(), absl::StatusCode::kInvalidArgument);
+  if (!at::hasCUDA()) {
+    EXPECT_EQ(ParseComputeOptions("cuda:0", "").status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+}
+
 TEST(PerplexityTest, WindowsAreNonOverlappingAndRemainderDropped) {
   auto model = LlamaModel::Load(BundledModel());
   ASSERT_TRUE(model.ok());

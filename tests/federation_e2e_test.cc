@@ -216,6 +216,7 @@ class FederationE2eTest : public ::testing::Test {
                                 "name: ", site, "\nmodel: ", model, "\ntokenizer: ", kTokenizer, "\n",
                                 "calibration: [", Shard(shard_site.empty() ? site : shard_site), "]\n",
                                 "nsamples: ", kNsamples, "\nseqlen: ", kSeqlen, "\nseed: 0\n",
+                                "device: cpu\n",  // the in-process reference runs on the CPU
                                 "retry_initial_seconds: 0.2\nretry_max_seconds: 3\n"));
     return path;
   }

@@ -19,7 +19,7 @@ ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model file (default: found
 ABSL_FLAG(int64_t, seqlen, 256, "Tokens per window");
 ABSL_FLAG(int64_t, batch_size, 8, "Windows per forward pass");
 ABSL_FLAG(int64_t, max_windows, 0, "Evaluate at most this many windows (0 = all)");
-ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, device, "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "Compute dtype: float32, bfloat16 or float16 (default: the model's)");
 
 namespace fedprllm {

@@ -21,7 +21,7 @@ ABSL_FLAG(std::string, pattern, "unstructured", "unstructured, 2:4 or 4:8");
 ABSL_FLAG(std::string, metric, "wanda", "wanda or magnitude");
 ABSL_FLAG(std::string, group, "row", "Comparison group: row (Wanda's default) or layer");
 ABSL_FLAG(std::string, out, "", "Output directory (required)");
-ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, device, "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "Compute dtype (default: the model's)");
 ABSL_FLAG(bool, activations_on_host, false, "Keep calibration activations in host memory");
 

@@ -39,7 +39,7 @@ ABSL_FLAG(int, local_only_max_clients, 0, "Local-only: evaluate at most this man
 ABSL_FLAG(std::string, out, "", "Output directory for table.md, results.csv, findings.md (required)");
 ABSL_FLAG(bool, table, true, "Compute the quality table");
 ABSL_FLAG(bool, sweep, false, "Also run the sparsity sweep (0.1..0.8) and plot sparsity_sweep.png");
-ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, device, "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, dtype, "", "Compute dtype (default: the model's)");
 
 namespace fedprllm {

@@ -1,5 +1,5 @@
-// Small helpers shared by the command-line tools: device/dtype flags, progress lines on
-// stderr, and the exit path that prints a Status.
+// Small helpers shared by the command-line tools: progress lines on stderr and the exit path
+// that prints a Status.
 #pragma once
 
 #include <cstdio>
@@ -13,22 +13,6 @@
 #include "model/torch_wall.h"
 
 namespace fedprllm {
-
-inline absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype) {
-  ComputeOptions options;
-  auto parsed = TorchCall(absl::StrCat("parsing --device ", device), [&] { return at::Device(device); });
-  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("--device ", device, ": expected cpu, cuda or cuda:N"));
-  options.device = *parsed;
-  if (options.device.is_cuda() && !at::hasCUDA()) {
-    return absl::FailedPreconditionError("--device cuda: this build or machine has no CUDA");
-  }
-  if (!dtype.empty()) {
-    auto d = DtypeFromTorchName(dtype);
-    if (!d.ok()) return d.status();
-    options.dtype = *d;
-  }
-  return options;
-}
 
 // A progress callback printing "<what>: done/total" on one rewritten stderr line.
 inline ProgressCallback PrintProgress(std::string what) {
