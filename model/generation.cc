@@ -1,4 +1,4 @@
-// Seeded ancestral sampling from a LlamaModel.
+// Seeded ancestral sampling from a LlamaModel, decoding incrementally with a KV cache.
 #include "model/generation.h"
 
 #include "absl/strings/str_cat.h"
@@ -15,15 +15,26 @@ absl::StatusOr<std::string> GenerateText(const LlamaModel& model, const Tokenize
     return absl::InvalidArgumentError("generation: streams >= 1, 1 <= tokens <= context, temperature > 0");
   }
   uint64_t state = options.seed;
+  const int64_t num_layers = model.config().num_hidden_layers;
+  std::vector<DecoderLayerWeights> layers;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    ASSIGN_OR_RETURN(DecoderLayerWeights weights, model.Layer(l, options.compute));
+    layers.push_back(std::move(weights));
+  }
+  // Incremental decoding: each step feeds only the newest token and reuses every layer's
+  // cached keys and values.
+  std::vector<LayerKvCache> caches(num_layers);
   std::vector<std::vector<int64_t>> ids(options.streams, std::vector<int64_t>{model.config().bos_token_id});
+  std::vector<int64_t> newest(options.streams, model.config().bos_token_id);
   for (int64_t step = 0; step < options.tokens_per_stream; ++step) {
-    std::vector<int64_t> flat;
-    for (const auto& stream : ids) flat.insert(flat.end(), stream.begin(), stream.end());
-    const int64_t length = static_cast<int64_t>(ids[0].size());
-    ASSIGN_OR_RETURN(at::Tensor logits,
-                     model.Forward(at::tensor(flat, at::kLong).reshape({options.streams, length}), options.compute));
+    ASSIGN_OR_RETURN(at::Tensor hidden, model.Embed(at::tensor(newest, at::kLong).reshape({options.streams, 1}),
+                                                    options.compute));
+    for (int64_t l = 0; l < num_layers; ++l) {
+      ASSIGN_OR_RETURN(hidden, model.DecoderLayerStep(layers[l], hidden, &caches[l]));
+    }
+    ASSIGN_OR_RETURN(at::Tensor logits, model.Logits(hidden, options.compute));
     ASSIGN_OR_RETURN(at::Tensor probs, TorchCall("sampling", [&] {
-      return at::softmax(logits.select(1, length - 1).to(at::kDouble) / options.temperature, -1).cpu().contiguous();
+      return at::softmax(logits.select(1, 0).to(at::kDouble) / options.temperature, -1).cpu().contiguous();
     }));
     const int64_t vocab = probs.size(1);
     for (int64_t s = 0; s < options.streams; ++s) {
@@ -34,6 +45,7 @@ absl::StatusOr<std::string> GenerateText(const LlamaModel& model, const Tokenize
         if ((u -= p[v]) < 0) { token = v; break; }
       }
       ids[s].push_back(token);
+      newest[s] = token;
     }
   }
   std::string text;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -226,12 +227,24 @@ at::Tensor LlamaModel::RopeRotate(const at::Tensor& x, const at::Tensor& cos, co
 
 absl::StatusOr<at::Tensor> LlamaModel::DecoderLayerForward(const DecoderLayerWeights& w, const at::Tensor& hidden,
                                                            const LinearInputObserver* observer) const {
+  return DecoderLayer(w, hidden, observer, nullptr);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::DecoderLayerStep(const DecoderLayerWeights& w, const at::Tensor& hidden,
+                                                        LayerKvCache* cache) const {
+  return DecoderLayer(w, hidden, nullptr, cache);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w, const at::Tensor& hidden,
+                                                    const LinearInputObserver* observer, LayerKvCache* cache) const {
   return TorchCall("decoder layer forward", [&] {
     TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == config_.hidden_size, "hidden must be [batch, seq, ",
                 config_.hidden_size, "]");
     const int64_t batch = hidden.size(0), seq = hidden.size(1);
     const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
     const int64_t head_dim = config_.head_dim();
+    const int64_t past = cache == nullptr ? 0 : cache->tokens();
+    TORCH_CHECK(past == 0 || cache->keys.size(0) == batch * kv_heads, "KV cache holds another batch size");
     auto linear = [&](int index, const at::Tensor& input) {
       if (observer != nullptr && *observer) (*observer)(index, input);
       return at::matmul(input, w.linears[index].t());
@@ -244,22 +257,31 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayerForward(const DecoderLayerWei
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(hidden.device());
     const at::Tensor inv_freq =
         1.0 / at::pow(config_.rope_theta, at::arange(0, head_dim, 2, f32) / static_cast<double>(head_dim));
-    const at::Tensor freqs = at::outer(at::arange(seq, f32), inv_freq);
+    const at::Tensor freqs = at::outer(at::arange(past, past + seq, f32), inv_freq);
     const at::Tensor angles = at::cat({freqs, freqs}, -1).view({seq, 1, head_dim});  // [seq, 1, dim]
     const at::Tensor cos = angles.cos().to(hidden.scalar_type()), sin = angles.sin().to(hidden.scalar_type());
     const at::Tensor q = RopeRotate(linear(0, x).view({batch, seq, heads, head_dim}), cos, sin)
                              .view({batch, seq, kv_heads, group, head_dim})
                              .permute({0, 2, 3, 1, 4})
                              .reshape({batch * kv_heads, group * seq, head_dim});
-    const at::Tensor k = RopeRotate(linear(1, x).view({batch, seq, kv_heads, head_dim}), cos, sin)
-                             .transpose(1, 2)
-                             .reshape({batch * kv_heads, seq, head_dim});
-    const at::Tensor v = linear(2, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
+    at::Tensor k = RopeRotate(linear(1, x).view({batch, seq, kv_heads, head_dim}), cos, sin)
+                       .transpose(1, 2)
+                       .reshape({batch * kv_heads, seq, head_dim});
+    at::Tensor v = linear(2, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
         {batch * kv_heads, seq, head_dim});
-    const at::Tensor causal_mask = at::full({seq, seq}, -std::numeric_limits<float>::infinity(),
+    if (cache != nullptr) {
+      if (past > 0) {
+        k = at::cat({cache->keys, k}, 1);
+        v = at::cat({cache->values, v}, 1);
+      }
+      cache->keys = k;
+      cache->values = v;
+    }
+    // Query i (position past + i) sees keys 0 .. past + i.
+    const at::Tensor causal_mask = at::full({seq, past + seq}, -std::numeric_limits<float>::infinity(),
                                             f32.dtype(hidden.scalar_type()))
-                                       .triu_(1)
-                                       .repeat({group, 1});  // [group * seq, seq]
+                                       .triu_(past + 1)
+                                       .repeat({group, 1});  // [group * seq, past + seq]
     const at::Tensor scores = at::baddbmm(causal_mask, q, k.transpose(1, 2), /*beta=*/1.0,
                                           /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
     const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(hidden.scalar_type());

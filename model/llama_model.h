@@ -50,6 +50,13 @@ struct DecoderLayerWeights {
   std::array<at::Tensor, kNumLinears> linears;  // [out, in], ordered as kLinearNames
 };
 
+// Keys and values one decoder layer has seen, for incremental decoding: each
+// [batch * kv_heads, tokens so far, head_dim], undefined before the first step.
+struct LayerKvCache {
+  at::Tensor keys, values;
+  int64_t tokens() const { return keys.defined() ? keys.size(1) : 0; }
+};
+
 // Called with each linear layer's input just before its matmul: `input` is
 // [batch, tokens, in_features]. q, k and v (0, 1, 2) see the same input, as do gate and up.
 using LinearInputObserver = std::function<void(int linear_index, const at::Tensor& input)>;
@@ -83,6 +90,11 @@ class LlamaModel {
   absl::StatusOr<at::Tensor> DecoderLayerForward(const DecoderLayerWeights& weights,
                                                  const at::Tensor& hidden,
                                                  const LinearInputObserver* observer = nullptr) const;
+  // DecoderLayerForward for the next tokens of sequences whose earlier keys and values are in
+  // *cache: positions continue from cache->tokens(), and this step's keys and values are
+  // appended. Stepping token by token gives the logits of one full forward (generation).
+  absl::StatusOr<at::Tensor> DecoderLayerStep(const DecoderLayerWeights& weights, const at::Tensor& hidden,
+                                              LayerKvCache* cache) const;
   // Final RMSNorm and LM head: [batch, seq, hidden] -> float32 logits [batch, seq, vocab].
   absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden, const ComputeOptions& options) const;
   // Full forward: tokens [batch, seq] -> float32 logits [batch, seq, vocab].
@@ -108,6 +120,9 @@ class LlamaModel {
       : config_(std::move(config)), tensors_(std::move(tensors)), source_(std::move(source)) {}
 
   at::Tensor RopeRotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+  // The decoder layer after `cache`'s tokens (none when cache is null), appending to it.
+  absl::StatusOr<at::Tensor> DecoderLayer(const DecoderLayerWeights& weights, const at::Tensor& hidden,
+                                          const LinearInputObserver* observer, LayerKvCache* cache) const;
 
   LlamaConfig config_;
   TensorMap tensors_;

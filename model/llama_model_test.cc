@@ -139,6 +139,36 @@ TEST(LlamaModelTest, DecoderLayersComposeToFullForward) {
   EXPECT_FALSE(model->Layer(5, cpu).ok());
 }
 
+TEST(LlamaModelTest, KvCacheStepsMatchTheFullForward) {
+  auto model = LlamaModel::Load(BundledModel());
+  ASSERT_TRUE(model.ok());
+  const at::Tensor tokens = at::randint(0, 512, {2, 20}, at::kLong);
+  ComputeOptions cpu;
+  auto full = model->Forward(tokens, cpu);
+  ASSERT_TRUE(full.ok());
+  // A 12-token prefix in one step, then one token per step.
+  std::vector<LayerKvCache> caches(5);
+  std::vector<at::Tensor> step_logits;
+  for (int64_t start = 0; start < 20; start += start == 0 ? 12 : 1) {
+    const int64_t len = start == 0 ? 12 : 1;
+    auto h = model->Embed(tokens.narrow(1, start, len), cpu);
+    ASSERT_TRUE(h.ok());
+    at::Tensor hidden = *h;
+    for (int l = 0; l < 5; ++l) {
+      auto next = model->DecoderLayerStep(*model->Layer(l, cpu), hidden, &caches[l]);
+      ASSERT_TRUE(next.ok()) << next.status();
+      hidden = *next;
+    }
+    step_logits.push_back(*model->Logits(hidden, cpu));
+  }
+  EXPECT_EQ(caches[0].tokens(), 20);
+  const at::Tensor incremental = at::cat(step_logits, 1);
+  EXPECT_LT((incremental - *full).abs().max().item<float>(), 1e-4);
+  // The cache belongs to one batch size.
+  auto other = model->Embed(tokens.narrow(0, 0, 1).narrow(1, 0, 1), cpu);
+  EXPECT_FALSE(model->DecoderLayerStep(*model->Layer(0, cpu), *other, &caches[0]).ok());
+}
+
 TEST(LlamaModelTest, HalfPrecisionsStayCloseToFloat32) {
   auto model = LlamaModel::Load(BundledModel());
   ASSERT_TRUE(model.ok());
