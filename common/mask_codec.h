@@ -78,7 +78,7 @@ struct PayloadHeader {
   int64_t encoded_bytes = 0;  // Sum of all chunks' data sizes.
   int64_t raw_bytes = 0;      // Sum of the tensors' raw layouts (ceil(numel / 8) for masks).
 
-  // "tensor 'first name'" (with " and N more"), for error messages.
+  // "tensor 'first name': " or "tensor 'first name' (and N more): ", for error messages.
   std::string Label() const;
 };
 
