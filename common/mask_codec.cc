@@ -272,64 +272,10 @@ absl::StatusOr<MaskAssembler> MaskAssembler::Create(PayloadHeader header,
       return absl::InvalidArgumentError(
           absl::StrCat(header.Label(), "unknown encoding ", static_cast<int32_t>(header.encoding)));
   }
-  MaskAssembler assembler(std::move(header), expect.max_chunk_bytes);
-  assembler.buffer_.reserve(static_cast<size_t>(assembler.header_.encoded_bytes));
-  return assembler;
+  return MaskAssembler(std::move(header), expect.max_chunk_bytes);
 }
 
 namespace {
-
-// Checks 8-13 for the next chunk of a payload with `header`; on success appends its data
-// to *buffer and advances *next_chunk_index and *complete. On failure changes nothing.
-absl::Status AcceptChunk(const PayloadHeader& header, int64_t max_chunk_bytes,
-                         bool closed, const PayloadChunk& chunk, std::string* buffer,
-                         int64_t* next_chunk_index, bool* complete) {
-  const std::string label = absl::StrCat(header.Label(), "chunk ", chunk.chunk_index, ": ");
-  const int64_t received = static_cast<int64_t>(buffer->size());
-  const int64_t size = static_cast<int64_t>(chunk.data.size());
-  // 8. Nothing after the last chunk.
-  if (closed) {
-    return absl::InvalidArgumentError(label + "arrives after the last chunk");
-  }
-  // 9. Order.
-  if (chunk.chunk_index != *next_chunk_index) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "out of order, expected chunk ", *next_chunk_index));
-  }
-  // 10. Offset.
-  if (chunk.offset != received) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "offset is ", chunk.offset, ", expected ", received));
-  }
-  // 11. Size.
-  if (size < 1) return absl::InvalidArgumentError(label + "is empty");
-  if (size > max_chunk_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(label, "is ", size, " bytes, above the limit of ", max_chunk_bytes));
-  }
-  if (size > header.encoded_bytes - received) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        label, "ends at byte ", received + size, ", beyond encoded_bytes ", header.encoded_bytes));
-  }
-  // 12. Checksum.
-  const uint32_t crc = crc32c::Value(chunk.data);
-  if (crc != chunk.crc32c) {
-    return absl::DataLossError(absl::StrFormat("%scrc32c is 0x%08x, computed 0x%08x over %d bytes",
-                                               label, chunk.crc32c, crc, size));
-  }
-  // 13. Last flag.
-  const bool ends = received + size == header.encoded_bytes;
-  if (chunk.last != ends) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        label,
-        chunk.last ? "is marked last but ends at byte " : "is not marked last but ends at byte ",
-        received + size, " of ", header.encoded_bytes));
-  }
-  buffer->append(chunk.data);
-  ++*next_chunk_index;
-  *complete = ends;
-  return absl::OkStatus();
-}
 
 // Check 15: `encoded` is exactly one zstd frame that decompresses to exactly raw_bytes.
 absl::Status ZstdDecodeExact(const std::string& label, const std::string& encoded,
@@ -363,47 +309,95 @@ absl::Status ZstdDecodeExact(const std::string& label, const std::string& encode
   return absl::OkStatus();
 }
 
-// Checks 14 and 15, shared by every assembler: Finish() not called before, the last chunk
-// stored. Marks the assembler finished, releases its buffered bytes and returns the raw
-// layout: the bytes themselves, or their zstd decoding into exactly raw_bytes.
-absl::StatusOr<std::string> TakeRawLayout(const PayloadHeader& header, bool zstd, absl::string_view encoding_name,
-                                          bool complete, int64_t chunks, bool* finished, std::string* buffer) {
-  const std::string label = header.Label();
-  if (*finished) return absl::FailedPreconditionError(label + "Finish() called twice");
-  // 14. Complete.
-  if (!complete) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "truncated: received ", buffer->size(), " of ", header.encoded_bytes,
-                     " bytes in ", chunks, " chunks, the last chunk is missing"));
+}  // namespace
+
+namespace internal {
+
+PayloadReceiver::PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes)
+    : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {
+  buffer_.reserve(static_cast<size_t>(header_.encoded_bytes));
+}
+
+absl::Status PayloadReceiver::AddChunk(const PayloadChunk& chunk) {
+  const std::string label = absl::StrCat(header_.Label(), "chunk ", chunk.chunk_index, ": ");
+  const int64_t received = static_cast<int64_t>(buffer_.size());
+  const int64_t size = static_cast<int64_t>(chunk.data.size());
+  // 8. Nothing after the last chunk.
+  if (complete_ || finished_) {
+    return absl::InvalidArgumentError(label + "arrives after the last chunk");
   }
-  *finished = true;
-  std::string encoded = std::move(*buffer);
-  buffer->clear();
+  // 9. Order.
+  if (chunk.chunk_index != next_chunk_index_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "out of order, expected chunk ", next_chunk_index_));
+  }
+  // 10. Offset.
+  if (chunk.offset != received) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "offset is ", chunk.offset, ", expected ", received));
+  }
+  // 11. Size.
+  if (size < 1) return absl::InvalidArgumentError(label + "is empty");
+  if (size > max_chunk_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(label, "is ", size, " bytes, above the limit of ", max_chunk_bytes_));
+  }
+  if (size > header_.encoded_bytes - received) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, "ends at byte ", received + size, ", beyond encoded_bytes ", header_.encoded_bytes));
+  }
+  // 12. Checksum.
+  const uint32_t crc = crc32c::Value(chunk.data);
+  if (crc != chunk.crc32c) {
+    return absl::DataLossError(absl::StrFormat("%scrc32c is 0x%08x, computed 0x%08x over %d bytes",
+                                               label, chunk.crc32c, crc, size));
+  }
+  // 13. Last flag.
+  const bool ends = received + size == header_.encoded_bytes;
+  if (chunk.last != ends) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label,
+        chunk.last ? "is marked last but ends at byte " : "is not marked last but ends at byte ",
+        received + size, " of ", header_.encoded_bytes));
+  }
+  buffer_.append(chunk.data);
+  ++next_chunk_index_;
+  complete_ = ends;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> PayloadReceiver::TakeRawLayout(bool zstd, absl::string_view encoding_name) {
+  const std::string label = header_.Label();
+  if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
+  // 14. Complete.
+  if (!complete_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
+                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
+  }
+  finished_ = true;
+  std::string encoded = std::move(buffer_);
+  buffer_.clear();
   if (!zstd) return encoded;
   // 15. Decode into exactly raw_bytes.
-  std::string raw(static_cast<size_t>(header.raw_bytes), '\0');
+  std::string raw(static_cast<size_t>(header_.raw_bytes), '\0');
   RETURN_IF_ERROR(ZstdDecodeExact(absl::StrCat(label, encoding_name, ": "), encoded, raw.size(), raw.data()));
   return raw;
 }
 
-}  // namespace
+}  // namespace internal
 
-absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
-  return AcceptChunk(header_, max_chunk_bytes_, complete_ || finished_, chunk, &buffer_,
-                     &next_chunk_index_, &complete_);
-}
+absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) { return receiver_.AddChunk(chunk); }
 
 absl::StatusOr<std::vector<PackedMask>> MaskAssembler::Finish() {
+  const PayloadHeader& header = receiver_.header();
   ASSIGN_OR_RETURN(const std::string raw,
-                   TakeRawLayout(header_, header_.encoding == PayloadEncoding::kZstdBits, "ZSTD_BITS", complete_,
-                                 next_chunk_index_, &finished_, &buffer_));
+                   receiver_.TakeRawLayout(header.encoding == PayloadEncoding::kZstdBits, "ZSTD_BITS"));
   std::vector<PackedMask> masks;
   size_t offset = 0;
-  for (const PayloadTensor& t : header_.tensors) {
+  for (const PayloadTensor& t : header.tensors) {
     const std::string tensor_label = Label(t.name);
-    int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;  // checked by Create
-    const size_t bytes = static_cast<size_t>((numel + 7) / 8);
+    const size_t bytes = static_cast<size_t>((NumElements(t.shape) + 7) / 8);  // shape checked by Create
     // 16. Size and padding (PackedMask::FromBytes checks both).
     auto mask = PackedMask::FromBytes(
         t.shape, std::vector<uint8_t>(raw.begin() + offset, raw.begin() + offset + bytes));
@@ -416,7 +410,7 @@ absl::StatusOr<std::vector<PackedMask>> MaskAssembler::Finish() {
           tensor_label, "mask has ", ones, " pruned weights, declared_count is ", t.declared_count));
     }
     // 18. N:M.
-    RETURN_IF_ERROR(CheckMaskPattern(t.name, *mask, header_.pattern));
+    RETURN_IF_ERROR(CheckMaskPattern(t.name, *mask, header.pattern));
     masks.push_back(*std::move(mask));
   }
   return masks;
@@ -519,21 +513,15 @@ absl::StatusOr<Float32Assembler> Float32Assembler::Create(PayloadHeader header,
       return absl::InvalidArgumentError(absl::StrCat(
           Label(name), "encoding ", static_cast<int32_t>(header.encoding), " is not a float32 encoding"));
   }
-  Float32Assembler assembler(std::move(header), expect.max_chunk_bytes);
-  assembler.buffer_.reserve(static_cast<size_t>(assembler.header_.encoded_bytes));
-  return assembler;
+  return Float32Assembler(std::move(header), expect.max_chunk_bytes);
 }
 
-absl::Status Float32Assembler::AddChunk(const PayloadChunk& chunk) {
-  return AcceptChunk(header_, max_chunk_bytes_, complete_ || finished_, chunk, &buffer_,
-                     &next_chunk_index_, &complete_);
-}
+absl::Status Float32Assembler::AddChunk(const PayloadChunk& chunk) { return receiver_.AddChunk(chunk); }
 
 absl::StatusOr<std::vector<float>> Float32Assembler::Finish() {
-  const std::string label = header_.Label();
+  const std::string label = receiver_.header().Label();
   ASSIGN_OR_RETURN(const std::string raw,
-                   TakeRawLayout(header_, header_.encoding == PayloadEncoding::kZstdF32, "ZSTD_F32", complete_,
-                                 next_chunk_index_, &finished_, &buffer_));
+                   receiver_.TakeRawLayout(receiver_.header().encoding == PayloadEncoding::kZstdF32, "ZSTD_F32"));
   const size_t raw_bytes = raw.size();
   std::vector<float> values(raw_bytes / 4);
   for (size_t i = 0; i < values.size(); ++i) {

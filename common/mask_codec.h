@@ -137,6 +137,32 @@ struct MaskExpectations {
   int64_t max_chunk_bytes = static_cast<int64_t>(kDefaultMaxChunkBytes);
 };
 
+namespace internal {
+// What every assembler shares: the validated header and the encoded bytes of the chunks
+// accepted so far. A rejected chunk changes nothing.
+class PayloadReceiver {
+ public:
+  PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes);
+  // Checks 8-13, then stores the chunk.
+  absl::Status AddChunk(const PayloadChunk& chunk);
+  bool complete() const { return complete_; }
+  int64_t bytes_received() const { return static_cast<int64_t>(buffer_.size()); }
+  const PayloadHeader& header() const { return header_; }
+  // Checks 14 and 15: not taken before, the last chunk stored. Releases the buffered bytes
+  // and returns the raw layout: the bytes themselves, or (zstd) their decoding into exactly
+  // header().raw_bytes, with `encoding_name` in error messages.
+  absl::StatusOr<std::string> TakeRawLayout(bool zstd, absl::string_view encoding_name);
+
+ private:
+  PayloadHeader header_;
+  int64_t max_chunk_bytes_;
+  std::string buffer_;  // Encoded bytes received so far; at most header_.encoded_bytes.
+  int64_t next_chunk_index_ = 0;
+  bool complete_ = false;
+  bool finished_ = false;
+};
+}  // namespace internal
+
 // Reassembles one mask payload from its header and chunks. Not thread-safe; one per
 // payload. A failed Create() or AddChunk() changes nothing (a rejected chunk is
 // not stored); the caller reports the error and drops the whole upload.
@@ -152,39 +178,32 @@ class MaskAssembler {
   absl::Status AddChunk(const PayloadChunk& chunk);
 
   // True once the last chunk has been stored.
-  bool complete() const { return complete_; }
-  int64_t bytes_received() const { return static_cast<int64_t>(buffer_.size()); }
-  const PayloadHeader& header() const { return header_; }
+  bool complete() const { return receiver_.complete(); }
+  int64_t bytes_received() const { return receiver_.bytes_received(); }
+  const PayloadHeader& header() const { return receiver_.header(); }
 
   // Decodes and validates the whole payload (checks 14-18) and returns one mask per header
-  // tensor, in header order. Once the
-  // last chunk is stored it may be called once: it releases the buffered bytes, whatever
-  // the result. Errors: INVALID_ARGUMENT (truncated, bad
-  // zstd, size, padding, count or N:M), FAILED_PRECONDITION when called twice.
+  // tensor, in header order. Once the last chunk is stored it may be called once: it
+  // releases the buffered bytes, whatever the result. Errors: INVALID_ARGUMENT (truncated,
+  // bad zstd, size, padding, count or N:M), FAILED_PRECONDITION when called twice.
   absl::StatusOr<std::vector<PackedMask>> Finish();
 
  private:
-  MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes)
-      : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {}
+  MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes) : receiver_(std::move(header), max_chunk_bytes) {}
 
-  PayloadHeader header_;
-  int64_t max_chunk_bytes_;
-  std::string buffer_;  // Encoded bytes received so far; at most header_.encoded_bytes.
-  int64_t next_chunk_index_ = 0;
-  bool complete_ = false;
-  bool finished_ = false;
+  internal::PayloadReceiver receiver_;
 };
 
 // Convenience: runs a MaskAssembler over a whole in-memory payload.
 absl::StatusOr<std::vector<PackedMask>> DecodeMasks(const EncodedPayload& payload,
-                                      const MaskExpectations& expect);
+                                                    const MaskExpectations& expect);
 
 // ---- float32 payloads (WEIGHT_SCALE; docs/mask_wire_format.md §7 table) ------------------------
 
 // Encodes `values` (row-major over `shape`, every value finite) as a one-tensor float32
-// payload of `kind`: declared_count = value count, raw_bytes = 4 * count, zstd (level 3) only
-// where it is strictly smaller. Fails (INVALID_ARGUMENT) on a bad name or shape, a count that differs
-// from the shape's numel, a non-finite value, or max_chunk_bytes == 0.
+// payload of `kind`: declared_count = value count, raw_bytes = 4 * count, zstd (level 3)
+// only where it is strictly smaller. Fails (INVALID_ARGUMENT) on a bad name or shape, a count
+// that differs from the shape's numel, a non-finite value, or max_chunk_bytes == 0.
 absl::StatusOr<EncodedPayload> EncodeFloat32(std::string tensor_name, std::vector<int64_t> shape,
                                              absl::Span<const float> values,
                                              PayloadKind kind = PayloadKind::kWeightScale,
@@ -200,29 +219,23 @@ struct Float32Expectations {
 
 // Reassembles one float32 payload; same contract as MaskAssembler (a failed call changes
 // nothing). Checks: kind, exactly one tensor, its name, shape == expected, pattern
-// unstructured, raw_bytes == 4 * numel, declared_count == numel, encoding RAW_F32 (encoded == raw) or ZSTD_F32
-// (0 < encoded < raw); chunks as checks 8-13; on Finish exact decompression into raw_bytes
-// and every value finite.
+// unstructured, raw_bytes == 4 * numel, declared_count == numel, encoding RAW_F32
+// (encoded == raw) or ZSTD_F32 (0 < encoded < raw); chunks as checks 8-13; on Finish exact
+// decompression into raw_bytes and every value finite.
 class Float32Assembler {
  public:
   static absl::StatusOr<Float32Assembler> Create(PayloadHeader header,
                                                  const Float32Expectations& expect);
   absl::Status AddChunk(const PayloadChunk& chunk);
-  bool complete() const { return complete_; }
-  const PayloadHeader& header() const { return header_; }
+  bool complete() const { return receiver_.complete(); }
+  const PayloadHeader& header() const { return receiver_.header(); }
   // Row-major values, header().tensors[0].declared_count of them.
   absl::StatusOr<std::vector<float>> Finish();
 
  private:
-  Float32Assembler(PayloadHeader header, int64_t max_chunk_bytes)
-      : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {}
+  Float32Assembler(PayloadHeader header, int64_t max_chunk_bytes) : receiver_(std::move(header), max_chunk_bytes) {}
 
-  PayloadHeader header_;
-  int64_t max_chunk_bytes_;
-  std::string buffer_;
-  int64_t next_chunk_index_ = 0;
-  bool complete_ = false;
-  bool finished_ = false;
+  internal::PayloadReceiver receiver_;
 };
 
 // Convenience: runs a Float32Assembler over a whole in-memory payload.

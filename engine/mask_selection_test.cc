@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/test_groups.h"
 #include "gtest/gtest.h"
 
 namespace fedprllm {
@@ -28,27 +29,7 @@ std::vector<uint8_t> BruteForce(const std::vector<double>& s, int64_t rows, int6
     });
     for (int64_t i = 0; i < k; ++i) out[idx[i]] = 1;
   };
-  std::vector<std::vector<int64_t>> groups;
-  if (p.structured()) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c0 = 0; c0 < cols; c0 += p.m) {
-        groups.emplace_back();
-        for (int64_t c = c0; c < c0 + p.m; ++c) groups.back().push_back(r * cols + c);
-      }
-  } else if (group == ComparisonGroup::kLayer) {
-    groups.emplace_back(rows * cols);
-    std::iota(groups.back().begin(), groups.back().end(), 0);
-  } else if (group == ComparisonGroup::kRow) {
-    for (int64_t r = 0; r < rows; ++r) {
-      groups.emplace_back();
-      for (int64_t c = 0; c < cols; ++c) groups.back().push_back(r * cols + c);
-    }
-  } else {
-    for (int64_t c = 0; c < cols; ++c) {
-      groups.emplace_back();
-      for (int64_t r = 0; r < rows; ++r) groups.back().push_back(r * cols + c);
-    }
-  }
+  std::vector<std::vector<int64_t>> groups = testing::FlatIndexGroups(rows, cols, group, p);
   for (auto& g : groups) {
     const int64_t k = p.structured() ? p.n : NumToPrune(g.size(), p.sparsity);
     pick(g, k);

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/test_groups.h"
 #include "gtest/gtest.h"
 
 namespace fedprllm {
@@ -45,28 +46,8 @@ PackedMask BruteChoose(const std::vector<int>& votes, const std::vector<float>& 
     return o.tie_break == TieBreak::kRandom ? double(RandomPriority(o.seed, name, i))
                                             : std::fabs(double(w[i]));
   };
-  std::vector<std::vector<int64_t>> groups;
   const SparsityPattern& p = o.pattern;
-  if (p.structured()) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c0 = 0; c0 < cols; c0 += p.m) {
-        groups.emplace_back();
-        for (int64_t c = c0; c < c0 + p.m; ++c) groups.back().push_back(r * cols + c);
-      }
-  } else if (o.group == ComparisonGroup::kLayer) {
-    groups.emplace_back();
-    for (int64_t i = 0; i < rows * cols; ++i) groups.back().push_back(i);
-  } else if (o.group == ComparisonGroup::kRow) {
-    for (int64_t r = 0; r < rows; ++r) {
-      groups.emplace_back();
-      for (int64_t c = 0; c < cols; ++c) groups.back().push_back(r * cols + c);
-    }
-  } else {
-    for (int64_t c = 0; c < cols; ++c) {
-      groups.emplace_back();
-      for (int64_t r = 0; r < rows; ++r) groups.back().push_back(r * cols + c);
-    }
-  }
+  std::vector<std::vector<int64_t>> groups = testing::FlatIndexGroups(rows, cols, o.group, p);
   for (auto& g : groups) {
     std::sort(g.begin(), g.end(), [&](int64_t a, int64_t b) {
       return std::make_tuple(-votes[a], tie(a), a) < std::make_tuple(-votes[b], tie(b), b);
