@@ -33,6 +33,7 @@ std::map<std::string, YamlSetter> Setters(ClientConfig* c) {
       {"retry_initial_seconds", StoreIn(&c->retry_initial_seconds)},
       {"retry_max_seconds", StoreIn(&c->retry_max_seconds)},
       {"rpc_timeout_seconds", StoreIn(&c->rpc_timeout_seconds)},
+      {"heartbeat_seconds", StoreIn(&c->heartbeat_seconds)},
   };
 }
 
@@ -65,7 +66,8 @@ absl::Status ClientConfig::Validate() {
     return ConfigKeyError("dtype", absl::StrCat("\"", dtype, "\": expected float32, bfloat16 or float16"));
   }
   RETURN_IF_ERROR(CheckConfigRange("retry_initial_seconds", retry_initial_seconds, 0.01, 60.0));
-  RETURN_IF_ERROR(CheckConfigRange("retry_max_seconds", retry_max_seconds, 1.0, 86400.0));
+  RETURN_IF_ERROR(CheckConfigRange("retry_max_seconds", retry_max_seconds, 1.0, 604800.0));
+  RETURN_IF_ERROR(CheckConfigRange("heartbeat_seconds", heartbeat_seconds, 0.1, 3600.0));
   RETURN_IF_ERROR(CheckConfigRange("rpc_timeout_seconds", rpc_timeout_seconds, 1.0, 86400.0));
   return absl::OkStatus();
 }

@@ -56,9 +56,12 @@ struct ClientConfig {
   // First retry delay after a transient failure, seconds; doubles up to 60, +-20% jitter.
   // Default 1. Bounds 0.01..60.
   double retry_initial_seconds = 1.0;
-  // Give up after this long of consecutive transient failures, seconds. Default 600.
-  // Bounds 1..86400.
-  double retry_max_seconds = 600;
+  // Give up after this long of consecutive transient failures (server down, network
+  // broken), seconds. Default 3600. Bounds 1..604800.
+  double retry_max_seconds = 3600;
+  // Interval of the heartbeats that tell the server this site is alive and what it is
+  // doing, seconds. Default 10. Bounds 0.1..3600.
+  double heartbeat_seconds = 10;
   // Deadline of one upload or fetch RPC, seconds. Default 600. Bounds 1..86400.
   double rpc_timeout_seconds = 600;
 

@@ -1,7 +1,9 @@
 // fedprllm-client: one site of a federated pruning job.
 //   fedprllm-client --config client.yaml
-// Exits 0 when the server reports the job done; non-zero with the reason otherwise.
+// Exits 0 when the server reports the job done, or on SIGTERM/SIGINT; non-zero with the
+// reason otherwise.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -11,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "client/client_config.h"
 #include "client/federation_client.h"
+#include "common/shutdown_signal.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 
@@ -33,6 +36,15 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
+  // Before any thread starts. The site holds no durable state: what it committed is on the
+  // server, and a restarted client joins again and catches up.
+  fedprllm::InstallShutdownHandler([](const char* signal_name) {
+    spdlog::info("{} received: leaving the job; the server keeps this site's committed uploads, and a restarted "
+                 "client joins again and catches up",
+                 signal_name);
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  });
   absl::SetProgramUsageMessage("fedprllm-client --config client.yaml");
   absl::ParseCommandLine(argc, argv);
   fedprllm::UseAllCores();

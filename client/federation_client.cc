@@ -11,8 +11,12 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/crash_point.h"
 #include "common/status_macros.h"
 #include "engine/calibration_data.h"
 #include "engine/site_session.h"
@@ -140,6 +144,27 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kRoundGonePayload[] = "fedprllm/round-gone";
+
+// A FAILED_PRECONDITION from the server that means "this round no longer takes this upload".
+absl::Status MarkRoundGone(absl::Status status) {
+  status.SetPayload(kRoundGonePayload, absl::Cord("1"));
+  return status;
+}
+bool IsRoundGone(const absl::Status& status) { return status.GetPayload(kRoundGonePayload).has_value(); }
+
+std::string RandomHex(int bytes) {
+  std::random_device device;
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < bytes; ++i) {
+    const unsigned v = device() & 0xFF;
+    out.push_back(kHex[v >> 4]);
+    out.push_back(kHex[v & 15]);
+  }
+  return out;
+}
+
 // One site's conversation with the server.
 class FederationClient {
  public:
@@ -165,10 +190,14 @@ class FederationClient {
     return absl::OkStatus();
   }
 
+  ~FederationClient() { StopHeartbeats(); }
+
   absl::Status Run() {
     RETURN_IF_ERROR(Join());
+    StartHeartbeats();
     int last_completed = -1;
     while (true) {
+      SetActivity(v1::SITE_ACTIVITY_WAITING, -1);
       ASSIGN_OR_RETURN(v1::RoundAssignment a, WaitForRound(last_completed));
       switch (a.state()) {
         case v1::ROUND_STATE_NOT_READY:
@@ -179,10 +208,19 @@ class FederationClient {
           return absl::OkStatus();
         case v1::ROUND_STATE_JOB_FAILED:
           return absl::AbortedError(absl::StrCat("the server reports the job failed: ", a.message()));
-        case v1::ROUND_STATE_OPEN:
-          RETURN_IF_ERROR(DoRound(a));
+        case v1::ROUND_STATE_OPEN: {
+          const absl::Status round = DoRound(a);
+          if (IsRoundGone(round)) {
+            // Closed or past its deadline before this site's upload was committed: the
+            // other sites' votes decide it. Wait for the next round (protocol §4).
+            spdlog::warn("round {}: not counted for this site ({}); waiting for the next round", a.round(),
+                         std::string(round.message()));
+          } else {
+            RETURN_IF_ERROR(round);
+          }
           last_completed = a.round();
           break;
+        }
         default:
           return absl::InternalError(absl::StrCat("unknown round state ", a.state()));
       }
@@ -211,15 +249,20 @@ class FederationClient {
     double delay = config_.retry_initial_seconds;
     std::mt19937_64 rng(std::random_device{}());
     while (true) {
+      const std::string token = what == "Join" ? "" : Token();
       absl::StatusOr<T> result = call();
       if (result.ok()) return result;
       absl::Status s = result.status();
       if (s.code() == absl::StatusCode::kUnauthenticated && what != "Join") {
         spdlog::warn("{}: session not recognized ({}); joining again", what, std::string(s.message()));
-        RETURN_IF_ERROR(Join());
+        RETURN_IF_ERROR(Rejoin(token));
         continue;
       }
-      if (!IsTransient(s)) return s;
+      // A session of this identity that is still live (an earlier process of this site not
+      // yet declared lost, or a second process): the server admits this one once the other
+      // has been silent for its site timeout.
+      const bool retried = IsTransient(s) || (what == "Join" && s.code() == absl::StatusCode::kAlreadyExists);
+      if (!retried) return s;
       const double waited = std::chrono::duration<double>(Clock::now() - first).count();
       if (waited + delay > config_.retry_max_seconds) {
         return absl::Status(s.code(), absl::StrCat(what, " kept failing for ", static_cast<int>(waited),
@@ -234,11 +277,26 @@ class FederationClient {
     }
   }
 
+  // The current session token.
+  std::string Token() {
+    absl::MutexLock lock(&session_mu_);
+    return token_;
+  }
+
+  // Joins again after `failed_token` was refused (server restarted, or this site was declared
+  // lost), unless another thread already did.
+  absl::Status Rejoin(const std::string& failed_token) {
+    absl::MutexLock lock(&rejoin_mu_);
+    if (Token() != failed_token) return absl::OkStatus();
+    return Join();
+  }
+
   absl::Status Join() {
     v1::JoinRequest request;
     request.set_client_name(config_.name);
-    request.set_model_fingerprint(model_.Fingerprint());
+    request.set_model_fingerprint(fingerprint_);
     request.set_protocol_version(kProtocolVersion);
+    request.set_instance_id(instance_id_);
     ASSIGN_OR_RETURN(v1::JoinResponse response,
                      Retrying<v1::JoinResponse>("Join", [&]() -> absl::StatusOr<v1::JoinResponse> {
                        v1::JoinResponse r;
@@ -246,7 +304,18 @@ class FederationClient {
                        RETURN_IF_ERROR(FromGrpcStatus(stub_->Join(context.get(), request, &r)));
                        return r;
                      }));
-    token_ = response.session_token();
+    {
+      absl::MutexLock lock(&session_mu_);
+      token_ = response.session_token();
+    }
+    if (!job_id_.empty()) {
+      if (response.job_id() != job_id_) {
+        return absl::FailedPreconditionError(absl::StrCat("the server now runs job ", response.job_id(),
+                                                          ", not job ", job_id_, " that this site was working on"));
+      }
+      spdlog::info("joined job {} again", job_id_);
+      return absl::OkStatus();
+    }
     job_id_ = response.job_id();
     job_ = response.job();
     if (job_.num_layers() != model_.config().num_hidden_layers) {
@@ -266,7 +335,7 @@ class FederationClient {
   absl::StatusOr<v1::RoundAssignment> WaitForRound(int last_completed) {
     return Retrying<v1::RoundAssignment>("WaitForRound", [&]() -> absl::StatusOr<v1::RoundAssignment> {
       v1::WaitRequest request;
-      request.set_session_token(token_);
+      request.set_session_token(Token());
       request.set_last_completed_round(last_completed);
       v1::RoundAssignment a;
       auto context = Context(330);  // longer than any poll window (at most 300 s)
@@ -285,8 +354,11 @@ class FederationClient {
       if (static_cast<int64_t>(layers.size()) != n) {
         return absl::FailedPreconditionError(absl::StrCat("one-shot round lists ", layers.size(), " layers, model has ", n));
       }
-      ASSIGN_OR_RETURN(LocalPruneResult local, PruneLocally(model_, samples_, local_, [](int64_t done, int64_t total) {
+      SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), 0, 0, n);
+      ASSIGN_OR_RETURN(LocalPruneResult local,
+                       PruneLocally(model_, samples_, local_, [&](int64_t done, int64_t total) {
                          spdlog::info("calibrated layer {}/{}", done, total);
+                         SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), done, done, total);
                        }));
       for (LayerMasks& layer : local.masks) {
         for (auto& entry : layer) masks.push_back(std::move(entry));
@@ -296,6 +368,7 @@ class FederationClient {
       ASSIGN_OR_RETURN(SiteSession & site, Session());
       // Apply every earlier round's federated decision first, so this layer's inputs pass
       // through the same pruned layers on every site.
+      if (site.next_layer() < layers[0]) SetActivity(v1::SITE_ACTIVITY_FETCHING, a.round());
       while (site.next_layer() < layers[0]) {
         const int j = static_cast<int>(site.next_layer());
         ASSIGN_OR_RETURN(RoundDecision decision, Fetch(j));
@@ -314,6 +387,7 @@ class FederationClient {
         return absl::FailedPreconditionError(absl::StrCat("round asks for layer ", layers[0],
                                                           " but this site is at layer ", site.next_layer()));
       }
+      SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), layers[0], 0, 1);
       ASSIGN_OR_RETURN(LayerMasks layer_masks, site.ComputeMasks());
       spdlog::info("calibrated layer {}/{}", layers[0] + 1, job_.num_layers());
       for (auto& entry : layer_masks) masks.push_back(std::move(entry));
@@ -347,7 +421,7 @@ class FederationClient {
       messages.push_back(std::move(chunk));
     }
     // Only the first message carries the session token and round (proto: UploadChunk).
-    messages.front().set_session_token(token_);
+    SetActivity(v1::SITE_ACTIVITY_UPLOADING, round);
     for (const v1::UploadChunk& m : messages) wire += GrpcMessageBytes(m);
     spdlog::info("round {}: masks computed in {:.2f} s; uploading {} tensors, {} weights, {} wire bytes "
                  "({:.4f} bits/weight)",
@@ -358,12 +432,17 @@ class FederationClient {
                        v1::UploadAck ack;
                        std::unique_ptr<grpc::ClientWriter<v1::UploadChunk>> writer =
                            stub_->UploadPayloads(context.get(), &ack);
-                       messages.front().set_session_token(token_);  // may have changed by a re-join
-                       for (const v1::UploadChunk& m : messages) {
-                         if (!writer->Write(m)) break;  // the server ended the call; Finish has why
+                       messages.front().set_session_token(Token());  // may have changed by a re-join
+                       for (size_t i = 0; i < messages.size(); ++i) {
+                         if (i == messages.size() / 2) CrashPoint("client-upload-half");
+                         if (!writer->Write(messages[i])) break;  // the server ended the call; Finish has why
                        }
                        writer->WritesDone();
-                       RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
+                       absl::Status finished = FromGrpcStatus(writer->Finish());
+                       // Refused as not open / closed / past the deadline: the round has gone
+                       // on without this upload.
+                       if (absl::IsFailedPrecondition(finished)) return MarkRoundGone(finished);
+                       RETURN_IF_ERROR(finished);
                        return ack;
                      }));
     total_wire_bytes_ += wire;
@@ -377,7 +456,7 @@ class FederationClient {
   absl::StatusOr<RoundDecision> Fetch(int round) {
     return Retrying<RoundDecision>("FetchDecisions", [&]() -> absl::StatusOr<RoundDecision> {
       v1::FetchRequest request;
-      request.set_session_token(token_);
+      request.set_session_token(Token());
       request.set_round(round);
       auto context = Context(config_.rpc_timeout_seconds);
       std::unique_ptr<grpc::ClientReader<v1::DecisionChunk>> reader = stub_->FetchDecisions(context.get(), request);
@@ -398,8 +477,66 @@ class FederationClient {
   const LlamaModel& model_;
   const at::Tensor samples_;
   LocalPruneOptions local_;
+  // Heartbeats (docs/round_protocol.md §8): a thread that reports the activity below every
+  // heartbeat_seconds, and joins again if the server no longer knows this session.
+  void SetActivity(v1::SiteActivity activity, int round, int layer = -1, int done = 0, int total = 0) {
+    absl::MutexLock lock(&session_mu_);
+    heartbeat_.set_activity(activity);
+    heartbeat_.set_round(round);
+    heartbeat_.set_layer(layer);
+    heartbeat_.set_layers_done(done);
+    heartbeat_.set_layers_total(total);
+  }
+
+  void StartHeartbeats() {
+    heartbeat_thread_ = std::thread([this] {
+      const auto interval = absl::Milliseconds(static_cast<int64_t>(config_.heartbeat_seconds * 1000));
+      absl::MutexLock lock(&stop_mu_);
+      while (!stop_mu_.AwaitWithTimeout(absl::Condition(&stop_heartbeats_), interval)) {
+        stop_mu_.Unlock();
+        SendHeartbeat();
+        stop_mu_.Lock();
+      }
+    });
+  }
+
+  void StopHeartbeats() {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_heartbeats_ = true;
+    }
+    if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  }
+
+  void SendHeartbeat() {
+    v1::HeartbeatRequest request;
+    {
+      absl::MutexLock lock(&session_mu_);
+      request = heartbeat_;
+      request.set_session_token(token_);
+    }
+    if (request.activity() == v1::SITE_ACTIVITY_WAITING) return;  // the held long poll shows it
+    v1::HeartbeatResponse response;
+    auto context = Context(std::max(1.0, std::min(10.0, config_.heartbeat_seconds)));
+    const absl::Status s = FromGrpcStatus(stub_->Heartbeat(context.get(), request, &response));
+    if (absl::IsUnauthenticated(s)) {
+      spdlog::warn("heartbeat: session not recognized ({}); joining again", std::string(s.message()));
+      if (absl::Status joined = Rejoin(request.session_token()); !joined.ok()) {
+        spdlog::warn("heartbeat: joining again failed: {}", std::string(joined.message()));
+      }
+    }
+  }
+
   std::unique_ptr<v1::FedPrLLM::Stub> stub_;
-  std::string token_;
+  const std::string fingerprint_ = model_.Fingerprint();
+  const std::string instance_id_ = RandomHex(8);
+  absl::Mutex rejoin_mu_;  // serializes Rejoin; taken before session_mu_
+  absl::Mutex session_mu_;
+  std::string token_ ABSL_GUARDED_BY(session_mu_);
+  v1::HeartbeatRequest heartbeat_ ABSL_GUARDED_BY(session_mu_);
+  absl::Mutex stop_mu_;
+  bool stop_heartbeats_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread heartbeat_thread_;
   std::string job_id_;
   v1::JobSpec job_;
   std::optional<SiteSession> site_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/crash_point.h"
 #include "common/status_macros.h"
 #include "model/torch_wall.h"
 #include "proto/payload_convert.h"
@@ -32,11 +33,6 @@ std::string NewToken() {
     token.push_back(kHex[b & 15]);
   }
   return token;
-}
-
-const char* PhaseName(int phase) {
-  static const char* kNames[] = {"OPEN", "AGGREGATING", "CLOSED"};
-  return kNames[phase];
 }
 
 v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, Strategy strategy,
@@ -106,6 +102,19 @@ absl::Status EncodeDecision(int round, const RoundDecision& decision, const JobT
   return absl::OkStatus();
 }
 
+// Creates `dir` if needed and proves it writable by creating and removing a file in it.
+absl::Status CheckWritableDirectory(const std::string& dir, const char* key) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("config key '", key, "': cannot create ", dir, ": ", ec.message()));
+  const std::string probe = (std::filesystem::path(dir) / ".fedprllm-write-check").string();
+  if (absl::Status s = AtomicWriteFile(probe, "ok\n"); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("config key '", key, "': ", dir, " is not writable: ", s.message()));
+  }
+  std::filesystem::remove(probe, ec);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t SystemClockMs() {
@@ -114,7 +123,8 @@ int64_t SystemClockMs() {
 }
 
 absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfig config, LlamaModel model,
-                                                                     std::string tokenizer_path, ClockMs clock) {
+                                                                     std::string tokenizer_path, ClockMs clock,
+                                                                     StateWriteHook write_hook) {
   ASSIGN_OR_RETURN(const Strategy strategy, config.ParsedStrategy());
   ASSIGN_OR_RETURN(const AggregationOptions aggregation, config.Aggregation());
   RETURN_IF_ERROR(aggregation.pattern.Validate());
@@ -131,10 +141,22 @@ absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfi
   std::string fingerprint = model.Fingerprint();
   const std::string job_id =
       "job-" + Sha256Hex(fingerprint + "\n" + ConfigDigestJson(config).dump()).substr(0, 16);
-  ASSIGN_OR_RETURN(StateStore store, StateStore::Create(config.state_dir, job_id));
-  return std::unique_ptr<FederationJob>(new FederationJob(std::move(config), std::move(model), std::move(tokenizer_path),
-                                                          std::move(clock), std::move(store), std::move(fingerprint),
-                                                          job_id, strategy, aggregation));
+  RETURN_IF_ERROR(CheckWritableDirectory(config.state_dir, "state_dir"));
+  RETURN_IF_ERROR(CheckWritableDirectory(config.output_dir, "output_dir"));
+  ASSIGN_OR_RETURN(StateStore store, StateStore::Open(config.state_dir, job_id, std::move(write_hook)));
+  std::unique_ptr<FederationJob> job(new FederationJob(std::move(config), std::move(model), std::move(tokenizer_path),
+                                                       std::move(clock), std::move(store), std::move(fingerprint),
+                                                       job_id, strategy, aggregation));
+  if (job->store_.has_state()) {
+    ASSIGN_OR_RETURN(RecoveredJob saved, ReadJobState(job->store_, job->Manifest()));
+    if (saved.state == "FAILED") {
+      return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " FAILED earlier: ", saved.failure,
+                                                        "; its report is in output_dir. To run it again, move ",
+                                                        job->store_.dir(), " away"));
+    }
+    RETURN_IF_ERROR(job->Resume(saved));
+  }
+  return job;
 }
 
 FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string tokenizer_path, ClockMs clock,
@@ -153,7 +175,9 @@ FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string 
       job_spec_(BuildJobSpec(config_, model, strategy, aggregation)),
       tensor_table_(job_spec_),
       created_ms_(clock_()),
-      pruner_(std::move(model), aggregation) {}
+      pruner_(std::move(model), aggregation),
+      sites_(config_.allowed_clients, int64_t{1000} * config_.site_timeout_seconds),
+      join_phase_started_ms_(created_ms_) {}
 
 FederationJob::~FederationJob() { Stop(); }
 
@@ -166,16 +190,20 @@ std::vector<int32_t> FederationJob::LayersOfRound(int round) const {
   return all;
 }
 
+nlohmann::json FederationJob::Manifest() const {
+  return {{"job_id", job_id_},
+          {"protocol_version", kProtocolVersion},
+          {"model", config_.model},
+          {"model_fingerprint", fingerprint_},
+          {"config", ConfigDigestJson(config_)},
+          {"num_rounds", NumRounds()},
+          {"created_unix_ms", created_ms_}};
+}
+
 void FederationJob::Start() {
-  nlohmann::json manifest = {{"job_id", job_id_},
-                             {"protocol_version", kProtocolVersion},
-                             {"model", config_.model},
-                             {"model_fingerprint", fingerprint_},
-                             {"config", ConfigDigestJson(config_)},
-                             {"num_rounds", NumRounds()},
-                             {"created_unix_ms", created_ms_}};
-  absl::Status s = store_.WriteJson("manifest.json", manifest);
-  {
+  absl::Status s;
+  if (!resumed_) {
+    s = store_.WriteJson("manifest.json", Manifest());
     absl::MutexLock lock(&mu_);
     if (s.ok()) s = PersistJobLocked();
   }
@@ -183,11 +211,19 @@ void FederationJob::Start() {
     Fail(absl::StrCat("cannot write the job state: ", s.message()));
     return;
   }
+  if (resumed_) {
+    const std::string ParticipantList = [this] {
+      absl::MutexLock lock(&mu_);
+      return absl::StrJoin(sites_.Participants(), ", ");
+    }();
+    spdlog::info("job {}: resuming from {} at {}; sites that had joined ({}) may reconnect", job_id_, store_.dir(),
+                 ResumePoint(), ParticipantList);
+  }
   spdlog::info("job {}: {} over {} decoder layers, sparsity {} {}, group {}, weight_scaling {}; waiting for {} of "
-               "{} allowed clients (min {}), state in {}",
+               "{} allowed clients (min {}), site timeout {} s, state in {}",
                job_id_, config_.strategy, num_layers_, config_.sparsity, config_.pattern, config_.group,
                config_.weight_scaling, config_.expected_clients, config_.allowed_clients.size(), config_.min_clients,
-               store_.dir());
+               config_.site_timeout_seconds, store_.dir());
   worker_ = std::thread([this] { WorkerLoop(); });
 }
 
@@ -203,7 +239,8 @@ void FederationJob::Stop() {
   }
   Deliver(std::move(replies));
   if (worker_.joinable()) worker_.join();
-  // Commits still queued are answered so their reactors can finish.
+  // Commits still queued are answered so their reactors can finish; nothing of them was
+  // persisted, so their clients upload again after a restart.
   std::deque<CommitTask> left;
   {
     absl::MutexLock lock(&mu_);
@@ -212,28 +249,63 @@ void FederationJob::Stop() {
   for (CommitTask& t : left) t.done(absl::UnavailableError("server is shutting down"));
 }
 
+bool FederationJob::finished() const {
+  absl::MutexLock lock(&mu_);
+  return state_ == JobState::kDone || state_ == JobState::kFailed;
+}
+
+std::string FederationJob::ResumePoint() const {
+  absl::MutexLock lock(&mu_);
+  switch (state_) {
+    case JobState::kWaitingForClients:
+      return "the join phase";
+    case JobState::kWritingModel:
+      return "the model write";
+    case JobState::kDone:
+      return "its end (DONE)";
+    case JobState::kFailed:
+      return "nothing (FAILED)";
+    case JobState::kRunning:
+      break;
+  }
+  const Round& r = rounds_.back();
+  return absl::StrCat("round ", r.index, " of ", NumRounds(), " (", RoundPhaseName(r.phase), ", ",
+                      r.committed.size(), " of ", config_.expected_clients, " sites committed)");
+}
+
+nlohmann::json FederationJob::SitesStatus() const {
+  absl::MutexLock lock(&mu_);
+  return sites_.StatusJson(clock_());
+}
+
 absl::Status FederationJob::WaitUntilFinished() {
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](JobState* s) { return *s == JobState::kDone || *s == JobState::kFailed; }, &state_));
+  auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return state_ == JobState::kDone || state_ == JobState::kFailed || !shutdown_requested_.empty();
+  };
+  mu_.Await(absl::Condition(&ended));
   if (state_ == JobState::kDone) return absl::OkStatus();
-  return absl::AbortedError(failure_);
+  if (state_ == JobState::kFailed) return absl::AbortedError(failure_);
+  return absl::CancelledError(absl::StrCat(shutdown_requested_, " received"));
+}
+
+void FederationJob::RequestShutdown(const std::string& why) {
+  absl::MutexLock lock(&mu_);
+  shutdown_requested_ = why;
 }
 
 std::vector<std::string> FederationJob::WaitForClientsToLearnOutcome(int64_t timeout_ms) {
   absl::MutexLock lock(&mu_);
-  auto all_told = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (const std::string& c : joined_) {
-      if (told_outcome_.count(c) == 0) return false;
+  auto untold = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<std::string> out;
+    for (const std::string& c : sites_.LiveParticipants()) {
+      if (told_outcome_.count(c) == 0) out.push_back(c);
     }
-    return true;
+    return out;
   };
+  auto all_told = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return untold().empty(); };
   mu_.AwaitWithTimeout(absl::Condition(&all_told), absl::Milliseconds(timeout_ms));
-  std::vector<std::string> untold;
-  for (const std::string& c : joined_) {
-    if (told_outcome_.count(c) == 0) untold.push_back(c);
-  }
-  return untold;
+  return untold();
 }
 
 void FederationJob::RecordPhase(const std::string& name, double seconds) {
@@ -258,39 +330,33 @@ absl::StatusOr<v1::JoinResponse> FederationJob::Join(const std::string& identity
   }
   v1::JoinResponse response;
   size_t joined = 0;
+  bool returning = false;
   {
     absl::MutexLock lock(&mu_);
-    if (state_ == JobState::kDone) return absl::FailedPreconditionError(absl::StrCat("job ", job_id_, " is already done"));
-    if (state_ == JobState::kFailed) {
-      return absl::FailedPreconditionError(absl::StrCat("job ", job_id_, " has failed: ", failure_));
-    }
-    if (auto old = client_to_token_.find(identity); old != client_to_token_.end()) token_to_client_.erase(old->second);
+    if (stopping_) return absl::UnavailableError("server is shutting down");
+    returning = sites_.site(identity).participant;
     const std::string token = NewToken();
-    token_to_client_[token] = identity;
-    client_to_token_[identity] = token;
-    joined_.insert(identity);
-    joined = joined_.size();
+    RETURN_IF_ERROR(sites_.StartSession(identity, request.instance_id(), token, clock_()));
+    joined = sites_.LiveParticipants().size();
     response.set_session_token(token);
+    // A new participant is recorded before it is answered, so a restart still counts it.
+    if (!returning) {
+      if (absl::Status s = PersistJobLocked(); !s.ok()) {
+        spdlog::error("cannot record that {} joined: {}", identity, std::string(s.message()));
+      }
+    }
   }
   response.set_job_id(job_id_);
   *response.mutable_job() = job_spec_;
   response.set_protocol_version(kProtocolVersion);
-  spdlog::info("client {} joined ({} of {} expected; name \"{}\")", identity, joined, config_.expected_clients,
-               request.client_name());
+  spdlog::info("client {} joined{} ({} of {} expected live; name \"{}\")", identity, returning ? " again" : "", joined,
+               config_.expected_clients, request.client_name());
+  CrashPoint("joined");
   return response;
 }
 
-absl::StatusOr<std::string> FederationJob::ClientOfTokenLocked(const std::string& token,
-                                                               const std::string& peer) const {
-  auto it = token_to_client_.find(token);
-  if (it == token_to_client_.end()) {
-    return absl::UnauthenticatedError("unknown or replaced session token; join again");
-  }
-  if (!peer.empty() && it->second != peer) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("session token belongs to another client than certificate ", peer));
-  }
-  return it->second;
+absl::StatusOr<std::string> FederationJob::ClientOfTokenLocked(const std::string& token, const std::string& peer) {
+  return sites_.Authenticate(token, peer, clock_());
 }
 
 std::optional<v1::RoundAssignment> FederationJob::AnswerLocked(const std::string& client, int last_completed_round) {
@@ -313,7 +379,7 @@ std::optional<v1::RoundAssignment> FederationJob::AnswerLocked(const std::string
   return std::nullopt;
 }
 
-void FederationJob::WaitForRound(const v1::WaitRequest& request, const std::string& peer, AssignmentCallback done) {
+uint64_t FederationJob::WaitForRound(const v1::WaitRequest& request, const std::string& peer, AssignmentCallback done) {
   absl::StatusOr<v1::RoundAssignment> result;
   {
     absl::MutexLock lock(&mu_);
@@ -323,14 +389,45 @@ void FederationJob::WaitForRound(const v1::WaitRequest& request, const std::stri
     } else if (stopping_) {
       result = absl::UnavailableError("server is shutting down");
     } else if (auto answer = AnswerLocked(*client, request.last_completed_round())) {
+      sites_.SetActivity(*client, v1::SITE_ACTIVITY_WAITING, -1);
       result = *std::move(answer);
     } else {
-      waiters_.push_back(Waiter{*client, request.last_completed_round(),
+      const uint64_t id = next_waiter_id_++;
+      sites_.PollStarted(*client, clock_());
+      waiters_.push_back(Waiter{id, *client, request.last_completed_round(),
                                 clock_() + int64_t{1000} * config_.poll_window_seconds, std::move(done)});
-      return;
+      return id;
     }
   }
   done(std::move(result));
+  return 0;
+}
+
+void FederationJob::CancelWait(uint64_t id) {
+  AssignmentCallback done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+      if (it->id != id) continue;
+      sites_.PollEnded(it->client, clock_());
+      sites_.StreamCancelled(it->client, clock_());
+      done = std::move(it->done);
+      waiters_.erase(it);
+      break;
+    }
+  }
+  if (done) done(absl::CancelledError("the client went away"));
+}
+
+absl::StatusOr<v1::HeartbeatResponse> FederationJob::Heartbeat(const v1::HeartbeatRequest& request,
+                                                               const std::string& peer) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(request.session_token(), peer));
+  sites_.Report(client, request, clock_());
+  v1::HeartbeatResponse response;
+  response.set_open_round(-1);
+  if (!rounds_.empty() && rounds_.back().phase == RoundPhase::kOpen) response.set_open_round(rounds_.back().index);
+  return response;
 }
 
 absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token, const std::string& peer, int round) {
@@ -352,8 +449,8 @@ absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token
     return ticket;
   }
   if (r.phase != RoundPhase::kOpen) {
-    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is ", PhaseName(static_cast<int>(r.phase)),
-                                                      ", no longer accepting uploads"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, " is ", RoundPhaseName(r.phase), ", no longer accepting uploads"));
   }
   if (clock_() > r.deadline_ms) {
     return absl::FailedPreconditionError(absl::StrCat("round ", round, " is past its deadline"));
@@ -361,6 +458,8 @@ absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token
   if (!r.in_flight.insert(client).second) {
     return absl::AbortedError(absl::StrCat("another upload from ", client, " for round ", round, " is in flight"));
   }
+  sites_.SetActivity(client, v1::SITE_ACTIVITY_UPLOADING, round);
+  CrashPoint("upload-begun");
   return ticket;
 }
 
@@ -386,19 +485,21 @@ void FederationJob::CommitUpload(UploadTicket ticket, std::map<std::string, Pack
 absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> FederationJob::Decisions(
     const std::string& token, const std::string& peer, int round) {
   absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(ClientOfTokenLocked(token, peer).status());
+  ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(token, peer));
   if (round < 0 || round >= NumRounds()) {
     return absl::NotFoundError(absl::StrCat("round ", round, " does not exist; the job has ", NumRounds(), " rounds"));
   }
   if (round >= static_cast<int>(rounds_.size()) || rounds_[round].phase != RoundPhase::kClosed) {
     return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not decided yet"));
   }
+  sites_.SetActivity(client, v1::SITE_ACTIVITY_FETCHING, round + 1);
   return rounds_[round].decision;
 }
 
 // ---- the worker ----------------------------------------------------------------------------
 
 void FederationJob::WorkerLoop() {
+  RunResumeAction();
   while (true) {
     std::deque<CommitTask> tasks;
     {
@@ -415,6 +516,32 @@ void FederationJob::WorkerLoop() {
     for (CommitTask& task : tasks) ProcessCommit(std::move(task));
     Tick();
   }
+}
+
+void FederationJob::RunResumeAction() {
+  absl::Status s;
+  int last = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!rounds_.empty()) last = rounds_.back().index;
+  }
+  switch (resume_action_) {
+    case ResumeAction::kNone:
+      return;
+    case ResumeAction::kCloseRound:
+      spdlog::info("round {} was aggregating when the server stopped; aggregating it again", last);
+      s = CloseRound(last);
+      break;
+    case ResumeAction::kOpenNextRound:
+      s = OpenRound(last + 1);
+      break;
+    case ResumeAction::kWriteModel:
+      spdlog::info("every round is decided; writing the pruned model");
+      s = WriteModel();
+      break;
+  }
+  resume_action_ = ResumeAction::kNone;
+  if (!s.ok()) Fail(std::string(s.message()));
 }
 
 void FederationJob::ProcessCommit(CommitTask task) {
@@ -459,6 +586,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
                            {"bits_per_weight", 8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights)},
                            {"masks_sha256", Sha256Hex(bytes)}};
   if (s.ok()) {
+    CrashPoint("commit-point");
     absl::MutexLock lock(&mu_);
     Round copy = rounds_[t.round];
     copy.commits.push_back(record);
@@ -470,6 +598,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
     task.done(absl::InternalError(absl::StrCat("could not persist the upload: ", s.message())));
     return;
   }
+  CrashPoint("committed");
   if (absl::Status added = pruner_.AddClient(t.client, task.masks); !added.ok()) {
     task.done(absl::InternalError(absl::StrCat("committed upload could not be counted: ", added.message())));
     Fail(absl::StrCat("internal error counting the votes of ", t.client, ": ", added.message()));
@@ -482,7 +611,8 @@ void FederationJob::ProcessCommit(CommitTask task) {
     Round& r = rounds_[t.round];
     r.committed.insert(t.client);
     r.commits.push_back(record);
-    close = static_cast<int>(r.committed.size()) >= config_.expected_clients;
+    sites_.SetActivity(t.client, v1::SITE_ACTIVITY_WAITING, t.round);
+    close = RoundCanCloseLocked(r);
     ack.set_round(t.round);
     ack.set_committed(true);
     ack.set_tensors_received(task.stats.tensors);
@@ -500,6 +630,52 @@ void FederationJob::ProcessCommit(CommitTask task) {
   }
 }
 
+bool FederationJob::RoundCanCloseLocked(const Round& r) const {
+  if (r.phase != RoundPhase::kOpen) return false;
+  const int committed = static_cast<int>(r.committed.size());
+  if (committed >= config_.expected_clients) return true;
+  if (committed < config_.min_clients) return false;
+  // Every live participant has committed: waiting longer cannot add a vote.
+  for (const std::string& site : sites_.LiveParticipants()) {
+    if (r.committed.count(site) == 0) return false;
+  }
+  return true;
+}
+
+std::string FederationJob::MissingSitesLocked(const Round* round) const {
+  std::vector<std::string> missing;
+  for (const std::string& name : config_.allowed_clients) {
+    const SiteRegistry::Site& site = sites_.site(name);
+    if (round != nullptr && (!site.participant || round->committed.count(name) != 0)) continue;
+    if (round == nullptr && site.participant && !site.lost) continue;
+    missing.push_back(absl::StrCat(name, " (",
+                                   !site.participant ? "never joined"
+                                   : site.lost       ? "lost"
+                                                     : SiteRegistry::DescribeActivity(site),
+                                   ")"));
+  }
+  return missing.empty() ? "none" : absl::StrJoin(missing, ", ");
+}
+
+void FederationJob::LogWaitingLocked(int64_t now_ms) {
+  if (now_ms - last_waiting_log_ms_ < 30'000) return;
+  last_waiting_log_ms_ = now_ms;
+  if (state_ == JobState::kWaitingForClients) {
+    spdlog::info("waiting for sites to join: {} (joined: {})", MissingSitesLocked(nullptr),
+                 absl::StrJoin(sites_.LiveParticipants(), ", "));
+  } else if (state_ == JobState::kRunning && rounds_.back().phase == RoundPhase::kOpen) {
+    const Round& r = rounds_.back();
+    spdlog::info("round {}: waiting for {} (committed: {}; deadline in {} s)", r.index, MissingSitesLocked(&r),
+                 r.committed.empty() ? "none" : absl::StrJoin(r.committed, ", "), (r.deadline_ms - now_ms) / 1000);
+  }
+}
+
+void FederationJob::CheckLiveness(int64_t now_ms) {
+  for (const auto& [site, why] : sites_.DeclareLost(now_ms)) {
+    spdlog::warn("site {} lost: {}; its session ended (it may join again)", site, why);
+  }
+}
+
 void FederationJob::Tick() {
   const int64_t now = clock_();
   enum class Action { kNone, kOpenFirst, kClose, kFail } action = Action::kNone;
@@ -509,48 +685,58 @@ void FederationJob::Tick() {
   {
     absl::MutexLock lock(&mu_);
     replies = CollectRepliesLocked(now);
+    CheckLiveness(now);
+    LogWaitingLocked(now);
     if (state_ == JobState::kWaitingForClients) {
-      const int joined = static_cast<int>(joined_.size());
-      if (joined >= config_.expected_clients ||
-          (joined >= config_.min_clients && now - created_ms_ >= int64_t{1000} * config_.join_timeout_seconds)) {
+      const int live = static_cast<int>(sites_.LiveParticipants().size());
+      const bool timed_out = now - join_phase_started_ms_ >= int64_t{1000} * config_.join_timeout_seconds;
+      if (live >= config_.expected_clients || (timed_out && live >= config_.min_clients)) {
         action = Action::kOpenFirst;
+        phases_["waiting_for_clients_seconds"] = (now - join_phase_started_ms_) / 1000.0;
+        spdlog::info("{} of {} expected clients joined; starting", live, config_.expected_clients);
+      } else if (timed_out) {
+        action = Action::kFail;
+        reason = absl::StrCat("join phase: only ", live, " of min_clients ", config_.min_clients,
+                              " sites joined within join_timeout_seconds (", config_.join_timeout_seconds,
+                              "); missing: ", MissingSitesLocked(nullptr));
       }
     } else if (state_ == JobState::kRunning && !rounds_.empty()) {
       Round& r = rounds_.back();
-      if (r.phase == RoundPhase::kOpen && now > r.deadline_ms) {
+      if (r.phase == RoundPhase::kOpen && RoundCanCloseLocked(r)) {
+        round = r.index;
+        action = Action::kClose;
+        if (static_cast<int>(r.committed.size()) < config_.expected_clients) {
+          spdlog::info("round {}: every live site has committed ({} of {} expected, min {}); closing; missing: {}",
+                       r.index, r.committed.size(), config_.expected_clients, config_.min_clients,
+                       MissingSitesLocked(&r));
+        }
+      } else if (r.phase == RoundPhase::kOpen && now > r.deadline_ms) {
         round = r.index;
         if (static_cast<int>(r.committed.size()) >= config_.min_clients) {
           action = Action::kClose;
-          spdlog::info("round {}: deadline reached with {} of {} clients committed (min {}); closing", r.index,
-                       r.committed.size(), config_.expected_clients, config_.min_clients);
+          spdlog::info("round {}: deadline reached with {} of {} clients committed (min {}); closing; missing: {}",
+                       r.index, r.committed.size(), config_.expected_clients, config_.min_clients,
+                       MissingSitesLocked(&r));
         } else if (r.extensions < config_.max_round_extensions) {
           ++r.extensions;
           r.deadline_ms += int64_t{1000} * config_.round_deadline_seconds;
-          spdlog::warn("round {}: deadline reached with {} of min {} clients committed; extension {} of {}", r.index,
-                       r.committed.size(), config_.min_clients, r.extensions, config_.max_round_extensions);
+          spdlog::warn("round {}: deadline reached with {} of min {} clients committed; extension {} of {}; "
+                       "missing: {}",
+                       r.index, r.committed.size(), config_.min_clients, r.extensions, config_.max_round_extensions,
+                       MissingSitesLocked(&r));
+          (void)store_.WriteJson(StateStore::RoundFile(r.index), RoundJsonLocked(r));
           (void)PersistJobLocked();
         } else {
           action = Action::kFail;
           reason = absl::StrCat("round ", r.index, ": only ", r.committed.size(), " of min_clients ",
-                                config_.min_clients, " committed after ", r.extensions, " deadline extensions");
+                                config_.min_clients, " committed after ", r.extensions,
+                                " deadline extensions; missing: ", MissingSitesLocked(&r));
         }
       }
     }
   }
   Deliver(std::move(replies));
   absl::Status s;
-  switch (action) {
-    case Action::kNone:
-      return;
-    case Action::kOpenFirst: {
-      absl::MutexLock lock(&mu_);
-      phases_["waiting_for_clients_seconds"] = (now - created_ms_) / 1000.0;
-      spdlog::info("{} of {} expected clients joined; starting", joined_.size(), config_.expected_clients);
-      break;
-    }
-    default:
-      break;
-  }
   if (action == Action::kOpenFirst) s = OpenRound(0);
   if (action == Action::kClose) s = CloseRound(round);
   if (action == Action::kFail) {
@@ -563,10 +749,13 @@ void FederationJob::Tick() {
 std::vector<FederationJob::Reply> FederationJob::CollectRepliesLocked(int64_t now_ms) {
   std::vector<Reply> replies;
   std::vector<Waiter> keep;
+  const int64_t now = clock_();
   for (Waiter& w : waiters_) {
     if (auto answer = AnswerLocked(w.client, w.last_completed_round)) {
+      sites_.PollEnded(w.client, now);
       replies.emplace_back(std::move(w.done), *std::move(answer));
     } else if (now_ms >= w.expires_ms) {
+      sites_.PollEnded(w.client, now);
       v1::RoundAssignment a;
       a.set_state(v1::ROUND_STATE_NOT_READY);
       replies.emplace_back(std::move(w.done), a);
@@ -578,22 +767,28 @@ std::vector<FederationJob::Reply> FederationJob::CollectRepliesLocked(int64_t no
   return replies;
 }
 
-absl::Status FederationJob::OpenRound(int index) {
-  const std::vector<int32_t> layers = LayersOfRound(index);
-  RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(layers.begin(), layers.end())));
-  auto tensors = std::make_shared<std::map<std::string, std::vector<int64_t>>>();
-  int64_t weights = 0;
-  for (auto& [name, shape] : pruner_.ExpectedTensors()) {
-    weights += NumElements(shape);
-    tensors->emplace(name, shape);
-  }
+FederationJob::Round FederationJob::NewRound(int index) const {
   Round r;
   r.index = index;
-  r.layers = layers;
+  r.layers = LayersOfRound(index);
+  auto tensors = std::make_shared<std::map<std::string, std::vector<int64_t>>>();
+  for (const v1::TensorSpec& t : job_spec_.tensors()) {
+    if (std::find(r.layers.begin(), r.layers.end(), t.layer()) == r.layers.end()) continue;
+    std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+    r.weights += NumElements(shape);
+    tensors->emplace(t.name(), std::move(shape));
+  }
+  r.tensors = std::move(tensors);
   r.opened_ms = clock_();
   r.deadline_ms = r.opened_ms + int64_t{1000} * config_.round_deadline_seconds;
-  r.tensors = std::move(tensors);
-  r.weights = weights;
+  return r;
+}
+
+absl::Status FederationJob::OpenRound(int index) {
+  Round r = NewRound(index);
+  RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(r.layers.begin(), r.layers.end())));
+  const size_t num_tensors = r.tensors->size();
+  const int64_t weights = r.weights;
   nlohmann::json round_json;
   {
     absl::MutexLock lock(&mu_);
@@ -606,57 +801,71 @@ absl::Status FederationJob::OpenRound(int index) {
     if (first_round_opened_ms_ == 0) first_round_opened_ms_ = r.opened_ms;
     rounds_.push_back(std::move(r));
     state_ = JobState::kRunning;
+    last_waiting_log_ms_ = clock_();
     RETURN_IF_ERROR(PersistJobLocked());
     replies = CollectRepliesLocked(0);
   }
   spdlog::info("round {} opened: layers [{}], {} tensors, {} weights per client, deadline in {} s", index,
-               absl::StrJoin(layers, ","), rounds_.back().tensors->size(), weights, config_.round_deadline_seconds);
+               absl::StrJoin(LayersOfRound(index), ","), num_tensors, weights, config_.round_deadline_seconds);
   Deliver(std::move(replies));
+  CrashPoint("round-opened");
   return absl::OkStatus();
+}
+
+absl::StatusOr<FederationJob::Decided> FederationJob::Decide(int index) {
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(RoundDecision decision, pruner_.CloseRound());
+  Decided out;
+  out.seconds = SecondsSince(start);
+  auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
+  RETURN_IF_ERROR(EncodeDecision(index, decision, tensor_table_, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
+                                 static_cast<size_t>(config_.max_chunk_bytes), stream.get(), &out.masks, &out.scales));
+  out.stream = std::move(stream);
+  for (const TensorDecision& d : decision) {
+    const int64_t layer = std::stoll(d.name.substr(std::string("model.layers.").size()));
+    out.per_layer[layer].first += d.mask.CountOnes();
+    out.per_layer[layer].second += d.mask.numel();
+  }
+  return out;
 }
 
 absl::Status FederationJob::CloseRound(int index) {
   std::vector<std::string> clients;
+  nlohmann::json round_json;
   {
     absl::MutexLock lock(&mu_);
     rounds_[index].phase = RoundPhase::kAggregating;
     clients.assign(rounds_[index].committed.begin(), rounds_[index].committed.end());
+    round_json = RoundJsonLocked(rounds_[index]);
   }
+  // Persisted before aggregating: the set of counted votes is frozen, so a restart
+  // aggregates exactly these uploads again and accepts no others.
+  RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
   spdlog::info("round {} closed for uploads: {} clients [{}]; aggregating", index, clients.size(),
                absl::StrJoin(clients, ", "));
-  const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(RoundDecision decision, pruner_.CloseRound());
-  const double aggregation_seconds = SecondsSince(start);
-  auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
-  std::map<std::string, PackedMask> masks;
-  std::map<std::string, FloatTensor> scales;
-  RETURN_IF_ERROR(EncodeDecision(index, decision, tensor_table_, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
-                                 static_cast<size_t>(config_.max_chunk_bytes), stream.get(), &masks, &scales));
-  RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionMaskFile(index), EncodeMaskSet(masks)));
-  if (!scales.empty()) RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(scales)));
-  // One line per aggregated layer.
-  std::map<int64_t, std::pair<int64_t, int64_t>> per_layer;  // layer -> (pruned, numel)
-  for (const TensorDecision& d : decision) {
-    const int64_t layer = std::stoll(d.name.substr(std::string("model.layers.").size()));
-    per_layer[layer].first += d.mask.CountOnes();
-    per_layer[layer].second += d.mask.numel();
+  CrashPoint("aggregating");
+  ASSIGN_OR_RETURN(Decided decided, Decide(index));
+  RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionMaskFile(index), EncodeMaskSet(decided.masks)));
+  if (!decided.scales.empty()) {
+    RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(decided.scales)));
   }
-  for (const auto& [layer, counts] : per_layer) {
+  CrashPoint("decision-written");
+  for (const auto& [layer, counts] : decided.per_layer) {
     spdlog::info("round {}: layer {} aggregated from {} clients: {} of {} weights pruned ({:.4f})", index, layer,
                  clients.size(), counts.first, counts.second, static_cast<double>(counts.first) / counts.second);
   }
-  nlohmann::json round_json;
   {
     absl::MutexLock lock(&mu_);
     Round& r = rounds_[index];
     r.phase = RoundPhase::kClosed;
     r.closed_ms = clock_();
-    r.aggregation_seconds = aggregation_seconds;
-    r.decision = stream;
+    r.aggregation_seconds = decided.seconds;
+    r.decision = decided.stream;
     round_json = RoundJsonLocked(r);
   }
   RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
-  spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, aggregation_seconds, stream->size());
+  spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, decided.seconds, decided.stream->size());
+  CrashPoint("round-closed");
   if (index + 1 < NumRounds()) return OpenRound(index + 1);
   return WriteModel();
 }
@@ -668,21 +877,29 @@ absl::Status FederationJob::WriteModel() {
     RETURN_IF_ERROR(PersistJobLocked());
   }
   const auto start = std::chrono::steady_clock::now();
-  const std::string model_dir = (std::filesystem::path(config_.output_dir) / "model").string();
-  RETURN_IF_ERROR(pruner_.model().SaveHf(model_dir, tokenizer_path_));
+  // Written beside its final place, then renamed: output_dir/model is always either absent
+  // or a complete checkpoint.
+  const std::filesystem::path model_dir = std::filesystem::path(config_.output_dir) / "model";
+  const std::filesystem::path partial = std::filesystem::path(config_.output_dir) / "model.partial";
+  RETURN_IF_ERROR(store_.BeforeWrite("output/model"));
+  std::error_code ec;
+  std::filesystem::remove_all(partial, ec);
+  RETURN_IF_ERROR(pruner_.model().SaveHf(partial.string(), tokenizer_path_));
+  CrashPoint("model-partial");
+  std::filesystem::remove_all(model_dir, ec);
+  std::filesystem::rename(partial, model_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", partial.string(), " to ", model_dir.string(), ": ", ec.message()));
   const double write_seconds = SecondsSince(start);
-  spdlog::info("pruned model written to {} ({}, {:.2f} s)", model_dir, TorchDtypeName(pruner_.model().config().dtype),
-               write_seconds);
-  nlohmann::json report;
-  std::vector<Reply> replies;
+  spdlog::info("pruned model written to {} ({}, {:.2f} s)", model_dir.string(),
+               TorchDtypeName(pruner_.model().config().dtype), write_seconds);
+  CrashPoint("model-written");
   {
     absl::MutexLock lock(&mu_);
     phases_["writing_model_seconds"] = write_seconds;
-    report = BuildReport();
   }
-  const std::string report_path = (std::filesystem::path(config_.output_dir) / "report.json").string();
-  RETURN_IF_ERROR(AtomicWriteFile(report_path, report.dump(2) + "\n"));
-  spdlog::info("report written to {}", report_path);
+  RETURN_IF_ERROR(WriteReport("DONE"));
+  CrashPoint("report-written");
+  std::vector<Reply> replies;
   {
     absl::MutexLock lock(&mu_);
     state_ = JobState::kDone;
@@ -691,6 +908,20 @@ absl::Status FederationJob::WriteModel() {
   }
   spdlog::info("job {} done", job_id_);
   Deliver(std::move(replies));
+  return absl::OkStatus();
+}
+
+absl::Status FederationJob::WriteReport(const std::string& state) {
+  nlohmann::json report;
+  {
+    absl::MutexLock lock(&mu_);
+    report = BuildReport();
+    report["state"] = state;
+  }
+  const std::string report_path = (std::filesystem::path(config_.output_dir) / "report.json").string();
+  RETURN_IF_ERROR(store_.BeforeWrite("output/report.json"));
+  RETURN_IF_ERROR(AtomicWriteFile(report_path, report.dump(2) + "\n"));
+  spdlog::info("report written to {}", report_path);
   return absl::OkStatus();
 }
 
@@ -705,16 +936,21 @@ void FederationJob::Fail(const std::string& reason) {
     replies = CollectRepliesLocked(0);
   }
   spdlog::error("job {} FAILED: {}", job_id_, reason);
+  if (absl::Status s = WriteReport("FAILED"); !s.ok()) {
+    spdlog::error("cannot write the report of the failed job: {}", std::string(s.message()));
+  }
   Deliver(std::move(replies));
 }
 
 nlohmann::json FederationJob::RoundJsonLocked(const Round& r) const {
   return {{"round", r.index},
           {"layers", r.layers},
-          {"state", PhaseName(static_cast<int>(r.phase))},
+          {"state", RoundPhaseName(r.phase)},
           {"opened_unix_ms", r.opened_ms},
           {"deadline_unix_ms", r.deadline_ms},
           {"extensions", r.extensions},
+          {"closed_unix_ms", r.closed_ms},
+          {"aggregation_seconds", r.aggregation_seconds},
           {"commits", r.commits}};
 }
 
@@ -724,9 +960,11 @@ absl::Status FederationJob::PersistJobLocked() {
                         {"current_round", rounds_.empty() ? -1 : rounds_.back().index},
                         {"deadline_unix_ms", rounds_.empty() ? 0 : rounds_.back().deadline_ms},
                         {"extensions", rounds_.empty() ? 0 : rounds_.back().extensions},
+                        {"participants", sites_.Participants()},
+                        {"phases", phases_},
                         {"failure", failure_}};
-  // Small and rare (state changes only), so written under the lock; the commit path writes
-  // its large files without it.
+  // Small and rare (state changes and first joins only), so written under the lock; the
+  // commit path writes its large files without it.
   return store_.WriteJson("job.json", job);
 }
 
@@ -741,17 +979,19 @@ nlohmann::json FederationJob::BuildReport() {
       per_client[c["client"]].first += c["wire_bytes"].get<int64_t>();
       per_client[c["client"]].second += c["weights"].get<int64_t>();
     }
+    const double seconds = r.closed_ms > 0 ? (r.closed_ms - r.opened_ms) / 1000.0 : 0.0;
     rounds.push_back({{"round", r.index},
                       {"layers", r.layers},
+                      {"state", RoundPhaseName(r.phase)},
                       {"clients", std::vector<std::string>(r.committed.begin(), r.committed.end())},
                       {"weights_per_client", r.weights},
                       {"opened_unix_ms", r.opened_ms},
                       {"closed_unix_ms", r.closed_ms},
-                      {"round_seconds", (r.closed_ms - r.opened_ms) / 1000.0},
+                      {"round_seconds", seconds},
                       {"aggregation_seconds", r.aggregation_seconds},
                       {"deadline_extensions", r.extensions},
                       {"uploads", uploads}});
-    rounds_seconds += (r.closed_ms - r.opened_ms) / 1000.0;
+    rounds_seconds += seconds;
     aggregation_seconds += r.aggregation_seconds;
   }
   nlohmann::json bytes = nlohmann::json::object();
@@ -764,17 +1004,26 @@ nlohmann::json FederationJob::BuildReport() {
   phases["rounds_seconds"] = rounds_seconds;
   phases["aggregation_seconds"] = aggregation_seconds;
   const nlohmann::json& pruner = pruner_.report();  // worker thread only: safe here
-  return {{"job_id", job_id_},
-          {"model", config_.model},
-          {"model_fingerprint", fingerprint_},
-          {"output_model", (std::filesystem::path(config_.output_dir) / "model").string()},
-          {"config", ConfigDigestJson(config_)},
-          {"joined_clients", std::vector<std::string>(joined_.begin(), joined_.end())},
-          {"rounds", rounds},
-          {"bytes_per_client", bytes},
-          {"phases_seconds", phases},
-          {"matrices", pruner.contains("tensors") ? pruner["tensors"] : nlohmann::json::object()},
-          {"aggregation_rounds", pruner.contains("rounds") ? pruner["rounds"] : nlohmann::json::array()}};
+  nlohmann::json report = {
+      {"job_id", job_id_},
+      {"model", config_.model},
+      {"model_fingerprint", fingerprint_},
+      {"output_model", (std::filesystem::path(config_.output_dir) / "model").string()},
+      {"config", ConfigDigestJson(config_)},
+      {"joined_clients", sites_.Participants()},
+      {"sites", sites_.StatusJson(clock_())},
+      {"rounds", rounds},
+      {"bytes_per_client", bytes},
+      {"phases_seconds", phases},
+      {"matrices", pruner.contains("tensors") ? pruner["tensors"] : nlohmann::json::object()},
+      {"aggregation_rounds", pruner.contains("rounds") ? pruner["rounds"] : nlohmann::json::array()}};
+  if (state_ == JobState::kFailed) {
+    report["failure"] = failure_;
+    report["missing_sites"] =
+        rounds_.empty() || rounds_.back().phase != RoundPhase::kOpen ? MissingSitesLocked(nullptr)
+                                                                      : MissingSitesLocked(&rounds_.back());
+  }
+  return report;
 }
 
 }  // namespace fedprllm

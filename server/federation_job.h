@@ -1,9 +1,11 @@
-// FederationJob: the server's round state machine (docs/round_protocol.md §3-§6). It owns
-// the GlobalPruner (votes and the global model), the session tokens, the rounds and their
-// deadlines, and the state directory. The gRPC service (server/fedprllm_service.h) calls the
-// thread-safe entry points below; they never block on I/O and call their callbacks without
-// holding a lock. All vote counting, aggregation and disk writes happen on one worker thread
-// ("the committer"), so commits of a round are serialized and no lock is held across I/O.
+// FederationJob: the server's round state machine (docs/round_protocol.md §3-§8). It owns
+// the GlobalPruner (votes and the global model), the sites (server/site_registry.h), the
+// rounds and their deadlines, and the state directory. Create() resumes a job whose state
+// directory already holds it (server/job_recovery.cc). The gRPC service
+// (server/fedprllm_service.h) calls the thread-safe entry points below; they never block on
+// I/O and call their callbacks without holding a lock. All vote counting, aggregation and
+// large disk writes happen on one worker thread ("the committer"), so commits of a round are
+// serialized and no lock is held across them.
 //
 //   ASSIGN_OR_RETURN(auto job, FederationJob::Create(config, std::move(model), tokenizer));
 //   job->Start();
@@ -31,7 +33,9 @@
 #include "engine/federation.h"
 #include "proto/fedprllm.pb.h"
 #include "proto/payload_convert.h"
+#include "server/job_recovery.h"
 #include "server/server_config.h"
+#include "server/site_registry.h"
 #include "server/state_store.h"
 
 namespace fedprllm {
@@ -67,21 +71,36 @@ struct UploadStats {
 class FederationJob {
  public:
   // Validates nothing further than `config` (already Validate()d); computes the model
-  // fingerprint and the job id, and creates the state directory.
+  // fingerprint and the job id, checks that the state and output directories are writable,
+  // and opens the state directory. When it already holds this job, the job is resumed from
+  // it (replayed commits, re-derived decisions; docs/round_protocol.md §6); a job that
+  // FAILED earlier is refused with its reason. `write_hook` runs before every state write
+  // (tests crash the job through it).
   static absl::StatusOr<std::unique_ptr<FederationJob>> Create(ServerConfig config, LlamaModel model,
                                                                std::string tokenizer_path,
-                                                               ClockMs clock = SystemClockMs);
+                                                               ClockMs clock = SystemClockMs,
+                                                               StateWriteHook write_hook = nullptr);
   ~FederationJob();
 
   // Starts the worker thread (waiting for clients, then rounds).
   void Start();
-  // Blocks until the job is DONE (OK) or FAILED (the reason).
+  // Blocks until the job is DONE (OK), FAILED (the reason, ABORTED) or a shutdown was
+  // requested (CANCELLED).
   absl::Status WaitUntilFinished();
+  // Makes WaitUntilFinished return CANCELLED; the caller then Stop()s the job. Any thread.
+  void RequestShutdown(const std::string& why);
   // After the job finished: waits until every joined client has been told (its WaitForRound
   // answered JOB_DONE/JOB_FAILED) or `timeout_ms` passes. Returns the clients still untold.
   std::vector<std::string> WaitForClientsToLearnOutcome(int64_t timeout_ms);
-  // Answers every pending long poll with UNAVAILABLE and stops the worker. Idempotent.
+  // Answers every pending long poll with UNAVAILABLE and stops the worker, after the step
+  // it is in (a commit, an aggregation) has been persisted. Idempotent.
   void Stop();
+  // Where a restart would resume, for the shutdown log: "round 2 (OPEN, 1 of 3 committed)".
+  std::string ResumePoint() const;
+  // True once the job is DONE or FAILED.
+  bool finished() const;
+  // True if Create() found this job's state and resumed it.
+  bool resumed() const { return resumed_; }
 
   // Adds a timing to the report's phases_seconds (e.g. "load_model_seconds").
   void RecordPhase(const std::string& name, double seconds);
@@ -89,6 +108,8 @@ class FederationJob {
   const std::string& job_id() const { return job_id_; }
   const std::string& fingerprint() const { return fingerprint_; }
   const std::set<std::string>& allowlist() const { return allowlist_; }
+  // Per-site state (SiteRegistry::StatusJson), for logs and tests.
+  nlohmann::json SitesStatus() const;
 
   // ---- RPC entry points (thread-safe) ----
 
@@ -97,8 +118,15 @@ class FederationJob {
 
   using AssignmentCallback = std::function<void(absl::StatusOr<v1::RoundAssignment>)>;
   // Calls `done` exactly once: now, or when a round opens or the job ends, or after the poll
-  // window. `peer` is the certificate identity ("" in insecure mode).
-  void WaitForRound(const v1::WaitRequest& request, const std::string& peer, AssignmentCallback done);
+  // window, or on CancelWait. `peer` is the certificate identity ("" in insecure mode).
+  // Returns the held poll's id for CancelWait, or 0 when `done` was called already.
+  uint64_t WaitForRound(const v1::WaitRequest& request, const std::string& peer, AssignmentCallback done);
+  // The transport of held poll `id` went away: answers it (CANCELLED) and notes that its site
+  // is disconnected, so a restarted process of that site may take its session over.
+  void CancelWait(uint64_t id);
+
+  // Liveness and progress of a site (docs/round_protocol.md §8). Errors: UNAUTHENTICATED.
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request, const std::string& peer);
 
   // Starts an upload stream for `round`. Errors: UNAUTHENTICATED (token), FAILED_PRECONDITION
   // (round not open or past its deadline), ABORTED (another upload of this client in flight).
@@ -120,7 +148,8 @@ class FederationJob {
 
  private:
   enum class JobState { kWaitingForClients, kRunning, kWritingModel, kDone, kFailed };
-  enum class RoundPhase { kOpen, kAggregating, kClosed };
+  // What the worker does first after a resume.
+  enum class ResumeAction { kNone, kCloseRound, kOpenNextRound, kWriteModel };
   struct Round {
     int index = 0;
     std::vector<int32_t> layers;
@@ -138,6 +167,7 @@ class FederationJob {
     std::shared_ptr<const std::vector<v1::DecisionChunk>> decision;
   };
   struct Waiter {
+    uint64_t id;
     std::string client;
     int last_completed_round;
     int64_t expires_ms;
@@ -155,13 +185,41 @@ class FederationJob {
                 StateStore store, std::string fingerprint, std::string job_id, Strategy strategy,
                 AggregationOptions aggregation);
 
+  // A round's decision, encoded for FetchDecisions and for the state directory.
+  struct Decided {
+    std::shared_ptr<const std::vector<v1::DecisionChunk>> stream;
+    std::map<std::string, PackedMask> masks;
+    std::map<std::string, FloatTensor> scales;
+    std::map<int64_t, std::pair<int64_t, int64_t>> per_layer;  // layer -> (pruned, weights)
+    double seconds = 0;
+  };
+  // A new OPEN round `index` (layers, tensors, deadline from now); not yet in rounds_.
+  Round NewRound(int index) const;
+  // Closes the pruner's round: chooses the masks from the votes and applies them to the
+  // global model (worker thread, or Create() during a resume).
+  absl::StatusOr<Decided> Decide(int index);
+
+  // job_recovery.cc: rebuilds the rounds, the votes and the global model from `state`.
+  absl::Status Resume(const RecoveredJob& state);
+  absl::Status ReplayRound(const RecoveredRound& saved, bool closed);
+  nlohmann::json Manifest() const;
+
   void WorkerLoop();
+  void RunResumeAction();
   void ProcessCommit(CommitTask task);
   void Tick();
   absl::Status OpenRound(int round);
   absl::Status CloseRound(int round);
   absl::Status WriteModel();
   void Fail(const std::string& reason);
+  // Sites lost now, logged; then whether the open round (or the join phase) may close.
+  void CheckLiveness(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RoundCanCloseLocked(const Round& round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "site-b (calibrating layer 3 ...), site-c (lost)": the participants that have not
+  // committed to `round`, or the allowlisted sites that have not joined.
+  std::string MissingSitesLocked(const Round* round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LogWaitingLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteReport(const std::string& state) ABSL_LOCKS_EXCLUDED(mu_);
 
   int NumRounds() const;
   std::vector<int32_t> LayersOfRound(int round) const;
@@ -170,7 +228,7 @@ class FederationJob {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes and returns every waiter that can be answered now (or has expired, if `now_ms`).
   std::vector<Reply> CollectRepliesLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::string> ClientOfTokenLocked(const std::string& token, const std::string& peer) const
+  absl::StatusOr<std::string> ClientOfTokenLocked(const std::string& token, const std::string& peer)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   nlohmann::json RoundJsonLocked(const Round& round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PersistJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -191,6 +249,8 @@ class FederationJob {
   const v1::JobSpec job_spec_;
   const JobTensorTable tensor_table_;  // of job_spec_: payload headers name tensors by index
   const int64_t created_ms_;
+  bool resumed_ = false;                       // set by Create() before any thread starts
+  ResumeAction resume_action_ = ResumeAction::kNone;  // worker-only after Start()
 
   // Worker-thread only: the votes and the global model.
   GlobalPruner pruner_;
@@ -198,14 +258,16 @@ class FederationJob {
   mutable absl::Mutex mu_;
   JobState state_ ABSL_GUARDED_BY(mu_) = JobState::kWaitingForClients;
   std::string failure_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> token_to_client_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> client_to_token_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> joined_ ABSL_GUARDED_BY(mu_);
+  SiteRegistry sites_ ABSL_GUARDED_BY(mu_);
+  int64_t join_phase_started_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_waiting_log_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<std::string> told_outcome_ ABSL_GUARDED_BY(mu_);
   std::vector<Round> rounds_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   std::deque<CommitTask> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string shutdown_requested_ ABSL_GUARDED_BY(mu_);
   nlohmann::json phases_ ABSL_GUARDED_BY(mu_) = nlohmann::json::object();
   int64_t first_round_opened_ms_ ABSL_GUARDED_BY(mu_) = 0;
 

@@ -2,16 +2,20 @@
 // the payload validators before anything reaches the job.
 #include "server/fedprllm_service.h"
 
+#include <grpcpp/alarm.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "proto/payload_convert.h"
 #include "server/peer_identity.h"
+#include "server/transport_limits.h"
 
 namespace fedprllm {
 namespace {
@@ -20,14 +24,40 @@ namespace {
 // message; every header and chunk through MaskAssembler), keeps the decoded masks of this
 // stream only, and hands the complete upload to the job's committer at end of stream. Any
 // error finishes the call at once and drops everything this stream carried.
+//
+// Bounds (docs/round_protocol.md §8): a stream waiting longer than `idle_timeout` for its
+// next message (the first included) is finished with DEADLINE_EXCEEDED by an alarm; a
+// stream carrying more messages than MaxUploadMessages() of its round, a drained duplicate
+// included, is refused with RESOURCE_EXHAUSTED.
+//
+// Threads: gRPC runs OnReadDone and OnDone, the alarm runs OnIdleAlarm on gRPC's executor.
+// Exactly one path calls Finish (ClaimFinish). The alarm claims only while a read is
+// pending, so it never races with OnReadDone on the stream state; once it claimed, the
+// pending read's OnReadDone returns at once. The reactor is deleted by whichever of OnDone
+// and the last alarm callback runs last.
 class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
  public:
-  UploadReactor(FederationJob* job, std::string peer, v1::UploadAck* ack)
-      : job_(job), peer_(std::move(peer)), ack_(ack), start_(std::chrono::steady_clock::now()) {
+  using Clock = std::chrono::steady_clock;
+
+  UploadReactor(FederationJob* job, std::string peer, v1::UploadAck* ack, std::chrono::seconds idle_timeout)
+      : job_(job), peer_(std::move(peer)), ack_(ack), idle_timeout_(idle_timeout), start_(Clock::now()) {
+    grpc::Alarm* alarm = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting_since_ = start_;
+      read_pending_ = true;
+      alarm = NewAlarmLocked();
+    }
+    SetAlarm(alarm, start_ + idle_timeout_);
     StartRead(&message_);
   }
 
   void OnReadDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      read_pending_ = false;
+      if (closing_) return;  // the idle alarm finished the call while this read was pending
+    }
     if (!ok) {
       EndOfStream();
       return;
@@ -37,21 +67,105 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
       return;
     }
     message_.Clear();
+    {
+      absl::MutexLock lock(&mu_);
+      waiting_since_ = Clock::now();
+      read_pending_ = true;
+    }
     StartRead(&message_);
   }
 
   void OnDone() override {
     if (ticket_.has_value() && !handed_off_) job_->AbortUpload(*ticket_);
-    delete this;
+    grpc::Alarm* alarm = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      alarm = alarm_.get();  // no longer replaced: OnIdleAlarm re-arms only before done_
+      ++alarms_pending_;     // keeps the reactor (and `alarm`) alive until Cancel returns
+    }
+    if (alarm != nullptr) alarm->Cancel();  // its callback then runs with fired == false
+    ReleaseAlarmRef();
   }
 
  private:
+  // A fresh alarm in alarm_ (the previous one, if any, has fired), counted as pending.
+  grpc::Alarm* NewAlarmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    alarm_ = std::make_unique<grpc::Alarm>();
+    ++alarms_pending_;
+    return alarm_.get();
+  }
+
+  // Outside mu_: gRPC delivers the callback on its executor, but a lock held here could
+  // still meet it if it ran inline.
+  void SetAlarm(grpc::Alarm* alarm, Clock::time_point when) {
+    const auto wait = std::max<Clock::duration>(when - Clock::now(), std::chrono::milliseconds(10));
+    alarm->Set(std::chrono::system_clock::now() + wait, [this](bool fired) { OnIdleAlarm(fired); });
+  }
+
+  void OnIdleAlarm(bool fired) {
+    bool expired = false;
+    grpc::Alarm* next = nullptr;
+    Clock::time_point next_at;
+    {
+      absl::MutexLock lock(&mu_);
+      if (fired && !done_ && !closing_) {
+        const Clock::time_point now = Clock::now();
+        if (read_pending_ && now >= waiting_since_ + idle_timeout_) {
+          closing_ = true;  // ClaimFinish: this alarm finishes the call
+          expired = true;
+        } else {
+          // Waiting, but not for long enough yet; or a message is being handled (look again
+          // one timeout later). Replacing alarm_ inside its own callback is safe: gRPC keeps
+          // the fired alarm's state alive until this callback returns.
+          next_at = read_pending_ ? waiting_since_ + idle_timeout_ : now + idle_timeout_;
+          next = NewAlarmLocked();
+        }
+      }
+    }
+    if (next != nullptr) SetAlarm(next, next_at);
+    if (expired) {
+      // No read callback runs now (a read is pending and returns at once), so the stream
+      // state is this thread's.
+      RefuseClaimed(absl::DeadlineExceededError(
+          absl::StrCat("no upload message for ", idle_timeout_.count(), " s (upload_idle_timeout_seconds)",
+                       ticket_.has_value() ? absl::StrCat(" in round ", ticket_->round) : std::string(),
+                       "; the stream is closed and nothing of it counted")));
+    }
+    ReleaseAlarmRef();
+  }
+
+  void ReleaseAlarmRef() {
+    bool last = false;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --alarms_pending_ == 0 && done_;
+    }
+    if (last) delete this;
+  }
+
+  // True for the one caller that may call Finish; afterwards the idle alarm does nothing.
+  bool ClaimFinish() {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return false;
+    closing_ = true;
+    return true;
+  }
+
   absl::Status Consume() {
     stats_.wire_bytes += GrpcMessageBytes(message_);
+    ++messages_;
     if (!ticket_.has_value()) {
       ASSIGN_OR_RETURN(UploadTicket ticket, job_->BeginUpload(message_.session_token(), peer_, message_.round()));
       ticket_ = std::move(ticket);
       token_ = message_.session_token();
+      max_messages_ = MaxUploadMessages(*ticket_->tensors, ticket_->max_chunk_bytes);
+    } else if (messages_ > max_messages_) {
+      // Checked before the duplicate drain below, so a drained stream is bounded too.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "upload stream for round ", ticket_->round, " carried more than ", max_messages_,
+          " messages, the most an upload of its ", ticket_->tensors->size(), " tensors in chunks of ",
+          ticket_->max_chunk_bytes, " bytes can need"));
     } else if (!(message_.session_token().empty() && message_.round() == 0) &&
                (message_.session_token() != token_ || message_.round() != ticket_->round)) {
       // Later messages either leave both fields unset (the usual, saving ~36 bytes per
@@ -120,15 +234,16 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
   }
 
   void EndOfStream() {
+    if (!ClaimFinish()) return;
     if (!ticket_.has_value()) {
-      Refuse(absl::InvalidArgumentError("empty upload stream"));
+      RefuseClaimed(absl::InvalidArgumentError("empty upload stream"));
       return;
     }
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (!ticket_->duplicate) {
       if (current_.has_value()) {
         if (absl::Status s = current_->Finish().status(); !s.ok()) {  // reports the truncation
-          Refuse(s);
+          RefuseClaimed(s);
           return;
         }
       }
@@ -138,7 +253,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
         for (const auto& [name, shape] : *ticket_->tensors) {
           if (masks_.count(name) == 0 && count++ < 3) absl::StrAppend(&missing, count > 1 ? ", " : "", name);
         }
-        Refuse(absl::InvalidArgumentError(absl::StrCat("upload for round ", ticket_->round, " is missing ",
+        RefuseClaimed(absl::InvalidArgumentError(absl::StrCat("upload for round ", ticket_->round, " is missing ",
                                                        ticket_->tensors->size() - masks_.size(), " of ",
                                                        ticket_->tensors->size(), " tensors (", missing,
                                                        count > 3 ? ", ..." : "", ")")));
@@ -159,9 +274,15 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
   }
 
   void Refuse(const absl::Status& status) {
-    spdlog::warn("upload from {} for round {} refused ({} messages' worth of {} bytes dropped, no vote changed): {}: {}",
+    if (ClaimFinish()) RefuseClaimed(status);
+  }
+
+  // Logs, releases the ticket, drops the stream's masks and finishes with `status`. Only
+  // after ClaimFinish() returned true.
+  void RefuseClaimed(const absl::Status& status) {
+    spdlog::warn("upload from {} for round {} refused ({} messages, {} bytes dropped, no vote changed): {}: {}",
                  ticket_.has_value() ? ticket_->client : (peer_.empty() ? "unauthenticated peer" : peer_),
-                 ticket_.has_value() ? ticket_->round : message_.round(), stats_.tensors, stats_.wire_bytes,
+                 ticket_.has_value() ? ticket_->round : message_.round(), messages_, stats_.wire_bytes,
                  absl::StatusCodeToString(status.code()), std::string(status.message()));
     if (ticket_.has_value()) {
       job_->AbortUpload(*ticket_);
@@ -175,14 +296,56 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
   FederationJob* const job_;
   const std::string peer_;
   v1::UploadAck* const ack_;
-  const std::chrono::steady_clock::time_point start_;
+  const std::chrono::seconds idle_timeout_;
+  const Clock::time_point start_;
+  // Stream state: touched by one callback at a time (gRPC's reads, or the alarm that
+  // claimed the finish while a read was pending).
   v1::UploadChunk message_;
   std::optional<UploadTicket> ticket_;
   std::string token_;
   std::optional<MaskAssembler> current_;
   std::map<std::string, PackedMask> masks_;
   UploadStats stats_;
+  int64_t messages_ = 0;      // received on this stream, the first included
+  int64_t max_messages_ = 0;  // MaxUploadMessages of the ticket's round
   bool handed_off_ = false;
+
+  // Shared between the read callbacks, OnDone and the idle alarm.
+  absl::Mutex mu_;
+  Clock::time_point waiting_since_ ABSL_GUARDED_BY(mu_);  // when the pending read started
+  bool read_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;  // Finish claimed (ClaimFinish)
+  bool done_ ABSL_GUARDED_BY(mu_) = false;     // OnDone ran
+  std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
+  int alarms_pending_ ABSL_GUARDED_BY(mu_) = 0;  // alarm callbacks not yet run, plus OnDone's pin
+};
+
+// WaitForRound: a long poll held by the job. When the client goes away while it is held
+// (killed, network broken), OnCancel tells the job, which answers it and notes the site as
+// disconnected. The job calls the callback exactly once, and the reactor lives until OnDone,
+// which gRPC calls only after Finish.
+class WaitReactor final : public grpc::ServerUnaryReactor {
+ public:
+  WaitReactor(FederationJob* job, const absl::StatusOr<std::string>& peer, const v1::WaitRequest& request,
+              v1::RoundAssignment* response)
+      : job_(job) {
+    if (!peer.ok()) {
+      Finish(ToGrpcStatus(peer.status()));
+      return;
+    }
+    id_ = job_->WaitForRound(request, *peer, [this, response](absl::StatusOr<v1::RoundAssignment> result) {
+      if (result.ok()) *response = *std::move(result);
+      Finish(ToGrpcStatus(result.status()));
+    });
+  }
+  void OnCancel() override {
+    if (id_ != 0) job_->CancelWait(id_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  FederationJob* const job_;
+  std::atomic<uint64_t> id_{0};
 };
 
 // FetchDecisions: writes a closed round's pre-encoded decision stream, one message in flight.
@@ -261,16 +424,22 @@ grpc::ServerUnaryReactor* FedPrLLMService::Join(grpc::CallbackServerContext* con
 
 grpc::ServerUnaryReactor* FedPrLLMService::WaitForRound(grpc::CallbackServerContext* context,
                                                         const v1::WaitRequest* request, v1::RoundAssignment* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::StatusOr<std::string> peer = PeerIdentity(context, "WaitForRound");
-  if (!peer.ok()) {
-    reactor->Finish(ToGrpcStatus(peer.status()));
-    return reactor;
+  return new WaitReactor(job_, peer, *request, response);
+}
+
+grpc::ServerUnaryReactor* FedPrLLMService::Heartbeat(grpc::CallbackServerContext* context,
+                                                     const v1::HeartbeatRequest* request,
+                                                     v1::HeartbeatResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "Heartbeat");
+  absl::Status status = peer.status();
+  if (peer.ok()) {
+    absl::StatusOr<v1::HeartbeatResponse> answer = job_->Heartbeat(*request, *peer);
+    if (answer.ok()) *response = *std::move(answer);
+    status = answer.status();
   }
-  job_->WaitForRound(*request, *peer, [reactor, response](absl::StatusOr<v1::RoundAssignment> result) {
-    if (result.ok()) *response = *std::move(result);
-    reactor->Finish(ToGrpcStatus(result.status()));
-  });
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
@@ -285,7 +454,7 @@ grpc::ServerReadReactor<v1::UploadChunk>* FedPrLLMService::UploadPayloads(grpc::
     };
     return new Refused(peer.status());
   }
-  return new UploadReactor(job_, *peer, response);
+  return new UploadReactor(job_, *peer, response, std::chrono::seconds(upload_idle_timeout_seconds_));
 }
 
 grpc::ServerWriteReactor<v1::DecisionChunk>* FedPrLLMService::FetchDecisions(grpc::CallbackServerContext* context,

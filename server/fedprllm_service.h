@@ -19,6 +19,11 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
   // JoinRequest.client_name (still checked against the allowlist).
   FedPrLLMService(FederationJob* job, bool insecure) : job_(job), insecure_(insecure) {}
 
+  // Upload stream bounds (docs/round_protocol.md §8): a stream that carries no message for
+  // `upload_idle_timeout_seconds` is finished with DEADLINE_EXCEEDED. Call before the server
+  // starts. Default 60 s.
+  void SetUploadIdleTimeout(int seconds) { upload_idle_timeout_seconds_ = seconds; }
+
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context, const v1::JoinRequest* request,
                                  v1::JoinResponse* response) override;
   grpc::ServerUnaryReactor* WaitForRound(grpc::CallbackServerContext* context, const v1::WaitRequest* request,
@@ -27,6 +32,8 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
                                                            v1::UploadAck* response) override;
   grpc::ServerWriteReactor<v1::DecisionChunk>* FetchDecisions(grpc::CallbackServerContext* context,
                                                               const v1::FetchRequest* request) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
 
  private:
   // The peer's allowlisted identity; PERMISSION_DENIED (logged) otherwise. In insecure mode
@@ -36,6 +43,7 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
 
   FederationJob* job_;
   const bool insecure_;
+  int upload_idle_timeout_seconds_ = 60;
 };
 
 }  // namespace fedprllm

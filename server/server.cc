@@ -12,11 +12,14 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 #include "model/tokenizer.h"
 #include "server/federation_job.h"
 #include "server/fedprllm_service.h"
+#include "server/transport_limits.h"
 
 namespace fedprllm {
 
@@ -30,6 +33,18 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, const std::st
 }
 
 namespace {
+
+// The running job, for the signal thread; a signal that comes before the job exists stops it
+// as soon as it is registered.
+absl::Mutex current_job_mu(absl::kConstInit);
+FederationJob* current_job ABSL_GUARDED_BY(current_job_mu) = nullptr;
+const char* shutdown_requested ABSL_GUARDED_BY(current_job_mu) = nullptr;
+
+void CurrentJob(FederationJob* job) {
+  absl::MutexLock lock(&current_job_mu);
+  current_job = job;
+  if (job != nullptr && shutdown_requested != nullptr) job->RequestShutdown(shutdown_requested);
+}
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerConfig& config) {
   if (config.insecure) {
@@ -71,30 +86,58 @@ absl::Status RunServer(const ServerConfig& config) {
 
   FedPrLLMService service(job.get(), config.insecure);
   grpc::ServerBuilder builder;
+  // Bounds before trust (docs/round_protocol.md §8): a certificate that is not allowlisted
+  // is refused at the call's headers, before its request is read; message size, memory
+  // quota, stream window and streams per connection bound what any peer can make gRPC
+  // buffer; no SO_REUSEPORT, so a port in use fails here.
+  if (!config.insecure) {
+    credentials->SetAuthMetadataProcessor(std::make_shared<AllowlistAdmission>(job->allowlist()));
+  }
+  ApplyTransportLimits(config, &builder);
+  service.SetUploadIdleTimeout(config.upload_idle_timeout_seconds);
   int port = 0;
   builder.AddListeningPort(config.listen_address, credentials, &port);
   builder.RegisterService(&service);
-  // A chunk message is max_chunk_bytes plus a few dozen bytes of framing; anything much
-  // larger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is buffered.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_chunk_bytes + 64 * 1024));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_address,
-                                               " (config key 'listen_address'; in use or bad address?)"));
-  }
+  if (server == nullptr || port == 0) return ListenError(config.listen_address);
+  spdlog::info("transport bounds: messages up to {} bytes, {} MiB transport memory, {} streams per connection, "
+               "upload streams idle at most {} s",
+               MaxReceiveMessageBytes(config), TransportMemoryQuotaBytes(config) >> 20, kMaxConcurrentStreams,
+               config.upload_idle_timeout_seconds);
   spdlog::info("listening on {} ({})", config.listen_address, config.insecure ? "PLAINTEXT" : "mutual TLS");
 
   job->Start();
+  CurrentJob(job.get());
   const absl::Status result = job->WaitUntilFinished();
+  CurrentJob(nullptr);
+  if (absl::IsCancelled(result)) {
+    // SIGTERM/SIGINT: every step the job took is already durable; stop after the current one.
+    job->Stop();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server->Wait();
+    spdlog::info("server stopped ({}); job {} can be resumed at {}: start the server again with the same config",
+                 std::string(result.message()), job->job_id(), job->ResumePoint());
+    return absl::OkStatus();
+  }
   // Let every joined client learn the outcome from its long poll before the port closes.
   const std::vector<std::string> untold =
       job->WaitForClientsToLearnOutcome(int64_t{1000} * (config.poll_window_seconds + 5));
-  if (!untold.empty()) spdlog::warn("{} joined clients did not poll for the outcome before shutdown", untold.size());
+  if (!untold.empty()) {
+    spdlog::warn("{} joined clients did not poll for the outcome before shutdown: {}", untold.size(),
+                 absl::StrJoin(untold, ", "));
+  }
   job->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   if (result.ok()) spdlog::info("server exiting: job {} done", job->job_id());
   return result;
+}
+
+void RequestServerShutdown(const char* signal_name) {
+  spdlog::info("{} received: stopping (a second one exits at once)", signal_name);
+  absl::MutexLock lock(&current_job_mu);
+  shutdown_requested = signal_name;
+  if (current_job != nullptr) current_job->RequestShutdown(signal_name);
 }
 
 }  // namespace fedprllm

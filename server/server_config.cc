@@ -36,7 +36,11 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"round_deadline_seconds", StoreIn(&c->round_deadline_seconds)},
       {"max_round_extensions", StoreIn(&c->max_round_extensions)},
       {"poll_window_seconds", StoreIn(&c->poll_window_seconds)},
+      {"site_timeout_seconds", StoreIn(&c->site_timeout_seconds)},
+      {"resume_grace_seconds", StoreIn(&c->resume_grace_seconds)},
       {"max_chunk_bytes", StoreIn(&c->max_chunk_bytes)},
+      {"upload_idle_timeout_seconds", StoreIn(&c->upload_idle_timeout_seconds)},
+      {"transport_memory_bytes", StoreIn(&c->transport_memory_bytes)},
   };
 }
 
@@ -93,7 +97,14 @@ absl::Status ServerConfig::Validate() {
   RETURN_IF_ERROR(CheckConfigRange("round_deadline_seconds", round_deadline_seconds, 10, 604800));
   RETURN_IF_ERROR(CheckConfigRange("max_round_extensions", max_round_extensions, 0, 100));
   RETURN_IF_ERROR(CheckConfigRange("poll_window_seconds", poll_window_seconds, 1, 300));
+  RETURN_IF_ERROR(CheckConfigRange("site_timeout_seconds", site_timeout_seconds, 2, 86400));
+  RETURN_IF_ERROR(CheckConfigRange("resume_grace_seconds", resume_grace_seconds, 1, 86400));
   RETURN_IF_ERROR(CheckConfigRange<int64_t>("max_chunk_bytes", max_chunk_bytes, 4096, 2 << 20));
+  RETURN_IF_ERROR(CheckConfigRange("upload_idle_timeout_seconds", upload_idle_timeout_seconds, 1, 3600));
+  if (transport_memory_bytes != 0) {
+    RETURN_IF_ERROR(CheckConfigRange<int64_t>("transport_memory_bytes", transport_memory_bytes, int64_t{16} << 20,
+                                              int64_t{64} << 30));
+  }
   return absl::OkStatus();
 }
 

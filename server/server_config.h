@@ -76,8 +76,25 @@ struct ServerConfig {
   int max_round_extensions = 2;
   // Longest a WaitForRound long poll is held, seconds. Default 30. Bounds 1..300.
   int poll_window_seconds = 30;
+  // A joined site that sends nothing (no RPC, heartbeat or held long poll) for this long is
+  // declared lost: its session ends, it no longer holds up a round, and the log names it.
+  // Default 120. Bounds 2..86400.
+  int site_timeout_seconds = 120;
+  // When a restart finds the open round's deadline passed (or closer than this), the
+  // deadline is moved to now + resume_grace_seconds so sites can reconnect. Default 120.
+  // Bounds 1..86400.
+  int resume_grace_seconds = 120;
   // Largest chunk accepted and sent, bytes. Default 1048576. Bounds 4096..2097152.
   int64_t max_chunk_bytes = int64_t{1} << 20;
+  // An upload stream that carries no message for this long is closed with
+  // DEADLINE_EXCEEDED (logged; nothing of it is counted). Seconds. Default 60. Bounds
+  // 1..3600.
+  int upload_idle_timeout_seconds = 60;
+  // Memory gRPC's transport may hold for all connections together (read buffers, received
+  // and not yet handled messages), bytes; past it gRPC closes idle connections, then
+  // cancels streams. Default 0 = 64 MiB + 4 * max_chunk_bytes per allowed client. Bounds 0
+  // or 16 MiB..64 GiB.
+  int64_t transport_memory_bytes = 0;
 
   // Checks every field against its bounds and the cross-field rules; the error names the
   // key. Fills the "0 = default" fields (expected_clients, min_clients).

@@ -1,6 +1,7 @@
 // fedprllm-server: the aggregation server of a federated pruning job.
 //   fedprllm-server --config server.yaml
-// Exits 0 once the pruned model and its report are written.
+// Exits 0 once the pruned model and its report are written, or after SIGTERM/SIGINT (the job
+// then resumes where it stopped when the server is started again with the same config).
 #include <cstdio>
 #include <string>
 
@@ -9,6 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/shutdown_signal.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 #include "server/server.h"
@@ -33,6 +35,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
+  fedprllm::InstallShutdownHandler(fedprllm::RequestServerShutdown);  // before any thread starts
   absl::SetProgramUsageMessage("fedprllm-server --config server.yaml");
   absl::ParseCommandLine(argc, argv);
   fedprllm::UseAllCores();

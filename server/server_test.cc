@@ -103,18 +103,49 @@ TEST(StateStoreTest, MaskSetRoundTripsAndDetectsCorruption) {
   EXPECT_EQ(DecodeMaskSet(bytes.substr(0, bytes.size() - 1), "f").status().code(), absl::StatusCode::kDataLoss);
 }
 
-TEST(StateStoreTest, AtomicWritesAndRefusesToOverwriteAJob) {
+void WriteFileForTest(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+TEST(StateStoreTest, AtomicWritesReopenAndCleanUp) {
   const std::string dir = ::testing::TempDir() + "/state_store_test";
   std::filesystem::remove_all(dir);
-  auto store = StateStore::Create(dir, "job-1");
+  auto store = StateStore::Open(dir, "job-1");
   ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_FALSE(store->has_state());
   ASSERT_TRUE(store->WriteJson("job.json", {{"state", "RUNNING"}}).ok());
   ASSERT_TRUE(store->WriteBytes(StateStore::UploadFile(0, "site-a"), "xyz").ok());
+  ASSERT_TRUE(store->WriteBytes(StateStore::UploadFile(0, "site-b"), "abc").ok());
   EXPECT_TRUE(std::filesystem::exists(dir + "/job-1/rounds/0/uploads/site-a.masks"));
   EXPECT_FALSE(std::filesystem::exists(dir + "/job-1/job.json.tmp"));
-  auto again = StateStore::Create(dir, "job-1");
-  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(again.status().message(), HasSubstr("resuming is not implemented yet"));
+  // Reopened: the state is found and read back; leftovers of interrupted writes go away.
+  auto again = StateStore::Open(dir, "job-1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->has_state());
+  EXPECT_EQ((*again->ReadJson("job.json"))["state"], "RUNNING");
+  EXPECT_EQ(*again->ReadBytes(StateStore::UploadFile(0, "site-b")), "abc");
+  WriteFileForTest(dir + "/job-1/rounds/0/round.json.tmp", "{");
+  EXPECT_EQ(again->RemoveTempFiles(), 1);
+  EXPECT_EQ(again->RemoveOrphanUploads(0, {"site-a"}), std::vector<std::string>{"site-b"});
+  EXPECT_TRUE(again->Exists(StateStore::UploadFile(0, "site-a")));
+  EXPECT_FALSE(again->Exists(StateStore::UploadFile(0, "site-b")));
+  WriteFileForTest(dir + "/job-1/bad.json", "not json");
+  EXPECT_EQ(again->ReadJson("bad.json").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(again->ReadJson("missing.json").status().code(), absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, HookFailureStopsTheWrite) {
+  const std::string dir = ::testing::TempDir() + "/state_store_hook_test";
+  std::filesystem::remove_all(dir);
+  std::vector<std::string> seen;
+  auto store = StateStore::Open(dir, "job-1", [&](const std::string& relative) {
+    seen.push_back(relative);
+    return seen.size() > 1 ? absl::InternalError("simulated crash") : absl::OkStatus();
+  });
+  ASSERT_TRUE(store.ok());
+  EXPECT_TRUE(store->WriteJson("job.json", {{"state", "RUNNING"}}).ok());
+  EXPECT_EQ(store->WriteJson("rounds/0/round.json", {{"round", 0}}).code(), absl::StatusCode::kInternal);
+  EXPECT_FALSE(store->Exists("rounds/0/round.json"));
+  EXPECT_EQ(seen, (std::vector<std::string>{"job.json", "rounds/0/round.json"}));
   std::filesystem::remove_all(dir);
 }
 

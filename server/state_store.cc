@@ -8,8 +8,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "common/crash_point.h"
 #include "common/crc32c.h"
 #include "common/status_macros.h"
 
@@ -79,7 +82,7 @@ std::string Seal(std::string body) {
 
 }  // namespace
 
-absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes) {
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes, absl::string_view torn_write_point) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot create", tmp);
@@ -100,6 +103,7 @@ absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes) {
     return s;
   }
   if (::close(fd) != 0) return Errno("cannot close", tmp);
+  if (!torn_write_point.empty()) CrashPoint(torn_write_point);
   if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("cannot rename to", path);
   const std::string dir = std::filesystem::path(path).parent_path().string();
   const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -186,29 +190,86 @@ std::string Sha256Hex(absl::string_view bytes) {
   return hex;
 }
 
-absl::StatusOr<StateStore> StateStore::Create(const std::string& state_dir, const std::string& job_id) {
+absl::StatusOr<StateStore> StateStore::Open(const std::string& state_dir, const std::string& job_id,
+                                            StateWriteHook hook) {
   const std::filesystem::path dir = std::filesystem::path(state_dir) / job_id;
   std::error_code ec;
-  if (std::filesystem::exists(dir / "job.json", ec)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "state directory ", dir.string(), " already holds this job; resuming is not implemented yet, "
-        "so move it away (or point state_dir elsewhere) to run the job again"));
-  }
   std::filesystem::create_directories(dir / "rounds", ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
-  return StateStore(dir.string());
+  return StateStore(dir.string(), std::move(hook));
+}
+
+bool StateStore::has_state() const { return Exists("job.json"); }
+
+absl::Status StateStore::BeforeWrite(const std::string& relative) const {
+  if (hook_ != nullptr) RETURN_IF_ERROR(hook_(relative));
+  CrashPoint(absl::StrCat("before-write:", relative));
+  return absl::OkStatus();
 }
 
 absl::Status StateStore::WriteBytes(const std::string& relative, absl::string_view bytes) const {
+  RETURN_IF_ERROR(BeforeWrite(relative));
   const std::filesystem::path path = std::filesystem::path(dir_) / relative;
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", path.parent_path().string(), ": ", ec.message()));
-  return AtomicWriteFile(path.string(), bytes);
+  return AtomicWriteFile(path.string(), bytes, absl::StrCat("torn-write:", relative));
 }
 
 absl::Status StateStore::WriteJson(const std::string& relative, const nlohmann::json& json) const {
   return WriteBytes(relative, json.dump(2) + "\n");
+}
+
+bool StateStore::Exists(const std::string& relative) const {
+  std::error_code ec;
+  return std::filesystem::exists(std::filesystem::path(dir_) / relative, ec);
+}
+
+absl::StatusOr<std::string> StateStore::ReadBytes(const std::string& relative) const {
+  const std::string path = (std::filesystem::path(dir_) / relative).string();
+  if (!Exists(relative)) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
+  return bytes;
+}
+
+absl::StatusOr<nlohmann::json> StateStore::ReadJson(const std::string& relative) const {
+  ASSIGN_OR_RETURN(std::string text, ReadBytes(relative));
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::DataLossError(absl::StrCat((std::filesystem::path(dir_) / relative).string(),
+                                            " is not a JSON object (corrupt state)"));
+  }
+  return json;
+}
+
+int StateStore::RemoveTempFiles() const {
+  int removed = 0;
+  std::error_code ec;
+  std::vector<std::filesystem::path> temps;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir_, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file() && it->path().extension() == ".tmp") temps.push_back(it->path());
+  }
+  for (const auto& path : temps) removed += std::filesystem::remove(path, ec) ? 1 : 0;
+  return removed;
+}
+
+std::vector<std::string> StateStore::RemoveOrphanUploads(int round, const std::set<std::string>& committed) const {
+  std::vector<std::string> removed;
+  const std::filesystem::path uploads = std::filesystem::path(dir_) / absl::StrCat("rounds/", round, "/uploads");
+  std::error_code ec;
+  std::vector<std::filesystem::path> orphans;
+  for (auto it = std::filesystem::directory_iterator(uploads, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (it->path().extension() != ".masks") continue;
+    if (committed.count(it->path().stem().string()) == 0) orphans.push_back(it->path());
+  }
+  for (const auto& path : orphans) {
+    if (std::filesystem::remove(path, ec)) removed.push_back(path.stem().string());
+  }
+  return removed;
 }
 
 std::string StateStore::RoundFile(int round) { return absl::StrCat("rounds/", round, "/round.json"); }

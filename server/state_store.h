@@ -2,14 +2,16 @@
 // protocol in docs/round_protocol.md §6). Every file is written atomically (tmp, fsync,
 // rename, fsync of the directory); binary files carry a magic, a version and a CRC32C.
 //
-//   ASSIGN_OR_RETURN(StateStore store, StateStore::Create(config.state_dir, job_id));
+//   ASSIGN_OR_RETURN(StateStore store, StateStore::Open(config.state_dir, job_id));
 //   RETURN_IF_ERROR(store.WriteJson("manifest.json", manifest));
 //   ASSIGN_OR_RETURN(UploadRecord rec, store.WriteUpload(round, "site-a", masks));
 //   RETURN_IF_ERROR(store.WriteJson(RoundFile(round), round_json));   // the commit point
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,7 +25,9 @@
 namespace fedprllm {
 
 // Writes `bytes` to `path` atomically: `path`.tmp, fsync, rename, fsync of the directory.
-absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes);
+// A non-empty `torn_write_point` names the kill point between the fsync and the rename.
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes,
+                             absl::string_view torn_write_point = "");
 
 // Binary "mask set" file: magic "FPMS", u32 version 1, u32 kind (1 = packed masks,
 // 5 = float32 values), u32 entry count; per entry u32 name length, name, u32 rank, u64 dims,
@@ -42,17 +46,41 @@ std::string EncodeFloatSet(const std::map<std::string, FloatTensor>& tensors);
 // Lower-case hex SHA-256.
 std::string Sha256Hex(absl::string_view bytes);
 
+// Called before every write of the state directory (and before the output model and
+// report), with the file's path relative to the job directory ("job.json",
+// "rounds/0/round.json", "output/model", "output/report.json"). An error stops that write
+// and is returned by it, as a failing disk would: the seam through which tests crash a job
+// between any two writes.
+using StateWriteHook = std::function<absl::Status(const std::string& relative)>;
+
 class StateStore {
  public:
-  // Creates <state_dir>/<job_id>/. Refuses (FAILED_PRECONDITION) if that directory already
-  // holds a job.json: resuming a job is specified but not implemented yet, and an existing
-  // job's state is never overwritten.
-  static absl::StatusOr<StateStore> Create(const std::string& state_dir, const std::string& job_id);
+  // Opens <state_dir>/<job_id>/, creating it (and rounds/) if needed. has_state() tells
+  // whether it already holds a job (a job.json), which the caller then resumes.
+  static absl::StatusOr<StateStore> Open(const std::string& state_dir, const std::string& job_id,
+                                         StateWriteHook hook = nullptr);
 
   const std::string& dir() const { return dir_; }
+  bool has_state() const;
   // Writes `relative` (e.g. "job.json", "rounds/0/round.json") atomically, creating parents.
+  // Runs the hook first; kill points "before-write:<relative>" (nothing written) and
+  // "torn-write:<relative>" (only <relative>.tmp written) are on this path.
   absl::Status WriteJson(const std::string& relative, const nlohmann::json& json) const;
   absl::Status WriteBytes(const std::string& relative, absl::string_view bytes) const;
+  // Runs the hook and the "before-write:<relative>" kill point for a write done elsewhere.
+  absl::Status BeforeWrite(const std::string& relative) const;
+
+  bool Exists(const std::string& relative) const;
+  // NOT_FOUND if missing; DATA_LOSS naming the file if it cannot be read.
+  absl::StatusOr<std::string> ReadBytes(const std::string& relative) const;
+  // DATA_LOSS naming the file if it is not valid JSON.
+  absl::StatusOr<nlohmann::json> ReadJson(const std::string& relative) const;
+  // Deletes every *.tmp under the job directory (writes a crash interrupted); returns how
+  // many.
+  int RemoveTempFiles() const;
+  // Deletes the upload files of `round` whose client is not in `committed` (written before
+  // a commit point that was never reached); returns their names.
+  std::vector<std::string> RemoveOrphanUploads(int round, const std::set<std::string>& committed) const;
 
   static std::string RoundFile(int round);
   static std::string UploadFile(int round, const std::string& client);
@@ -60,8 +88,9 @@ class StateStore {
   static std::string DecisionScaleFile(int round);
 
  private:
-  explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
+  StateStore(std::string dir, StateWriteHook hook) : dir_(std::move(dir)), hook_(std::move(hook)) {}
   std::string dir_;
+  StateWriteHook hook_;
 };
 
 }  // namespace fedprllm

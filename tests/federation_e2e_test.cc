@@ -5,15 +5,6 @@
 // own path (SimulateFederation) for the same settings. Rejection tests
 // (foreign CA, identity not allowed, different base model, malformed and wrong-sized masks)
 // run against a live job whose result must stay unchanged.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -38,14 +29,18 @@
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
 #include "sim/simulation.h"
-
-extern char** environ;
+#include "tests/e2e_harness.h"
 
 namespace fedprllm {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using e2e::ChildProcess;
+using e2e::FreePort;
+using e2e::PortOpen;
+using e2e::ReadAll;
+using e2e::WriteAll;
 
 const std::string kSource = FEDPRLLM_SOURCE_DIR;
 const std::string kModel = kSource + "/models/stories260K/stories260K.bin";
@@ -53,90 +48,6 @@ const std::string kTokenizer = kSource + "/models/stories260K/tok512.model";
 constexpr int64_t kNsamples = 8;
 constexpr int64_t kSeqlen = 64;
 const std::vector<std::string> kSites = {"site-a", "site-b", "site-c"};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void WriteAll(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-}
-
-// A child process whose stdout and stderr go to a log file. The destructor kills it by PID
-// (SIGKILL) and reaps it if it is still running, so no process outlives a failed test.
-class ChildProcess {
- public:
-  ChildProcess(const std::vector<std::string>& argv, const std::string& log) : log_(log) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  ~ChildProcess() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-  }
-  bool started() const { return pid_ > 0; }
-  // Exit code, or -1 if still running after `timeout_s` (then it is left to the destructor).
-  int Wait(double timeout_s) {
-    if (exited_) return code_;
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return code_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return -1;
-  }
-  std::string Log() const { return ReadAll(log_); }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_;
-  bool exited_ = false;
-  int code_ = -1;
-};
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool PortOpen(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
 
 struct RunSettings {
   std::string strategy = "one-shot";

@@ -1,0 +1,114 @@
+// fedprllm-server's transport bounds: channel arguments, memory quota, admission by
+// certificate name at the call's headers, the upload message cap and the listen error.
+#include "server/transport_limits.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cstdlib>
+
+#include <grpc/grpc.h>
+#include <grpcpp/resource_quota.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/peer_identity.h"
+
+namespace fedprllm {
+
+int64_t MaxReceiveMessageBytes(const ServerConfig& config) { return config.max_chunk_bytes + 64 * 1024; }
+
+int64_t TransportMemoryQuotaBytes(const ServerConfig& config) {
+  if (config.transport_memory_bytes > 0) return config.transport_memory_bytes;
+  return (int64_t{64} << 20) + 4 * config.max_chunk_bytes * static_cast<int64_t>(config.allowed_clients.size());
+}
+
+void ApplyTransportLimits(const ServerConfig& config, grpc::ServerBuilder* builder) {
+  // gRPC 1.51 checks the message size only after the transport has received the whole
+  // message: once a read is pending, chttp2 keeps the stream window open for the length the
+  // 5-byte message prefix announces (min_progress_size), so this limit alone does not stop
+  // the bytes from being buffered. The quota below bounds what that can hold.
+  auto EXP = [](const char* n, long def) { const char* v = getenv(n); return v ? atol(v) : def; };  // EXPERIMENT
+  builder->SetMaxReceiveMessageSize(static_cast<int>(MaxReceiveMessageBytes(config)));
+  if (EXP("FEDPRLLM_EXP_QUOTA", 1)) {
+  grpc::ResourceQuota quota("fedprllm-server");
+  quota.Resize(static_cast<size_t>(EXP("FEDPRLLM_EXP_QUOTA", 1) > 1 ? EXP("FEDPRLLM_EXP_QUOTA", 1) : TransportMemoryQuotaBytes(config)));
+  builder->SetResourceQuota(quota);
+  }
+  if (EXP("FEDPRLLM_EXP_REUSEPORT", 0) == 0) builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (EXP("FEDPRLLM_EXP_BDP", 0) == 0) builder->AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  if (EXP("FEDPRLLM_EXP_LOOKAHEAD", 65536)) builder->AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, EXP("FEDPRLLM_EXP_LOOKAHEAD", 65536));
+  if (EXP("FEDPRLLM_EXP_STREAMS", 1)) builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams);
+}
+
+grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
+                                         OutputMetadata* /*consumed_auth_metadata*/,
+                                         OutputMetadata* /*response_metadata*/) {
+  const std::vector<std::string> names = context != nullptr ? PeerCertificateNames(*context) : std::vector<std::string>{};
+  if (MatchAllowlist(names, allowlist_).has_value()) return grpc::Status::OK;
+  if (getenv("FEDPRLLM_EXP_NOADMISSION")) return grpc::Status::OK;  // EXPERIMENT
+  std::string method = "a call";
+  if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) method = std::string(it->second.data(), it->second.size());
+  spdlog::warn("{} refused: {} not in allowed_clients (at its headers, before its request was read)", method,
+               DescribeNames(names));
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat("client certificate identity (", DescribeNames(names),
+                                   ") is not in this job's allowed_clients"));
+}
+
+int64_t MaxUploadMessages(const std::map<std::string, std::vector<int64_t>>& tensors, int64_t max_chunk_bytes) {
+  int64_t raw_bytes = 0;
+  for (const auto& [name, shape] : tensors) {
+    int64_t numel = 1;
+    for (const int64_t d : shape) numel *= d;
+    raw_bytes += (numel + 7) / 8;
+  }
+  const int64_t n = static_cast<int64_t>(tensors.size());
+  const int64_t chunk = std::max<int64_t>(max_chunk_bytes, 1);
+  // n headers; per payload one partly filled last chunk (at most n payloads); the full
+  // chunks of all payloads together cover at most raw_bytes.
+  return n + n + (raw_bytes + chunk - 1) / chunk + kUploadMessageSlack;
+}
+
+absl::Status ListenError(const std::string& listen_address) {
+  const auto unavailable = [&](const std::string& why) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", listen_address, " (config key 'listen_address'): ", why));
+  };
+  const size_t colon = listen_address.rfind(':');
+  if (colon == std::string::npos) return unavailable("not host:port");
+  std::string host = listen_address.substr(0, colon);
+  const std::string port = listen_address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return unavailable(absl::StrCat("cannot resolve it (", gai_strerror(rc), ")"));
+  }
+  std::string why = "gRPC could not bind it";
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    const int rc = ::bind(fd, a->ai_addr, a->ai_addrlen);
+    const int bind_errno = errno;
+    ::close(fd);
+    if (rc != 0 && bind_errno == EADDRINUSE) {
+      why = "address already in use (another fedprllm-server or another process holds this port)";
+      break;
+    }
+    if (rc != 0) why = absl::StrCat("bind failed: ", std::strerror(bind_errno));
+  }
+  ::freeaddrinfo(found);
+  return unavailable(why);
+}
+
+}  // namespace fedprllm

@@ -1,0 +1,51 @@
+// Shared pieces of the end-to-end tests: child processes with their own log file (killed by
+// PID when the test ends), free loopback ports, and small file helpers.
+//
+//   ChildProcess server({FEDPRLLM_SERVER_BIN, "--config", path}, run + "/server.log");
+//   EXPECT_EQ(server.Wait(60), 0) << server.Log();
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace fedprllm::e2e {
+
+std::string ReadAll(const std::string& path);
+void WriteAll(const std::string& path, const std::string& text);
+
+// A child process whose stdout and stderr go to a log file (appended, so a restarted
+// process keeps one log). The destructor kills it by PID (SIGKILL) and reaps it if it is
+// still running, so no process outlives a failed test.
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& argv, const std::string& log);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // Exit code (128 + signal when killed), or -1 if still running after `timeout_s` (then it
+  // is left to the destructor).
+  int Wait(double timeout_s);
+  // Sends `signal` to the process if it is still running.
+  void Signal(int signal);
+  std::string Log() const { return ReadAll(log_); }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_;
+  bool exited_ = false;
+  int code_ = -1;
+};
+
+// A loopback TCP port that was free a moment ago.
+int FreePort();
+// True if something accepts connections on 127.0.0.1:`port`.
+bool PortOpen(int port);
+// Polls `path` for `text` until it appears or `timeout_s` passes.
+bool WaitForText(const std::string& path, const std::string& text, double timeout_s);
+
+}  // namespace fedprllm::e2e
