@@ -27,6 +27,9 @@
 #include "model/torch_wall.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
+#include "tls/grpc_log.h"
+#include "tls/key_pair_check.h"
+#include "tls/server_probe.h"
 
 namespace fedprllm {
 
@@ -171,14 +174,22 @@ class FederationClient {
   FederationClient(const ClientConfig& config, const LlamaModel& model, at::Tensor samples, LocalPruneOptions local)
       : config_(config), model_(model), samples_(std::move(samples)), local_(std::move(local)) {}
 
+  // Checks this site's TLS files (a bad one fails here, in words) and builds the channel.
   absl::Status Connect() {
-    grpc::ChannelArguments args;
+    InstallGrpcLogRouting({TlsRole::kClient, config_.server_address});
+    grpc::ChannelArguments& args = channel_args_;
     args.SetMaxReceiveMessageSize(64 << 20);
-    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    // Each channel gets its own subchannels: NewChannel() after a failure must really
+    // connect again, not reuse a shared subchannel that is still in its failure backoff.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    std::shared_ptr<grpc::ChannelCredentials>& credentials = credentials_;
     if (config_.insecure) {
       spdlog::warn("insecure: true: PLAINTEXT connection, the server is not verified. Never use this outside a test.");
       credentials = grpc::InsecureChannelCredentials();
     } else {
+      const TlsFiles files{config_.tls.cert, config_.tls.key, config_.tls.ca};
+      RETURN_IF_ERROR(CheckKeyPair(files, TlsRole::kClient));
+      diagnosis_ = std::make_unique<UnavailableDiagnosis>(config_.server_address, config_.server_name, files);
       grpc::SslCredentialsOptions options;
       ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(config_.tls.ca, "tls.ca"));
       ASSIGN_OR_RETURN(options.pem_private_key, ReadFile(config_.tls.key, "tls.key"));
@@ -186,8 +197,24 @@ class FederationClient {
       credentials = grpc::SslCredentials(options);
       if (!config_.server_name.empty()) args.SetSslTargetNameOverride(config_.server_name);
     }
-    stub_ = v1::FedPrLLM::NewStub(grpc::CreateCustomChannel(config_.server_address, credentials, args));
+    NewChannel();
     return absl::OkStatus();
+  }
+
+  // A fresh channel to the server. gRPC 1.51's channel stays in TRANSIENT_FAILURE after the
+  // server went away and fails calls with the old error for many seconds after it is back;
+  // the retry loop (which has its own backoff) replaces the channel before retrying an
+  // UNAVAILABLE call.
+  void NewChannel() {
+    auto stub = std::shared_ptr<v1::FedPrLLM::Stub>(
+        v1::FedPrLLM::NewStub(grpc::CreateCustomChannel(config_.server_address, credentials_, channel_args_)));
+    absl::MutexLock lock(&session_mu_);
+    stub_ = std::move(stub);
+  }
+
+  std::shared_ptr<v1::FedPrLLM::Stub> Stub() {
+    absl::MutexLock lock(&session_mu_);
+    return stub_;
   }
 
   ~FederationClient() { StopHeartbeats(); }
@@ -261,8 +288,12 @@ class FederationClient {
       // A session of this identity that is still live (an earlier process of this site not
       // yet declared lost, or a second process): the server admits this one once the other
       // has been silent for its site timeout.
-      const bool retried = IsTransient(s) || (what == "Join" && s.code() == absl::StatusCode::kAlreadyExists);
+      // RESOURCE_EXHAUSTED on a call whose request is a few bytes is the server shedding load
+      // (its transport memory quota), never a size limit of ours.
+      const bool retried = IsTransient(s) || (what == "Join" && s.code() == absl::StatusCode::kAlreadyExists) ||
+                           (what != "UploadPayloads" && s.code() == absl::StatusCode::kResourceExhausted);
       if (!retried) return s;
+      RETURN_IF_ERROR(DiagnoseUnavailable(what, &s));
       const double waited = std::chrono::duration<double>(Clock::now() - first).count();
       if (waited + delay > config_.retry_max_seconds) {
         return absl::Status(s.code(), absl::StrCat(what, " kept failing for ", static_cast<int>(waited),
@@ -274,7 +305,25 @@ class FederationClient {
                    std::string(s.message()), jittered);
       std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(jittered * 1000)));
       delay = std::min(60.0, delay * 2);
+      // Created now, just before the next attempt: a new channel connects at once, and one
+      // made before the sleep would already have failed again while the server was down.
+      if (s.code() == absl::StatusCode::kUnavailable) NewChannel();
     }
+  }
+
+  // gRPC reports a refused certificate, a wrong server name and a network that is down all
+  // as UNAVAILABLE. For an UNAVAILABLE `*s` over TLS this probes the server (rate-limited,
+  // tls/server_probe.h): a permanent TLS problem comes back as FAILED_PRECONDITION naming
+  // `what` and the cause; otherwise OK, with what the probe saw appended to `*s`.
+  absl::Status DiagnoseUnavailable(const std::string& what, absl::Status* s) {
+    if (diagnosis_ == nullptr || s->code() != absl::StatusCode::kUnavailable) return absl::OkStatus();
+    std::string seen;
+    if (absl::Status permanent = diagnosis_->Diagnose(&seen); !permanent.ok()) {
+      return absl::Status(permanent.code(), absl::StrCat(what, " cannot succeed: ", permanent.message(),
+                                                         " (gRPC said: ", s->message(), ")"));
+    }
+    if (!seen.empty()) *s = absl::Status(s->code(), absl::StrCat(s->message(), "; ", seen));
+    return absl::OkStatus();
   }
 
   // The current session token.
@@ -301,7 +350,7 @@ class FederationClient {
                      Retrying<v1::JoinResponse>("Join", [&]() -> absl::StatusOr<v1::JoinResponse> {
                        v1::JoinResponse r;
                        auto context = Context(std::min(60.0, config_.rpc_timeout_seconds));
-                       RETURN_IF_ERROR(FromGrpcStatus(stub_->Join(context.get(), request, &r)));
+                       RETURN_IF_ERROR(FromGrpcStatus(Stub()->Join(context.get(), request, &r)));
                        return r;
                      }));
     {
@@ -339,7 +388,7 @@ class FederationClient {
       request.set_last_completed_round(last_completed);
       v1::RoundAssignment a;
       auto context = Context(330);  // longer than any poll window (at most 300 s)
-      RETURN_IF_ERROR(FromGrpcStatus(stub_->WaitForRound(context.get(), request, &a)));
+      RETURN_IF_ERROR(FromGrpcStatus(Stub()->WaitForRound(context.get(), request, &a)));
       return a;
     });
   }
@@ -430,8 +479,9 @@ class FederationClient {
     ASSIGN_OR_RETURN(v1::UploadAck ack, Retrying<v1::UploadAck>("UploadPayloads", [&]() -> absl::StatusOr<v1::UploadAck> {
                        auto context = Context(config_.rpc_timeout_seconds);
                        v1::UploadAck ack;
+                       const std::shared_ptr<v1::FedPrLLM::Stub> stub = Stub();  // outlives the stream
                        std::unique_ptr<grpc::ClientWriter<v1::UploadChunk>> writer =
-                           stub_->UploadPayloads(context.get(), &ack);
+                           stub->UploadPayloads(context.get(), &ack);
                        messages.front().set_session_token(Token());  // may have changed by a re-join
                        for (size_t i = 0; i < messages.size(); ++i) {
                          if (i == messages.size() / 2) CrashPoint("client-upload-half");
@@ -459,7 +509,8 @@ class FederationClient {
       request.set_session_token(Token());
       request.set_round(round);
       auto context = Context(config_.rpc_timeout_seconds);
-      std::unique_ptr<grpc::ClientReader<v1::DecisionChunk>> reader = stub_->FetchDecisions(context.get(), request);
+      const std::shared_ptr<v1::FedPrLLM::Stub> stub = Stub();  // outlives the stream
+      std::unique_ptr<grpc::ClientReader<v1::DecisionChunk>> reader = stub->FetchDecisions(context.get(), request);
       std::vector<v1::DecisionChunk> stream;
       v1::DecisionChunk message;
       while (reader->Read(&message)) stream.push_back(message);
@@ -518,7 +569,7 @@ class FederationClient {
     if (request.activity() == v1::SITE_ACTIVITY_WAITING) return;  // the held long poll shows it
     v1::HeartbeatResponse response;
     auto context = Context(std::max(1.0, std::min(10.0, config_.heartbeat_seconds)));
-    const absl::Status s = FromGrpcStatus(stub_->Heartbeat(context.get(), request, &response));
+    const absl::Status s = FromGrpcStatus(Stub()->Heartbeat(context.get(), request, &response));
     if (absl::IsUnauthenticated(s)) {
       spdlog::warn("heartbeat: session not recognized ({}); joining again", std::string(s.message()));
       if (absl::Status joined = Rejoin(request.session_token()); !joined.ok()) {
@@ -527,7 +578,10 @@ class FederationClient {
     }
   }
 
-  std::unique_ptr<v1::FedPrLLM::Stub> stub_;
+  grpc::ChannelArguments channel_args_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  std::shared_ptr<v1::FedPrLLM::Stub> stub_ ABSL_GUARDED_BY(session_mu_);
+  std::unique_ptr<UnavailableDiagnosis> diagnosis_;  // TLS only; set by Connect()
   const std::string fingerprint_ = model_.Fingerprint();
   const std::string instance_id_ = RandomHex(8);
   absl::Mutex rejoin_mu_;  // serializes Rejoin; taken before session_mu_

@@ -298,7 +298,7 @@ std::vector<std::string> FederationJob::WaitForClientsToLearnOutcome(int64_t tim
   absl::MutexLock lock(&mu_);
   auto untold = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<std::string> out;
-    for (const std::string& c : sites_.LiveParticipants()) {
+    for (const std::string& c : sites_.Participants()) {
       if (told_outcome_.count(c) == 0) out.push_back(c);
     }
     return out;

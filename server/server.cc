@@ -20,6 +20,8 @@
 #include "server/federation_job.h"
 #include "server/fedprllm_service.h"
 #include "server/transport_limits.h"
+#include "tls/grpc_log.h"
+#include "tls/key_pair_check.h"
 
 namespace fedprllm {
 
@@ -52,6 +54,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
                  "Never use this outside a test.");
     return grpc::InsecureServerCredentials();
   }
+  // A bad file is reported here, by name and cause; gRPC would only fail to listen.
+  RETURN_IF_ERROR(CheckKeyPair(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, TlsRole::kServer));
   grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   ASSIGN_OR_RETURN(options.pem_root_certs, ReadSmallFile(config.tls.ca, "tls.ca"));
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
@@ -64,6 +68,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
 }  // namespace
 
 absl::Status RunServer(const ServerConfig& config) {
+  // gRPC's own lines through spdlog; a failed TLS handshake as one line naming the client.
+  InstallGrpcLogRouting({TlsRole::kServer});
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(config));
   const auto load_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(config.model));

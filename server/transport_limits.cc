@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <cstdlib>
 
 #include <grpc/grpc.h>
 #include <grpcpp/resource_quota.h>
@@ -32,27 +31,26 @@ void ApplyTransportLimits(const ServerConfig& config, grpc::ServerBuilder* build
   // message: once a read is pending, chttp2 keeps the stream window open for the length the
   // 5-byte message prefix announces (min_progress_size), so this limit alone does not stop
   // the bytes from being buffered. The quota below bounds what that can hold.
-  auto EXP = [](const char* n, long def) { const char* v = getenv(n); return v ? atol(v) : def; };  // EXPERIMENT
   builder->SetMaxReceiveMessageSize(static_cast<int>(MaxReceiveMessageBytes(config)));
-  if (EXP("FEDPRLLM_EXP_QUOTA", 1)) {
   grpc::ResourceQuota quota("fedprllm-server");
-  quota.Resize(static_cast<size_t>(EXP("FEDPRLLM_EXP_QUOTA", 1) > 1 ? EXP("FEDPRLLM_EXP_QUOTA", 1) : TransportMemoryQuotaBytes(config)));
-  builder->SetResourceQuota(quota);
-  }
-  if (EXP("FEDPRLLM_EXP_REUSEPORT", 0) == 0) builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  if (EXP("FEDPRLLM_EXP_BDP", 0) == 0) builder->AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  if (EXP("FEDPRLLM_EXP_LOOKAHEAD", 65536)) builder->AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, EXP("FEDPRLLM_EXP_LOOKAHEAD", 65536));
-  if (EXP("FEDPRLLM_EXP_STREAMS", 1)) builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams);
+  quota.Resize(static_cast<size_t>(TransportMemoryQuotaBytes(config)));
+  builder->SetResourceQuota(quota);  // takes its own reference
+  builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 * 1024);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams);
 }
 
 grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                                          OutputMetadata* /*consumed_auth_metadata*/,
                                          OutputMetadata* /*response_metadata*/) {
-  const std::vector<std::string> names = context != nullptr ? PeerCertificateNames(*context) : std::vector<std::string>{};
+  const std::vector<std::string> names =
+      context != nullptr ? PeerCertificateNames(*context) : std::vector<std::string>{};
   if (MatchAllowlist(names, allowlist_).has_value()) return grpc::Status::OK;
-  if (getenv("FEDPRLLM_EXP_NOADMISSION")) return grpc::Status::OK;  // EXPERIMENT
   std::string method = "a call";
-  if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) method = std::string(it->second.data(), it->second.size());
+  if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) {
+    method = std::string(it->second.data(), it->second.size());
+  }
   spdlog::warn("{} refused: {} not in allowed_clients (at its headers, before its request was read)", method,
                DescribeNames(names));
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,

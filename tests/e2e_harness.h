@@ -20,7 +20,8 @@ void WriteAll(const std::string& path, const std::string& text);
 // still running, so no process outlives a failed test.
 class ChildProcess {
  public:
-  ChildProcess(const std::vector<std::string>& argv, const std::string& log);
+  // `env` adds or overrides "NAME=value" entries of this process's environment.
+  ChildProcess(const std::vector<std::string>& argv, const std::string& log, const std::vector<std::string>& env = {});
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
@@ -45,6 +46,8 @@ class ChildProcess {
 int FreePort();
 // True if something accepts connections on 127.0.0.1:`port`.
 bool PortOpen(int port);
+// Lower-case hex SHA-256 of a file's bytes ("" if it cannot be read).
+std::string Sha256OfFile(const std::string& path);
 // Polls `path` for `text` until it appears or `timeout_s` passes.
 bool WaitForText(const std::string& path, const std::string& text, double timeout_s);
 

@@ -2,14 +2,15 @@
 // 127.0.0.1 with mutual TLS, the bundled stories260K model and three disjoint calibration
 // shards. Each run must produce exactly the requested sparsity and equal, tensor for tensor
 // and bit for bit, RunInProcessFederation on the same samples and settings, and fedprllm-sim's
-// own path (SimulateFederation) for the same settings. Rejection tests
-// (foreign CA, identity not allowed, different base model, malformed and wrong-sized masks)
+// own path (SimulateFederation) for the same settings. Rejection tests (foreign CA, wrong
+// server name, identity not allowed, different base model, malformed and wrong-sized masks)
 // run against a live job whose result must stay unchanged.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -30,51 +31,39 @@
 #include "proto/payload_convert.h"
 #include "sim/simulation.h"
 #include "tests/e2e_harness.h"
+#include "tests/federation_files.h"
+#include "tls/key_pair_check.h"
+#include "tls/server_probe.h"
 
 namespace fedprllm {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using e2e::ChildProcess;
 using e2e::FreePort;
 using e2e::PortOpen;
 using e2e::ReadAll;
+using e2e::WaitForText;
 using e2e::WriteAll;
 
-const std::string kSource = FEDPRLLM_SOURCE_DIR;
-const std::string kModel = kSource + "/models/stories260K/stories260K.bin";
-const std::string kTokenizer = kSource + "/models/stories260K/tok512.model";
-constexpr int64_t kNsamples = 8;
-constexpr int64_t kSeqlen = 64;
-const std::vector<std::string> kSites = {"site-a", "site-b", "site-c"};
-
-struct RunSettings {
-  std::string strategy = "one-shot";
-  std::string group = "layer";
-  std::string pattern = "unstructured";
-  bool weight_scaling = false;
-};
+using e2e::FederationFiles;
+using e2e::kModel;
+using e2e::kNsamples;
+using e2e::kSeqlen;
+using e2e::kSites;
+using e2e::kTokenizer;
+using e2e::RunSettings;
+using e2e::StartClient;
+using e2e::StartServer;
 
 // Shared by all tests: certificates, shards, the base model and each site's samples.
 class FederationE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/fedprllm-e2e-XXXXXX";
-    dir_ = new std::string(::mkdtemp(tmpl));
-    const std::string certs = *dir_ + "/certs";
-    const std::string cmd = absl::StrCat("bash ", FEDPRLLM_MAKE_CERTS, " ", certs,
-                                         " --rogue mallory site-a site-b site-c site-d site-e > ", *dir_,
-                                         "/make_certs.log 2>&1");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << ReadAll(*dir_ + "/make_certs.log");
-    // Three disjoint shards from the second half of the TinyStories validation text.
-    const std::string text = ReadAll(kSource + "/../shared/data/tinystories/tinystories_val.txt");
-    ASSERT_GT(text.size(), 100000u) << "shared TinyStories data missing";
-    const std::string second = SplitHalves(text).second;
-    const size_t shard = 16000;
-    for (size_t i = 0; i < kSites.size(); ++i) {
-      WriteAll(Shard(kSites[i]), second.substr(i * shard, shard));
-    }
+    files_ = FederationFiles::Make().release();
+    ASSERT_TRUE(files_->ok()) << files_->error();
     auto model = LlamaModel::Load(kModel);
     ASSERT_TRUE(model.ok()) << model.status();
     base_ = new LlamaModel(*std::move(model));
@@ -96,55 +85,19 @@ class FederationE2eTest : public ::testing::Test {
     }
   }
   static void TearDownTestSuite() {
-    if (!::testing::UnitTest::GetInstance()->Failed() && dir_ != nullptr) fs::remove_all(*dir_);
+    if (!::testing::UnitTest::GetInstance()->Failed() && files_ != nullptr) fs::remove_all(files_->dir());
   }
 
-  static std::string Shard(const std::string& site) { return *dir_ + "/" + site + ".txt"; }
-  static std::string Certs() { return *dir_ + "/certs"; }
-
-  // A fresh run directory with a server config; returns the directory.
-  std::string WriteServerConfig(const std::string& name, const RunSettings& s, int port,
-                                const std::string& extra = "") {
-    const std::string run = *dir_ + "/" + name;
-    fs::create_directories(run);
-    WriteAll(run + "/server.yaml",
-             absl::StrCat("listen_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", Certs(),
-                          "/server.crt, key: ", Certs(), "/server.key, ca: ", Certs(), "/ca.crt}\n",
-                          "model: ", kModel, "\noutput_dir: ", run, "/out\nstate_dir: ", run, "/state\n",
-                          "strategy: ", s.strategy, "\ngroup: ", s.group, "\npattern: \"", s.pattern, "\"\n",
-                          "weight_scaling: ", s.weight_scaling ? "true" : "false", "\n",
-                          "round_deadline_seconds: 120\npoll_window_seconds: 5\n",
-                          extra.empty() ? "allowed_clients: [site-a, site-b, site-c]\n" : extra));
-    return run;
+  static std::string Shard(const std::string& site) { return files_->Shard(site); }
+  static std::string Certs() { return files_->Certs(); }
+  static std::string WriteServerConfig(const std::string& name, const RunSettings& s, int port,
+                                       const std::string& extra = "") {
+    return files_->WriteServerConfig(name, s, port, extra);
   }
-
-  std::string WriteClientConfig(const std::string& run, const std::string& site, int port,
-                                const std::string& cert_dir, const std::string& model = kModel,
-                                const std::string& shard_site = "") {
-    const std::string path = absl::StrCat(run, "/", site, ".yaml");
-    WriteAll(path, absl::StrCat("server_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", cert_dir, "/", site,
-                                ".crt, key: ", cert_dir, "/", site, ".key, ca: ", Certs(), "/ca.crt}\n",
-                                "name: ", site, "\nmodel: ", model, "\ntokenizer: ", kTokenizer, "\n",
-                                "calibration: [", Shard(shard_site.empty() ? site : shard_site), "]\n",
-                                "nsamples: ", kNsamples, "\nseqlen: ", kSeqlen, "\nseed: 0\n",
-                                "device: cpu\n",  // the in-process reference runs on the CPU
-                                "retry_initial_seconds: 0.2\nretry_max_seconds: 3\n"));
-    return path;
-  }
-
-  static std::unique_ptr<ChildProcess> StartServer(const std::string& run, int port) {
-    auto server = std::make_unique<ChildProcess>(
-        std::vector<std::string>{FEDPRLLM_SERVER_BIN, "--config", run + "/server.yaml"}, run + "/server.log");
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < end && !PortOpen(port)) {
-      if (server->Wait(0) >= 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return server;
-  }
-
-  static std::unique_ptr<ChildProcess> StartClient(const std::string& config, const std::string& log) {
-    return std::make_unique<ChildProcess>(std::vector<std::string>{FEDPRLLM_CLIENT_BIN, "--config", config}, log);
+  static std::string WriteClientConfig(const std::string& run, const std::string& site, int port,
+                                       const std::string& cert_dir, const std::string& model = kModel,
+                                       const std::string& shard_site = "") {
+    return files_->WriteClientConfig(run, site, port, cert_dir, model, shard_site);
   }
 
   static FederationOptions ReferenceOptions(const RunSettings& s) {
@@ -254,12 +207,12 @@ class FederationE2eTest : public ::testing::Test {
     EXPECT_TRUE(fs::exists(run + "/out/model/tokenizer.model"));
   }
 
-  static std::string* dir_;
+  static FederationFiles* files_;
   static LlamaModel* base_;
   static std::vector<at::Tensor>* samples_;
 };
 
-std::string* FederationE2eTest::dir_ = nullptr;
+FederationFiles* FederationE2eTest::files_ = nullptr;
 LlamaModel* FederationE2eTest::base_ = nullptr;
 std::vector<at::Tensor>* FederationE2eTest::samples_ = nullptr;
 
@@ -334,7 +287,7 @@ TEST_F(FederationE2eTest, SimulatorEqualsNetworkedRun) {
     fed.local = ClientPruneOptions(fed.aggregation.pattern, ComputeOptions{});
     auto simulated = SimulateFederation(sim, 0, static_cast<int>(kSites.size()), /*seed=*/0, fed);
     ASSERT_TRUE(simulated.ok()) << simulated.status();
-    auto served = LlamaModel::Load(*dir_ + "/" + name + "/out/model");
+    auto served = LlamaModel::Load(files_->dir() + "/" + name + "/out/model");
     ASSERT_TRUE(served.ok()) << served.status();
     ASSERT_EQ(served->tensors().size(), simulated->tensors().size());
     for (const auto& [tensor_name, tensor] : simulated->tensors()) {
@@ -374,13 +327,53 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
       "join_timeout_seconds: 1\n");
   auto server = StartServer(run, port);
   ASSERT_TRUE(PortOpen(port)) << server->Log();
+  // site-d joins first (the raw client below), so the 1 s join phase opens round 0 with it
+  // instead of failing for want of sites.
+  RawClient raw(port, Certs());
+  v1::JoinResponse joined;
+  ASSERT_TRUE(raw.Join(base_->Fingerprint(), &joined).ok());
 
-  {  // 1. Certificate from another CA: the TLS handshake fails; the client gives up.
+  {  // 1. Certificate from another CA: the client's own startup check refuses it, at once
+     // and in words (docs/round_protocol.md §7, "TLS failures").
+    const auto start = std::chrono::steady_clock::now();
     auto rogue = StartClient(WriteClientConfig(run, "mallory", port, Certs() + "/rogue", kModel, "site-a"),
                              run + "/mallory.log");
-    EXPECT_NE(rogue->Wait(60), 0);
-    EXPECT_THAT(rogue->Log(), HasSubstr("UNAVAILABLE"));
-    EXPECT_THAT(rogue->Log(), HasSubstr("Join kept failing"));
+    EXPECT_EQ(rogue->Wait(30), 1) << rogue->Log();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+    EXPECT_THAT(rogue->Log(), HasSubstr("FAILED_PRECONDITION: config key 'tls.cert'"));
+    EXPECT_THAT(rogue->Log(), HasSubstr("is not signed by the CA in config key 'tls.ca'"));
+    EXPECT_THAT(rogue->Log(), Not(HasSubstr("retrying")));
+  }
+  {  // 1b. The same certificate presented to the server anyway: refused in the handshake;
+     // the probe says so, and the server's log names this very connection and the reason.
+    const absl::Status probe =
+        ProbeServer(absl::StrCat("127.0.0.1:", port), "",
+                    TlsFiles{Certs() + "/rogue/mallory.crt", Certs() + "/rogue/mallory.key", Certs() + "/ca.crt"});
+    EXPECT_EQ(probe.code(), absl::StatusCode::kFailedPrecondition) << probe;
+    EXPECT_THAT(std::string(probe.message()), HasSubstr("refused this site's certificate"));
+    std::smatch end;
+    const std::string message(probe.message());
+    ASSERT_TRUE(std::regex_search(message, end, std::regex("end of the connection: (127\\.0\\.0\\.1:[0-9]+)")));
+    EXPECT_TRUE(WaitForText(run + "/server.log",
+                            absl::StrCat("TLS handshake with client ", end[1].str(),
+                                         " failed: the client's certificate does not verify against this server's "
+                                         "tls.ca"),
+                            10))
+        << server->Log();
+  }
+  {  // 1c. A server name the server's certificate does not carry: the client probes after
+     // its first UNAVAILABLE and exits with the names the certificate has.
+    const auto start = std::chrono::steady_clock::now();
+    auto wrong_name = StartClient(files_->WriteClientConfig(run, "site-d", port, Certs(), kModel, "site-a", 30,
+                                                            "server_name: \"fedprllm.example.org\"\n"),
+                                  run + "/wrong-name.log");
+    EXPECT_EQ(wrong_name->Wait(30), 1) << wrong_name->Log();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+    EXPECT_THAT(wrong_name->Log(), HasSubstr("FAILED_PRECONDITION: Join cannot succeed: server name mismatch"));
+    EXPECT_THAT(wrong_name->Log(), HasSubstr("presents a certificate for [localhost, 127.0.0.1], not for "
+                                             "\"fedprllm.example.org\" (config key 'server_name')"));
+    EXPECT_TRUE(WaitForText(run + "/server.log", "TLS: a client asked for server name \"fedprllm.example.org\"", 10))
+        << server->Log();
   }
   {  // 2. Valid federation certificate, identity not on the allowlist.
     auto outsider = StartClient(WriteClientConfig(run, "site-e", port, Certs(), kModel, "site-a"), run + "/site-e.log");
@@ -401,9 +394,6 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
     EXPECT_THAT(impostor->Log(), HasSubstr("FAILED_PRECONDITION: model fingerprint mismatch: server has "));
   }
   // 4. Malformed and wrong-sized masks from an authenticated, allowed client.
-  RawClient raw(port, Certs());
-  v1::JoinResponse joined;
-  ASSERT_TRUE(raw.Join(base_->Fingerprint(), &joined).ok());
   const std::string token = joined.session_token();
   const v1::JobSpec& job = joined.job();
   v1::RoundAssignment a;
@@ -483,7 +473,7 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
   // site-d joined but never learns the outcome; the server waits one poll window for it.
   ASSERT_EQ(server->Wait(60), 0) << server->Log();
   const std::string log = server->Log();
-  EXPECT_THAT(log, HasSubstr("Join from"));
+  EXPECT_THAT(log, HasSubstr("/fedprllm.v1.FedPrLLM/Join refused"));
   EXPECT_THAT(log, HasSubstr("refused: certificate names [site-e"));
   EXPECT_THAT(log, HasSubstr("client site-d rejected at Join: model fingerprint mismatch"));
   EXPECT_THAT(log, HasSubstr("upload from site-d for round 0 refused"));

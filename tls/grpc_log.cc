@@ -14,8 +14,9 @@ namespace fedprllm {
 namespace {
 
 constexpr int kGenericLinesPerWindow = 5;
-constexpr size_t kMaxPending = 64;                      // beyond this, failures are not attributed
+constexpr size_t kMaxPending = 64;                         // beyond this, failures are not attributed
 constexpr absl::Duration kClaimMemory = absl::Minutes(2);  // a closed connection is named once
+constexpr int64_t kRecentReceiveMs = 250;                  // the failing connection's bytes arrived just now
 
 bool Has(const std::string& text, const char* part) { return absl::StrContains(text, part); }
 
@@ -78,8 +79,9 @@ std::string ExplainHandshakeFailure(const HandshakeFailure& f, TlsRole role) {
   const bool server = role == TlsRole::kServer;
   const char* peer = server ? "the client" : "the server";
   if (!f.expected_name.empty()) {
-    return absl::StrCat("the server's certificate does not carry the name \"", f.expected_name,
-                        "\" (config key server_name, or the host in server_address)");
+    return absl::StrCat("a client asked for server name \"", f.expected_name,
+                        "\" (TLS SNI), which this server's certificate does not carry; that client will refuse this "
+                        "server unless its server_name (or the host in its server_address) is on the certificate");
   }
   if (Has(r, "certificate verify failed")) {
     return server ? "the client's certificate does not verify against this server's tls.ca (signed by another CA, "
@@ -91,8 +93,13 @@ std::string ExplainHandshakeFailure(const HandshakeFailure& f, TlsRole role) {
     return absl::StrCat(peer, " sent no certificate; mutual TLS requires one");
   }
   if (Has(r, "alert unknown ca")) {
-    return absl::StrCat(peer, " does not trust this side's certificate (alert \"unknown ca\": its tls.ca is not the "
-                              "CA that signed this side's tls.cert)");
+    return absl::StrCat(peer,
+                        " does not trust this side's certificate (alert \"unknown ca\": its tls.ca is not the "
+                        "CA that signed this side's tls.cert)");
+  }
+  if (Has(r, "alert bad certificate") || Has(r, "alert certificate unknown") || Has(r, "alert certificate expired")) {
+    return absl::StrCat(peer, " refused this side's certificate (", r, "): ", server ? "a server name" : "a name",
+                        " it does not carry, or a CA the peer does not trust");
   }
   if (Has(r, "no application protocol")) return absl::StrCat(peer, " did not offer HTTP/2 (ALPN h2): not gRPC");
   if (Has(r, "alert")) return absl::StrCat(peer, " aborted the handshake (", r, ")");
@@ -106,14 +113,17 @@ std::string ExplainHandshakeFailure(const HandshakeFailure& f, TlsRole role) {
   return absl::StrCat("OpenSSL reports \"", r, "\"");
 }
 
-GrpcLogRouter::GrpcLogRouter(GrpcLogOptions options) : options_([&] {
-  if (!options.emit) {
-    options.emit = [](spdlog::level::level_enum level, const std::string& text) { spdlog::log(level, "{}", text); };
-  }
-  if (!options.read_table) options.read_table = ReadTcpTable;
-  if (!options.own_inodes) options.own_inodes = OwnSocketInodes;
-  return std::move(options);
-}()) {
+GrpcLogRouter::GrpcLogRouter(GrpcLogOptions options)
+    : options_([&] {
+        if (!options.emit) {
+          options.emit = [](spdlog::level::level_enum level, const std::string& text) {
+            spdlog::log(level, "{}", text);
+          };
+        }
+        if (!options.read_table) options.read_table = ReadTcpTable;
+        if (!options.own_inodes) options.own_inodes = OwnSocketInodes;
+        return std::move(options);
+      }()) {
   worker_ = std::thread([this] { Worker(); });
 }
 
@@ -131,7 +141,9 @@ void GrpcLogRouter::Emit(spdlog::level::level_enum level, const std::string& tex
 void GrpcLogRouter::Handle(gpr_log_severity severity, const char* file, int line, const char* message) {
   const std::string text = message == nullptr ? "" : message;
   std::optional<HandshakeFailure> failure = ParseHandshakeFailure(text);
-  if (failure.has_value() && options_.role == TlsRole::kClient) {
+  // The SNI line (server side, during a handshake that goes on) names no failing connection;
+  // on a client, the peer is the configured server.
+  if (failure.has_value() && (options_.role == TlsRole::kClient || !failure->expected_name.empty())) {
     std::optional<std::string> out;
     {
       absl::MutexLock lock(&mu_);
@@ -151,7 +163,9 @@ void GrpcLogRouter::Handle(gpr_log_severity severity, const char* file, int line
     if (crowded) {
       p.attributed = false;
     } else {
-      p.open_then = AcceptedConnections(options_.read_table(), options_.own_inodes());
+      const std::map<uint64_t, int> own = options_.own_inodes();
+      p.open_then = AcceptedConnections(options_.read_table(), own);
+      AddReceiveRecency(own, &p.open_then);
     }
     absl::MutexLock lock(&mu_);
     pending_.push_back(std::move(p));
@@ -160,6 +174,10 @@ void GrpcLogRouter::Handle(gpr_log_severity severity, const char* file, int line
   }
   const std::string where = absl::StrCat(TrimFile(file), ":", line);
   const spdlog::level::level_enum level = LevelOf(severity);
+  if (absl::StartsWith(text, "assertion failed")) {  // GPR_ASSERT: gRPC aborts right after
+    Emit(spdlog::level::critical, absl::StrCat("grpc: ", text, " [", where, "]"));
+    return;
+  }
   std::optional<std::string> out;
   {
     absl::MutexLock lock(&mu_);
@@ -211,9 +229,12 @@ std::vector<std::pair<spdlog::level::level_enum, std::string>> GrpcLogRouter::Fl
 std::optional<std::string> GrpcLogRouter::AdmitFailure(const std::string& peer, const HandshakeFailure& failure) {
   const std::string side = options_.role == TlsRole::kServer ? "client" : "server";
   const std::string why = ExplainHandshakeFailure(failure, options_.role);
-  const std::string raw = failure.expected_name.empty()
-                              ? absl::StrCat("OpenSSL: ", failure.openssl_reason)
-                              : absl::StrCat("gRPC: no match found for server name ", failure.expected_name);
+  if (!failure.expected_name.empty()) {
+    return Admit(absl::StrCat("tls sni ", failure.expected_name), absl::StrCat("TLS: ", why),
+                 absl::StrCat("TLS: more clients asked for server name \"", failure.expected_name, "\""),
+                 spdlog::level::warn, 1);
+  }
+  const std::string raw = absl::StrCat("OpenSSL: ", failure.openssl_reason);
   return Admit(absl::StrCat("tls ", HostOf(peer), " ", why),
                absl::StrCat("TLS handshake with ", side, " ", peer, " failed: ", why, " [", raw, "]"),
                absl::StrCat("TLS handshake with ", side, " ", HostOf(peer), " failed: ", why), spdlog::level::warn, 1);
@@ -224,14 +245,14 @@ std::string GrpcLogRouter::ResolvePeer(const Pending& p, const std::vector<TcpEn
   for (auto it = claimed_.begin(); it != claimed_.end();) {
     it = p.when - it->second > kClaimMemory ? claimed_.erase(it) : std::next(it);
   }
-  std::vector<std::string> closed;
-  for (const std::string& remote : ClosedSince(p.open_then, now_table)) {
-    if (claimed_.count(remote) == 0) closed.push_back(remote);
-  }
-  for (const std::string& remote : closed) claimed_[remote] = p.when;
-  if (closed.size() == 1) return closed.front();
-  if (closed.empty()) return "(peer unknown: no accepted connection closed after the failure)";
-  return absl::StrCat("one of ", absl::StrJoin(closed, ", "));
+  std::set<std::string> named_before;
+  for (const auto& [remote, when] : claimed_) named_before.insert(remote);
+  const std::vector<std::string> named =
+      FailedConnectionCandidates(p.open_then, now_table, named_before, kRecentReceiveMs);
+  for (const std::string& remote : named) claimed_[remote] = p.when;
+  if (named.size() == 1) return named.front();
+  if (named.empty()) return "(peer unknown: no accepted connection closed after the failure)";
+  return absl::StrCat("one of ", absl::StrJoin(named, ", "));
 }
 
 void GrpcLogRouter::Worker() {

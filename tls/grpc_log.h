@@ -1,18 +1,32 @@
 // gRPC core's log lines (gpr_log) through spdlog, at matching levels, and one operator line
-// per failed TLS handshake, with the peer and the reason in words, rate-limited.
+// per failed TLS handshake, with the peer and the reason in words, rate-limited. gRPC
+// drops lines below its own verbosity (GRPC_VERBOSITY, default ERROR) before the router
+// sees them; what reaches it keeps its level (DEBUG, INFO, ERROR -> debug, info, err).
 //
-// What gRPC 1.51 itself logs for a failed handshake (OpenSSL build, default verbosity):
-//   ERROR ssl_transport_security.cc: "Handshake failed with fatal error SSL_ERROR_SSL:
-//         error:0A000086:SSL routines::certificate verify failed."
-//   ERROR ssl_transport_security.cc (client side): "No match found for server name: X."
-//   DEBUG security_handshaker.cc / chttp2_server.cc: "Security handshake failed: ..." /
-//         "Handshaking failed: ..." (only with GRPC_VERBOSITY=DEBUG)
-// None of them names the peer. On the server the router therefore takes a snapshot of the
-// process's accepted TCP connections when the line arrives (the failing one is still open
-// then) and, `attribution_delay` later, names the connection(s) the server has closed in
-// between (tls/tcp_table.h). The client knows its peer: the configured server address.
+// What gRPC 1.51 itself logs about handshakes (OpenSSL build, default verbosity ERROR):
+//   ERROR ssl_transport_security.cc:1501, on the side whose handshake failed:
+//         "Handshake failed with fatal error SSL_ERROR_SSL: error:0A000086:SSL
+//         routines::certificate verify failed." (server: the client's certificate failed;
+//         "sslv3 alert bad certificate" / "tlsv1 alert unknown ca": the client refused ours;
+//         "peer did not return a certificate"; "wrong version number": plaintext peer)
+//   ERROR ssl_transport_security.cc:1934, server side, SNI callback: "No match found for
+//         server name: X." The handshake goes on with the default certificate; a gRPC
+//         client then rejects the name after the handshake and just closes the connection,
+//         so the server logs no failure for it.
+//   DEBUG security_handshaker.cc:205 / chttp2_server.cc:448: "Security handshake failed:
+//         ..." / "Handshaking failed: ..." (same reason; only with GRPC_VERBOSITY=DEBUG)
+// A client whose certificate the server refuses logs nothing at ERROR: it sees "Socket
+// closed" (TLS 1.3: the server checks it after the client's Finished and closes without
+// an alert). None of these lines names the peer.
 //
-//   InstallGrpcLogRouting({.role = TlsRole::kServer});  // first thing in RunServer
+// On the server the router therefore takes a snapshot of the process's accepted TCP
+// connections when a failure line arrives (the failing one is still open then, and has
+// just received the bytes that failed) and, `attribution_delay` later, names the
+// connection the server has closed in between, preferring one that received data within
+// 250 ms of the line (tls/tcp_table.h). If several remain the line says "one of A, B"; if
+// none, "peer unknown". The client knows its peer: the configured server address.
+//
+//   InstallGrpcLogRouting({TlsRole::kServer});  // first thing in RunServer
 #pragma once
 
 #include <grpc/support/log.h>
@@ -52,13 +66,13 @@ struct GrpcLogOptions {
   std::function<void(spdlog::level::level_enum, const std::string&)> emit;
   // Socket table seams for tests. Default: ReadTcpTable, OwnSocketInodes.
   std::function<std::vector<TcpEntry>()> read_table;
-  std::function<std::set<uint64_t>()> own_inodes;
+  std::function<std::map<uint64_t, int>()> own_inodes;
 };
 
 // A failed handshake as gRPC's line describes it.
 struct HandshakeFailure {
   std::string openssl_reason;  // "certificate verify failed"
-  std::string expected_name;   // from "No match found for server name: X."; else ""
+  std::string expected_name;   // the SNI line's "No match found for server name: X."; else ""
 };
 
 // The failure a gRPC log message reports, or nullopt if it reports none.

@@ -21,12 +21,12 @@ namespace {
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using testing::TestCerts;
 using testing::TestGrpcServer;
 
-// What gRPC 1.51 logs, verbatim (ssl_transport_security.cc:1501 and :1934).
+// What gRPC 1.51 logs, verbatim (ssl_transport_security.cc:1501, and :1934 on the server
+// when a client's SNI names a host its certificate lacks).
 const char kVerifyFailed[] =
     "Handshake failed with fatal error SSL_ERROR_SSL: error:0A000086:SSL routines::certificate verify failed.";
 const char kNoMatch[] = "No match found for server name: other.example.";
@@ -85,8 +85,7 @@ TEST(ParseHandshakeFailureTest, Explanations) {
               HasSubstr("the client does not trust this side's certificate"));
   EXPECT_THAT(ExplainHandshakeFailure({"peer did not return a certificate", ""}, TlsRole::kServer),
               HasSubstr("the client sent no certificate"));
-  EXPECT_THAT(ExplainHandshakeFailure({"wrong version number", ""}, TlsRole::kServer),
-              HasSubstr("does not speak TLS"));
+  EXPECT_THAT(ExplainHandshakeFailure({"wrong version number", ""}, TlsRole::kServer), HasSubstr("does not speak TLS"));
   EXPECT_THAT(ExplainHandshakeFailure({"", "x.example"}, TlsRole::kClient), HasSubstr("name \"x.example\""));
 }
 
@@ -121,7 +120,7 @@ TEST(GrpcLogRouterTest, NamesTheConnectionTheServerClosed) {
     absl::MutexLock lock(&mu);
     return reads++ == 0 ? before : after;
   };
-  options.own_inodes = [] { return std::set<uint64_t>{1, 2, 3, 4}; };
+  options.own_inodes = [] { return std::map<uint64_t, int>{{1, -1}, {2, -1}, {3, -1}, {4, -1}}; };
   GrpcLogRouter router(options);
   router.Handle(GPR_LOG_SEVERITY_ERROR, "./src/core/tsi/ssl_transport_security.cc", 1501, kVerifyFailed);
   router.Drain();
@@ -142,9 +141,9 @@ TEST(GrpcLogRouterTest, RepeatsAreCountedNotLogged) {
   options.emit = capture.Sink();
   options.repeat_window = absl::Milliseconds(400);
   GrpcLogRouter router(options);
-  for (int i = 0; i < 6; ++i) router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1, kNoMatch);
+  for (int i = 0; i < 6; ++i) router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1, kVerifyFailed);
   EXPECT_THAT(capture.texts(), ElementsAre(HasSubstr("TLS handshake with server 127.0.0.1:50051 failed: the server's "
-                                                     "certificate does not carry the name \"other.example\"")));
+                                                     "certificate does not verify against this site's tls.ca")));
   // The worker reports the 5 left out once the window has passed.
   absl::SleepFor(absl::Milliseconds(900));
   const std::vector<std::string> texts = capture.texts();
@@ -152,8 +151,25 @@ TEST(GrpcLogRouterTest, RepeatsAreCountedNotLogged) {
   EXPECT_THAT(texts[1], AllOf(HasSubstr("TLS handshake with server 127.0.0.1 failed"),
                               HasSubstr(": 5 more in the last"), HasSubstr("were not logged")));
   // After the summary, the next failure is logged in full again.
-  router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1, kNoMatch);
+  router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1, kVerifyFailed);
   EXPECT_THAT(capture.texts(), SizeIs(3));
+}
+
+TEST(GrpcLogRouterTest, SniMismatchIsLoggedAtOnceWithoutLookingForAPeer) {
+  Capture capture;
+  GrpcLogOptions options;
+  options.emit = capture.Sink();
+  options.read_table = [] {
+    ADD_FAILURE() << "the SNI line names no failing connection; no table read expected";
+    return std::vector<TcpEntry>{};
+  };
+  GrpcLogRouter router(options);
+  router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1934, kNoMatch);
+  router.Handle(GPR_LOG_SEVERITY_ERROR, "t.cc", 1934, kNoMatch);
+  router.Drain();
+  EXPECT_THAT(capture.texts(),
+              ElementsAre(AllOf(HasSubstr("TLS: a client asked for server name \"other.example\" "
+                                          "(TLS SNI), which this server's certificate does not carry"))));
 }
 
 TEST(GrpcLogRouterTest, OtherLinesKeepTheirLevel) {
@@ -174,33 +190,6 @@ TEST(GrpcLogRouterTest, OtherLinesKeepTheirLevel) {
   EXPECT_EQ(lines[6].text, "grpc: e [core/a.cc:3]");
 }
 
-TEST(TcpTableTest, ParsesProcNetTcp) {
-  const std::string v4 =
-      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-      "   0: 0100007F:C383 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n"
-      "   1: 0100007F:C383 0100007F:9C41 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0 20 4 30 10 -1\n";
-  const std::vector<TcpEntry> e = ParseProcNetTcp(v4);
-  ASSERT_THAT(e, SizeIs(2));
-  EXPECT_EQ(e[0].local, "127.0.0.1:50051");
-  EXPECT_EQ(e[0].state, kTcpListen);
-  EXPECT_EQ(e[1].remote, "127.0.0.1:40001");
-  EXPECT_EQ(e[1].inode, 4243u);
-  const std::string v6 =
-      "  sl  local_address                         remote_address                        st tx_queue rx_queue tr "
-      "tm->when retrnsmt   uid  timeout inode\n"
-      "   0: 0000000000000000FFFF00000100007F:C383 0000000000000000FFFF00000100007F:9C42 06 00000000:00000000 "
-      "03:00000F9E 00000000     0        0 0 3 0000000000000000\n"
-      "   1: 00000000000000000000000001000000:C383 00000000000000000000000001000000:9C43 01 00000000:00000000 "
-      "00:00000000 00000000     0        0 77 1 0 20 4 30 10 -1\n";
-  const std::vector<TcpEntry> e6 = ParseProcNetTcp(v6);
-  ASSERT_THAT(e6, SizeIs(2));
-  EXPECT_EQ(e6[0].remote, "127.0.0.1:40002");  // IPv4-mapped
-  EXPECT_EQ(e6[0].state, kTcpTimeWait);
-  EXPECT_EQ(e6[1].remote, "[::1]:40003");
-  EXPECT_THAT(ClosedSince({e[1]}, e), IsEmpty());
-  EXPECT_THAT(ClosedSince({e[1]}, {e[0]}), ElementsAre("127.0.0.1:40001"));
-}
-
 // Routes this process's gpr_log lines to the router of the running test.
 GrpcLogRouter* g_test_router = nullptr;
 void ToTestRouter(gpr_log_func_args* args) {
@@ -217,8 +206,9 @@ TEST(GrpcLogRouterTest, RealServerNamesTheRefusedPeer) {
   GrpcLogRouter router(options);
   g_test_router = &router;
   gpr_set_log_function(ToTestRouter);
-  const absl::Status s = ProbeServer(
-      server.address(), "", TlsFiles{certs.Path("rogue/mallory.crt"), certs.Path("rogue/mallory.key"), certs.Path("ca.crt")});
+  const absl::Status s =
+      ProbeServer(server.address(), "",
+                  TlsFiles{certs.Path("rogue/mallory.crt"), certs.Path("rogue/mallory.key"), certs.Path("ca.crt")});
   ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   std::smatch m;
   const std::string message(s.message());

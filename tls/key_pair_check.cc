@@ -45,8 +45,8 @@ absl::StatusOr<PkeyPtr> ParsePrivateKey(const std::string& pem, const std::strin
     return absl::InvalidArgumentError(
         absl::StrCat(what, " holds a certificate, not a private key: are cert and key swapped?"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(what, " is not a PEM private key",
-                                                 errors.empty() ? "" : absl::StrCat(" (OpenSSL: ", errors, ")")));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " is not a PEM private key", errors.empty() ? "" : absl::StrCat(" (OpenSSL: ", errors, ")")));
 }
 
 }  // namespace
@@ -70,16 +70,16 @@ absl::Status CheckKeyPair(const TlsFiles& files, TlsRole role, absl::Time now) {
                                                    cert_where, " (", SubjectText(leaf), ")"));
   }
 
-  const time_t now_t = absl::ToTimeT(now);
-  if (X509_cmp_time(X509_get0_notBefore(leaf), const_cast<time_t*>(&now_t)) > 0) {
+  time_t now_t = absl::ToTimeT(now);
+  if (X509_cmp_time(X509_get0_notBefore(leaf), &now_t) > 0) {
     return absl::FailedPreconditionError(absl::StrCat(cert_where, " is not valid yet: valid from ",
                                                       FormatAsn1Time(X509_get0_notBefore(leaf)), " (",
                                                       SubjectText(leaf), "); is this machine's clock right?"));
   }
-  if (X509_cmp_time(X509_get0_notAfter(leaf), const_cast<time_t*>(&now_t)) < 0) {
+  if (X509_cmp_time(X509_get0_notAfter(leaf), &now_t) < 0) {
     return absl::FailedPreconditionError(absl::StrCat(cert_where, " expired on ",
-                                                      FormatAsn1Time(X509_get0_notAfter(leaf)), " (",
-                                                      SubjectText(leaf), "); renew it (deploy/make_certs.sh)"));
+                                                      FormatAsn1Time(X509_get0_notAfter(leaf)), " (", SubjectText(leaf),
+                                                      "); renew it (deploy/make_certs.sh)"));
   }
 
   StorePtr store(X509_STORE_new());
@@ -110,10 +110,10 @@ absl::Status CheckKeyPair(const TlsFiles& files, TlsRole role, absl::Time now) {
       return absl::FailedPreconditionError(absl::StrCat(cert_where, " is not signed by the CA in ", ca_text, ": ",
                                                         DescribeCertificate(leaf), " (OpenSSL: ", why, ")"));
     case X509_V_ERR_INVALID_PURPOSE:
-      return absl::FailedPreconditionError(absl::StrCat(
-          cert_where, " is not a TLS ", role == TlsRole::kServer ? "server" : "client",
-          " certificate (its extended key usage lacks ", role == TlsRole::kServer ? "serverAuth" : "clientAuth",
-          "): ", DescribeCertificate(leaf)));
+      return absl::FailedPreconditionError(
+          absl::StrCat(cert_where, " is not a TLS ", role == TlsRole::kServer ? "server" : "client",
+                       " certificate (its extended key usage lacks ",
+                       role == TlsRole::kServer ? "serverAuth" : "clientAuth", "): ", DescribeCertificate(leaf)));
     case X509_V_ERR_CERT_HAS_EXPIRED:
     case X509_V_ERR_CERT_NOT_YET_VALID:
       // The leaf's dates were checked above, so this is a CA or an intermediate.

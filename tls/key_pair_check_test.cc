@@ -32,15 +32,15 @@ TEST(CheckKeyPairTest, KeyOfAnotherCertificate) {
   const absl::Status s = CheckKeyPair(Files("site-a.crt", "server.key"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.key'"), HasSubstr("server.key"),
-                                 HasSubstr("is not the private key of the certificate in"), HasSubstr("site-a.crt"),
-                                 HasSubstr("CN=site-a")));
+                                              HasSubstr("is not the private key of the certificate in"),
+                                              HasSubstr("site-a.crt"), HasSubstr("CN=site-a")));
 }
 
 TEST(CheckKeyPairTest, ExpiredCertificate) {
   const absl::Status s = CheckKeyPair(Files("expired.crt", "site-a.key"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.cert'"), HasSubstr("expired.crt"), HasSubstr("expired on"),
-                                 HasSubstr("UTC")));
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.cert'"), HasSubstr("expired.crt"),
+                                              HasSubstr("expired on"), HasSubstr("UTC")));
 }
 
 TEST(CheckKeyPairTest, ValidityPeriodAtOtherTimes) {
@@ -58,13 +58,14 @@ TEST(CheckKeyPairTest, FilesThatAreNotPem) {
   absl::Status s = CheckKeyPair(Files("garbage.pem", "site-a.key"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.cert'"), HasSubstr("garbage.pem"),
-                                 HasSubstr("is not a PEM certificate")));
+                                              HasSubstr("is not a PEM certificate")));
   s = CheckKeyPair(Files("damaged.pem", "site-a.key"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("damaged.pem"), HasSubstr("is not a valid PEM certificate")));
   s = CheckKeyPair(Files("site-a.crt", "garbage.pem"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.key'"), HasSubstr("is not a PEM private key")));
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("config key 'tls.key'"), HasSubstr("is not a PEM private key")));
   s = CheckKeyPair(Files("site-a.crt", "site-a.key", "garbage.pem"), TlsRole::kClient);
   EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.ca'"), HasSubstr("is not a PEM certificate")));
   s = CheckKeyPair(Files("site-a.key", "site-a.crt"), TlsRole::kClient);
@@ -81,8 +82,8 @@ TEST(CheckKeyPairTest, CertificateOfAnotherCa) {
   const absl::Status s = CheckKeyPair(Files("rogue/mallory.crt", "rogue/mallory.key"), TlsRole::kClient);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("config key 'tls.cert'"), HasSubstr("mallory.crt"),
-                                 HasSubstr("is not signed by the CA in config key 'tls.ca'"),
-                                 HasSubstr("FedPrLLM federation CA"), HasSubstr("issuer CN=Rogue CA")));
+                                              HasSubstr("is not signed by the CA in config key 'tls.ca'"),
+                                              HasSubstr("FedPrLLM federation CA"), HasSubstr("issuer CN=Rogue CA")));
 }
 
 TEST(CheckKeyPairTest, WrongKeyUsage) {

@@ -1,12 +1,11 @@
 // OpenSSL helpers of fedprllm::tls: error text, PEM parsing, certificate descriptions.
 #include "tls/openssl_util.h"
 
+#include <arpa/inet.h>
 #include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-
-#include <arpa/inet.h>
 
 #include <cerrno>
 #include <cstring>
@@ -62,8 +61,8 @@ absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem, c
     return absl::InvalidArgumentError(
         absl::StrCat(what, " is not a PEM certificate: no \"-----BEGIN CERTIFICATE-----\" block", hint));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat(what, " is not a valid PEM certificate", certs.empty() ? "" : " chain", hint, " (OpenSSL: ", errors, ")"));
+  return absl::InvalidArgumentError(absl::StrCat(what, " is not a valid PEM certificate", certs.empty() ? "" : " chain",
+                                                 hint, " (OpenSSL: ", errors, ")"));
 }
 
 namespace {
@@ -117,8 +116,8 @@ std::vector<std::string> CertificateNames(const X509* cert) {
 std::string FormatAsn1Time(const ASN1_TIME* time) {
   std::tm tm{};
   if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) return "?";
-  return absl::StrFormat("%04d-%02d-%02d %02d:%02d:%02d UTC", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                         tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return absl::StrFormat("%04d-%02d-%02d %02d:%02d:%02d UTC", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                         tm.tm_min, tm.tm_sec);
 }
 
 absl::Time Asn1ToTime(const ASN1_TIME* time) {

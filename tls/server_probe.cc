@@ -3,15 +3,14 @@
 #include "tls/server_probe.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 #include <cerrno>
 #include <chrono>
@@ -133,7 +132,6 @@ class Socket {
       }
       if (err == 0) {
         fd_ = fd;
-        remote_ = remote;
         sockaddr_storage local{};
         socklen_t len = sizeof(local);
         if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
@@ -151,12 +149,10 @@ class Socket {
 
   int fd() const { return fd_; }
   const std::string& local() const { return local_; }
-  const std::string& remote() const { return remote_; }
 
  private:
   int fd_ = -1;
   std::string local_ = "?";
-  std::string remote_;
 };
 
 // How a TLS operation ended.
@@ -186,7 +182,10 @@ class TlsConnection {
         return Outcome::kDone;
       }
       if (error == SSL_ERROR_WANT_WRITE) continue;  // memory BIO: never full
-      if (error != SSL_ERROR_WANT_READ) return peer_closed_ && !absl::StrContains(errors_, "alert") ? Outcome::kPeerClosed : Outcome::kSslError;
+      if (error != SSL_ERROR_WANT_READ) {
+        // An alert that arrived before the close is the better explanation.
+        return peer_closed_ && !absl::StrContains(errors_, "alert") ? Outcome::kPeerClosed : Outcome::kSslError;
+      }
       if (peer_closed_) return Outcome::kPeerClosed;
       pollfd p{socket_.fd(), POLLIN, 0};
       const int n = ::poll(&p, 1, MsLeft(deadline));
@@ -197,7 +196,8 @@ class TlsConnection {
         BIO_write(rbio_, buf, static_cast<int>(got));
       } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
         peer_closed_ = true;
-        close_reason_ = got == 0 ? "closed the connection" : absl::StrCat("reset the connection (", std::strerror(errno), ")");
+        close_reason_ =
+            got == 0 ? "closed the connection" : absl::StrCat("reset the connection (", std::strerror(errno), ")");
         BIO_set_mem_eof_return(rbio_, 0);  // let OpenSSL see the end and process what is buffered
       }
     }
@@ -252,7 +252,9 @@ int RecordVerify(int preverify_ok, X509_STORE_CTX* ctx) {
   auto* state = static_cast<VerifyState*>(SSL_get_ex_data(ssl, VerifyStateIndex()));
   if (state != nullptr) {
     if (state->leaf == nullptr) {
-      if (X509* leaf = X509_STORE_CTX_get0_cert(ctx); leaf != nullptr && X509_up_ref(leaf) == 1) state->leaf.reset(leaf);
+      if (X509* leaf = X509_STORE_CTX_get0_cert(ctx); leaf != nullptr && X509_up_ref(leaf) == 1) {
+        state->leaf.reset(leaf);
+      }
     }
     if (!preverify_ok && state->error == X509_V_OK) {
       state->error = X509_STORE_CTX_get_error(ctx);
@@ -298,8 +300,8 @@ absl::Status ProbeServer(const std::string& address, const std::string& server_n
   if (ctx == nullptr) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", DrainOpenSslErrors()));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   for (const X509Ptr& ca : cas) X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), ca.get());
-  if (SSL_CTX_use_certificate(ctx.get(), chain.front().get()) != 1 || SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 ||
-      SSL_CTX_check_private_key(ctx.get()) != 1) {
+  if (SSL_CTX_use_certificate(ctx.get(), chain.front().get()) != 1 ||
+      SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 || SSL_CTX_check_private_key(ctx.get()) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("config keys 'tls.cert'/'tls.key' (", files.cert, ", ", files.key,
                                                    "): unusable pair (OpenSSL: ", DrainOpenSslErrors(), ")"));
   }
@@ -331,24 +333,26 @@ absl::Status ProbeServer(const std::string& address, const std::string& server_n
     if (verify.error == X509_V_ERR_HOSTNAME_MISMATCH || verify.error == X509_V_ERR_IP_ADDRESS_MISMATCH) {
       const std::vector<std::string> names =
           verify.leaf != nullptr ? tls_internal::CertificateNames(verify.leaf.get()) : std::vector<std::string>{};
-      return absl::FailedPreconditionError(absl::StrCat(
-          "server name mismatch: ", server, " presents a certificate for [", absl::StrJoin(names, ", "),
-          "], not for \"", name, "\" (", name_source, "); set server_name to one of those names or reissue the "
-          "server certificate (deploy/make_certs.sh --server-cn)", from));
+      return absl::FailedPreconditionError(absl::StrCat("server name mismatch: ", server,
+                                                        " presents a certificate for [", absl::StrJoin(names, ", "),
+                                                        "], not for \"", name, "\" (", name_source,
+                                                        "); set server_name to one of those names or reissue the "
+                                                        "server certificate (deploy/make_certs.sh --server-cn)",
+                                                        from));
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the certificate of ", server, " is not trusted by config key 'tls.ca' (", files.ca, "): ",
-        X509_verify_cert_error_string(verify.error), " at depth ", verify.depth, "; it has ", cert_text,
-        ". Is tls.ca this federation's CA?", from));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the certificate of ", server, " is not trusted by config key 'tls.ca' (", files.ca,
+                     "): ", X509_verify_cert_error_string(verify.error), " at depth ", verify.depth, "; it has ",
+                     cert_text, ". Is tls.ca this federation's CA?", from));
   }
   auto refused = [&](const std::string& how) {
     return absl::FailedPreconditionError(absl::StrCat(
-        server, " refused this site's certificate (", cert_where, ": ", DescribeCertificate(chain.front().get()), "): ",
-        how, ". Is tls.cert signed by the CA the server trusts, unexpired, and a client certificate?", from));
+        server, " refused this site's certificate (", cert_where, ": ", DescribeCertificate(chain.front().get()),
+        "): ", how, ". Is tls.cert signed by the CA the server trusts, unexpired, and a client certificate?", from));
   };
   if (handshake == Outcome::kTimeout) {
-    return absl::UnavailableError(absl::StrCat(server, " did not finish the TLS handshake within ",
-                                               absl::FormatDuration(timeout), from));
+    return absl::UnavailableError(
+        absl::StrCat(server, " did not finish the TLS handshake within ", absl::FormatDuration(timeout), from));
   }
   if (handshake == Outcome::kPeerClosed) {
     return absl::UnavailableError(absl::StrCat(server, " ", tls.close_reason(), " during the TLS handshake", from));
@@ -378,7 +382,9 @@ absl::Status ProbeServer(const std::string& address, const std::string& server_n
   // TLS 1.3: the server judges this site's certificate now, after the client's Finished.
   Outcome reply = tls.Run([&] { return SSL_write(ssl.get(), kHttp2Preface, kHttp2PrefaceBytes); }, deadline, &result);
   char buf[256];
-  if (reply == Outcome::kDone) reply = tls.Run([&] { return SSL_read(ssl.get(), buf, sizeof(buf)); }, deadline, &result);
+  if (reply == Outcome::kDone) {
+    reply = tls.Run([&] { return SSL_read(ssl.get(), buf, sizeof(buf)); }, deadline, &result);
+  }
   switch (reply) {
     case Outcome::kDone:
       return absl::OkStatus();
@@ -391,9 +397,45 @@ absl::Status ProbeServer(const std::string& address, const std::string& server_n
       if (absl::StrContains(tls.errors(), "alert")) {
         return refused(absl::StrCat("it ended the connection with \"", tls.errors(), "\""));
       }
-      return absl::UnavailableError(absl::StrCat("TLS with ", server, " failed after the handshake: ", tls.errors(), from));
+      return absl::UnavailableError(
+          absl::StrCat("TLS with ", server, " failed after the handshake: ", tls.errors(), from));
   }
   return absl::InternalError("unreachable");
+}
+
+UnavailableDiagnosis::UnavailableDiagnosis(std::string address, std::string server_name, TlsFiles files,
+                                           absl::Duration interval, absl::Duration confirm_after)
+    : address_(std::move(address)),
+      server_name_(std::move(server_name)),
+      files_(std::move(files)),
+      interval_(interval),
+      confirm_after_(confirm_after) {}
+
+absl::Status UnavailableDiagnosis::Diagnose(std::string* seen) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!permanent_.ok()) return permanent_;
+    if (probing_ || absl::Now() - last_probe_ < interval_) {
+      *seen = last_seen_;
+      return absl::OkStatus();
+    }
+    probing_ = true;
+  }
+  absl::Status s = ProbeServer(address_, server_name_, files_);
+  const auto permanent = [](const absl::Status& st) { return !st.ok() && !absl::IsUnavailable(st); };
+  if (permanent(s)) {
+    absl::SleepFor(confirm_after_);
+    s = ProbeServer(address_, server_name_, files_);
+  }
+  absl::MutexLock lock(&mu_);
+  probing_ = false;
+  last_probe_ = absl::Now();
+  last_seen_ =
+      s.ok() ? absl::StrCat("a TLS probe of ", address_, " succeeded (the server accepts this site's certificate)")
+             : absl::StrCat("TLS probe: ", s.message());
+  *seen = last_seen_;
+  if (permanent(s)) permanent_ = s;
+  return permanent_;
 }
 
 }  // namespace fedprllm

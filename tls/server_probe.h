@@ -9,7 +9,9 @@
 
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "tls/key_pair_check.h"
 
@@ -36,6 +38,37 @@ namespace fedprllm {
 //  * the errors of reading files (NOT_FOUND, INVALID_ARGUMENT) as CheckKeyPair words them.
 absl::Status ProbeServer(const std::string& address, const std::string& server_name, const TlsFiles& files,
                          absl::Duration timeout = absl::Seconds(5));
+
+// For a client whose RPCs fail UNAVAILABLE: runs ProbeServer at most once per `interval`,
+// and reports a permanent finding only when a second probe `confirm_after` later agrees
+// (a server that is shutting down may close one connection right after its handshake).
+// A permanent finding is sticky. Thread-safe; a call made while another thread probes, or
+// within `interval` of the last probe, returns at once with the last result.
+//
+//   UnavailableDiagnosis diagnosis(config.server_address, config.server_name, files);
+//   std::string seen;
+//   RETURN_IF_ERROR(diagnosis.Diagnose(&seen));  // else retry; `seen` says what the probe saw
+class UnavailableDiagnosis {
+ public:
+  UnavailableDiagnosis(std::string address, std::string server_name, TlsFiles files,
+                       absl::Duration interval = absl::Seconds(5), absl::Duration confirm_after = absl::Seconds(1));
+
+  // OK if nothing permanent was found; `*seen` is then what the latest probe saw ("" before
+  // the first). Otherwise the permanent error (FAILED_PRECONDITION, NOT_FOUND, ...).
+  absl::Status Diagnose(std::string* seen);
+
+ private:
+  const std::string address_;
+  const std::string server_name_;
+  const TlsFiles files_;
+  const absl::Duration interval_;
+  const absl::Duration confirm_after_;
+  absl::Mutex mu_;
+  bool probing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_probe_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::string last_seen_ ABSL_GUARDED_BY(mu_);
+  absl::Status permanent_ ABSL_GUARDED_BY(mu_);
+};
 
 // Host and port of a gRPC target as accepted by ProbeServer; INVALID_ARGUMENT otherwise.
 absl::Status SplitHostPort(const std::string& address, std::string* host, std::string* port);

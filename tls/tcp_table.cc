@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -85,8 +87,8 @@ std::vector<TcpEntry> ReadTcpTable() {
   return all;
 }
 
-std::set<uint64_t> OwnSocketInodes() {
-  std::set<uint64_t> inodes;
+std::map<uint64_t, int> OwnSocketInodes() {
+  std::map<uint64_t, int> inodes;
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) return inodes;
   while (const dirent* d = ::readdir(dir)) {
@@ -96,15 +98,17 @@ std::set<uint64_t> OwnSocketInodes() {
     if (n <= 0) continue;
     absl::string_view t(target, static_cast<size_t>(n));  // "socket:[12345]"
     uint64_t inode = 0;
-    if (absl::ConsumePrefix(&t, "socket:[") && absl::ConsumeSuffix(&t, "]") && absl::SimpleAtoi(t, &inode)) {
-      inodes.insert(inode);
+    int fd = -1;
+    if (absl::ConsumePrefix(&t, "socket:[") && absl::ConsumeSuffix(&t, "]") && absl::SimpleAtoi(t, &inode) &&
+        absl::SimpleAtoi(d->d_name, &fd)) {
+      inodes[inode] = fd;
     }
   }
   ::closedir(dir);
   return inodes;
 }
 
-std::vector<TcpEntry> AcceptedConnections(const std::vector<TcpEntry>& table, const std::set<uint64_t>& own) {
+std::vector<TcpEntry> AcceptedConnections(const std::vector<TcpEntry>& table, const std::map<uint64_t, int>& own) {
   std::set<int> listen_ports;
   for (const TcpEntry& e : table) {
     if (e.state == kTcpListen && own.count(e.inode) != 0) listen_ports.insert(e.local_port);
@@ -117,6 +121,18 @@ std::vector<TcpEntry> AcceptedConnections(const std::vector<TcpEntry>& table, co
     }
   }
   return accepted;
+}
+
+void AddReceiveRecency(const std::map<uint64_t, int>& own, std::vector<TcpEntry>* entries) {
+  for (TcpEntry& e : *entries) {
+    const auto it = own.find(e.inode);
+    if (it == own.end()) continue;
+    tcp_info info{};
+    socklen_t len = sizeof(info);
+    if (::getsockopt(it->second, IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
+      e.ms_since_receive = info.tcpi_last_data_recv;
+    }
+  }
 }
 
 std::vector<std::string> ClosedSince(const std::vector<TcpEntry>& before, const std::vector<TcpEntry>& now) {
@@ -132,6 +148,23 @@ std::vector<std::string> ClosedSince(const std::vector<TcpEntry>& before, const 
     }
   }
   return closed;
+}
+
+std::vector<std::string> FailedConnectionCandidates(const std::vector<TcpEntry>& open_then,
+                                                    const std::vector<TcpEntry>& now,
+                                                    const std::set<std::string>& exclude, int64_t recent_ms) {
+  std::vector<std::string> closed, recent;
+  for (const std::string& remote : ClosedSince(open_then, now)) {
+    if (exclude.count(remote) != 0) continue;
+    closed.push_back(remote);
+    for (const TcpEntry& e : open_then) {
+      if (e.remote == remote && e.ms_since_receive >= 0 && e.ms_since_receive <= recent_ms) {
+        recent.push_back(remote);
+        break;
+      }
+    }
+  }
+  return recent.empty() ? closed : recent;
 }
 
 }  // namespace fedprllm

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ struct TcpEntry {
   int local_port = 0;
   int state = 0;       // TcpState
   uint64_t inode = 0;  // 0 once no descriptor refers to the socket
+  // Milliseconds since data last arrived (TCP_INFO), for this process's own sockets when
+  // AddReceiveRecency ran; -1 if unknown.
+  int64_t ms_since_receive = -1;
 };
 
 // Parses the text of /proc/net/tcp or /proc/net/tcp6 (header line included). Lines that do
@@ -45,15 +49,26 @@ std::vector<TcpEntry> ParseProcNetTcp(const std::string& text);
 // Both tables of this network namespace; empty if /proc cannot be read.
 std::vector<TcpEntry> ReadTcpTable();
 
-// Inodes of the sockets this process has descriptors for.
-std::set<uint64_t> OwnSocketInodes();
+// The sockets this process has descriptors for: inode -> descriptor.
+std::map<uint64_t, int> OwnSocketInodes();
 
 // The entries of `table` that are connections this process accepted and has open
 // (ESTABLISHED or CLOSE_WAIT, on the port of one of its own LISTEN sockets).
-std::vector<TcpEntry> AcceptedConnections(const std::vector<TcpEntry>& table, const std::set<uint64_t>& own);
+std::vector<TcpEntry> AcceptedConnections(const std::vector<TcpEntry>& table, const std::map<uint64_t, int>& own);
+
+// Sets ms_since_receive of the entries whose inode is in `own`, from TCP_INFO on its
+// descriptor.
+void AddReceiveRecency(const std::map<uint64_t, int>& own, std::vector<TcpEntry>* entries);
 
 // Remote addresses of the connections in `before` that this side has closed since (now
 // FIN_WAIT1/2, CLOSING, TIME_WAIT, LAST_ACK, CLOSE, or gone from `now`).
 std::vector<std::string> ClosedSince(const std::vector<TcpEntry>& before, const std::vector<TcpEntry>& now);
+
+// The remote addresses most likely to be the connection whose handshake failed at the time
+// `open_then` was read: those of ClosedSince(open_then, now) not in `exclude`, narrowed to
+// the ones that had received data within `recent_ms` then, if any had.
+std::vector<std::string> FailedConnectionCandidates(const std::vector<TcpEntry>& open_then,
+                                                    const std::vector<TcpEntry>& now,
+                                                    const std::set<std::string>& exclude, int64_t recent_ms);
 
 }  // namespace fedprllm

@@ -1,11 +1,13 @@
 // Certificates for the tls tests, made once per test binary in a fresh directory under /tmp
 // by deploy/make_certs.sh (CA, server, site-a, a rogue CA with mallory) plus openssl for an
-// expired site certificate and files that are not PEM. Header-only: tests include it.
+// expired site certificate and files that are not PEM. The directory is removed at exit
+// unless a test failed. Header-only: tests include it.
 #pragma once
 
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -18,9 +20,12 @@ class TestCerts {
  public:
   // The shared set; fails the calling test (and returns an empty dir) if it cannot be made.
   static const TestCerts& Get() {
-    static const TestCerts* certs = new TestCerts();
-    EXPECT_TRUE(certs->ok_) << certs->log_;
-    return *certs;
+    static const TestCerts certs;
+    EXPECT_TRUE(certs.ok_) << certs.log_;
+    return certs;
+  }
+  ~TestCerts() {
+    if (!dir_.empty() && !::testing::UnitTest::GetInstance()->Failed()) std::filesystem::remove_all(dir_);
   }
 
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
