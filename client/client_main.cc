@@ -36,8 +36,8 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  // Before any thread starts. The site holds no durable state: what it committed is on the
-  // server, and a restarted client joins again and catches up.
+  // The site holds no durable state: what it committed is on the server, and a restarted
+  // client joins again and catches up.
   fedprllm::InstallShutdownHandler([](const char* signal_name) {
     spdlog::info("{} received: leaving the job; the server keeps this site's committed uploads, and a restarted "
                  "client joins again and catches up",

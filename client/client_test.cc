@@ -47,6 +47,7 @@ TEST(ClientConfigTest, DefaultsAndBadKeys) {
 TEST(ClientTest, TransientCodes) {
   EXPECT_TRUE(IsTransient(absl::UnavailableError("")));
   EXPECT_TRUE(IsTransient(absl::DataLossError("")));
+  EXPECT_TRUE(IsTransient(absl::CancelledError("")));
   EXPECT_FALSE(IsTransient(absl::PermissionDeniedError("")));
   EXPECT_FALSE(IsTransient(absl::InvalidArgumentError("")));
 }

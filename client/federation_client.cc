@@ -40,6 +40,7 @@ bool IsTransient(const absl::Status& status) {
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kAborted:
     case absl::StatusCode::kInternal:
+    case absl::StatusCode::kCancelled:  // the server ended the call while shutting down
       return true;
     default:
       return false;

@@ -1,28 +1,51 @@
-// The signal-waiting thread behind InstallShutdownHandler.
+// SIGTERM/SIGINT → a self-pipe → the thread that runs the shutdown callback. A handler
+// (rather than a blocked mask and sigwait) also covers threads that libraries started before
+// main() with the signals unblocked.
 #include "common/shutdown_signal.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
 namespace fedprllm {
+namespace {
+
+int pipe_fds[2] = {-1, -1};
+std::atomic<bool> signalled{false};
+
+void OnSignal(int signal) {
+  if (signalled.exchange(true)) {
+    static const char kMessage[] = "second signal: exiting now\n";
+    (void)!::write(2, kMessage, sizeof(kMessage) - 1);
+    ::_exit(130);
+  }
+  const char byte = static_cast<char>(signal);
+  (void)!::write(pipe_fds[1], &byte, 1);
+}
+
+}  // namespace
 
 void InstallShutdownHandler(std::function<void(const char* signal_name)> on_signal) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread([set, on_signal = std::move(on_signal)] {
-    int signal = 0;
-    if (sigwait(&set, &signal) != 0) return;
-    on_signal(signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    if (sigwait(&set, &signal) != 0) return;
-    std::fprintf(stderr, "second %s: exiting now\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    std::_Exit(130);
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    std::perror("shutdown handler: pipe2");
+    return;
+  }
+  std::thread([on_signal = std::move(on_signal)] {
+    char byte = 0;
+    while (::read(pipe_fds[0], &byte, 1) != 1) {
+    }
+    on_signal(byte == SIGTERM ? "SIGTERM" : "SIGINT");
   }).detach();
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
 }
 
 }  // namespace fedprllm

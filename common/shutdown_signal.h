@@ -1,7 +1,6 @@
-// Clean shutdown on SIGTERM and SIGINT for the daemons. Install() blocks both signals in the
-// calling thread, so call it first in main(), before any other thread exists (threads
-// inherit the mask); a dedicated thread then waits for them and runs `on_signal` once, with
-// the signal's name. A second signal while shutting down ends the process at once (exit 130).
+// Clean shutdown on SIGTERM and SIGINT for the daemons: after InstallShutdownHandler (call it
+// early in main()), the first of them runs `on_signal` once, with the signal's name, on a
+// dedicated thread; a second one ends the process at once (exit 130).
 //
 //   InstallShutdownHandler([&](const char* name) { job->RequestShutdown(name); });
 #pragma once

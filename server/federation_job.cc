@@ -903,7 +903,10 @@ absl::Status FederationJob::WriteModel() {
   {
     absl::MutexLock lock(&mu_);
     state_ = JobState::kDone;
-    RETURN_IF_ERROR(PersistJobLocked());
+    if (absl::Status s = PersistJobLocked(); !s.ok()) {
+      state_ = JobState::kWritingModel;  // not DONE until it is durable
+      return s;
+    }
     replies = CollectRepliesLocked(0);
   }
   spdlog::info("job {} done", job_id_);

@@ -35,7 +35,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  fedprllm::InstallShutdownHandler(fedprllm::RequestServerShutdown);  // before any thread starts
+  fedprllm::InstallShutdownHandler(fedprllm::RequestServerShutdown);
   absl::SetProgramUsageMessage("fedprllm-server --config server.yaml");
   absl::ParseCommandLine(argc, argv);
   fedprllm::UseAllCores();
