@@ -929,18 +929,22 @@ absl::Status FederationJob::WriteReport(const std::string& state) {
 }
 
 void FederationJob::Fail(const std::string& reason) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == JobState::kFailed || state_ == JobState::kDone || !failure_.empty()) return;
+    failure_ = reason;  // from here on the report carries the failure
+  }
+  spdlog::error("job {} FAILED: {}", job_id_, reason);
+  // The report first, so that whoever learns of the failure finds it written.
+  if (absl::Status s = WriteReport("FAILED"); !s.ok()) {
+    spdlog::error("cannot write the report of the failed job: {}", std::string(s.message()));
+  }
   std::vector<Reply> replies;
   {
     absl::MutexLock lock(&mu_);
-    if (state_ == JobState::kFailed || state_ == JobState::kDone) return;
     state_ = JobState::kFailed;
-    failure_ = reason;
     (void)PersistJobLocked();
     replies = CollectRepliesLocked(0);
-  }
-  spdlog::error("job {} FAILED: {}", job_id_, reason);
-  if (absl::Status s = WriteReport("FAILED"); !s.ok()) {
-    spdlog::error("cannot write the report of the failed job: {}", std::string(s.message()));
   }
   Deliver(std::move(replies));
 }
@@ -1020,7 +1024,7 @@ nlohmann::json FederationJob::BuildReport() {
       {"phases_seconds", phases},
       {"matrices", pruner.contains("tensors") ? pruner["tensors"] : nlohmann::json::object()},
       {"aggregation_rounds", pruner.contains("rounds") ? pruner["rounds"] : nlohmann::json::array()}};
-  if (state_ == JobState::kFailed) {
+  if (!failure_.empty()) {
     report["failure"] = failure_;
     report["missing_sites"] =
         rounds_.empty() || rounds_.back().phase != RoundPhase::kOpen ? MissingSitesLocked(nullptr)

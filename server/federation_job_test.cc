@@ -1,10 +1,13 @@
-// FederationJob's deadlines on a fake clock, with no network: a round that reaches its
-// deadline closes with the clients committed when they are at least min_clients, is extended
-// when they are fewer, and fails the job once the extensions are spent.
+// FederationJob's deadlines and liveness on a fake clock, with no network: a round that
+// reaches its deadline closes with the clients committed when they are at least min_clients,
+// is extended when they are fewer, and fails the job once the extensions are spent, naming
+// the missing sites; a lost site no longer holds up a round; the join phase times out; a
+// second process of a site is refused; unwritable output is found at startup.
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -30,12 +33,27 @@ class DeadlineTest : public ::testing::Test {
   static constexpr int64_t kStart = 1'000'000;
   static constexpr int kDeadlineSeconds = 10;
 
-  void SetUp() override {
+  void SetUp() override { StartJob([](ServerConfig*) {}); }
+
+  // Starts a job with the fixture's config as changed by `edit`.
+  void StartJob(const std::function<void(ServerConfig*)>& edit) {
     dir_ = fs::temp_directory_path() /
            ("fedprllm-deadline-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
+    if (job_ != nullptr) job_->Stop();
+    job_.reset();
     auto model = LlamaModel::Load(testing::BundledModel());
     ASSERT_TRUE(model.ok()) << model.status();
+    ServerConfig config = Config();
+    edit(&config);
+    ASSERT_TRUE(config.Validate().ok());
+    auto job = FederationJob::Create(config, *std::move(model), testing::BundledTokenizer(), [this] { return now_.load(); });
+    ASSERT_TRUE(job.ok()) << job.status();
+    job_ = *std::move(job);
+    job_->Start();
+  }
+
+  ServerConfig Config() const {
     ServerConfig config;
     config.insecure = true;
     config.allowed_clients = {"site-a", "site-b", "site-c"};
@@ -46,27 +64,29 @@ class DeadlineTest : public ::testing::Test {
     config.state_dir = (dir_ / "state").string();
     config.round_deadline_seconds = kDeadlineSeconds;
     config.max_round_extensions = 1;
-    ASSERT_TRUE(config.Validate().ok());
-    auto job = FederationJob::Create(config, *std::move(model), testing::BundledTokenizer(), [this] { return now_.load(); });
-    ASSERT_TRUE(job.ok()) << job.status();
-    job_ = *std::move(job);
-    job_->Start();
+    return config;
   }
+
   void TearDown() override {
     if (job_ != nullptr) job_->Stop();
     job_.reset();
     if (!HasFailure()) fs::remove_all(dir_);
   }
 
+  absl::StatusOr<v1::JoinResponse> Join(const std::string& site, const std::string& instance) {
+    v1::JoinRequest request;
+    request.set_client_name(site);
+    request.set_model_fingerprint(job_->fingerprint());
+    request.set_protocol_version(kProtocolVersion);
+    request.set_instance_id(instance);
+    return job_->Join(site, request);
+  }
+
   // Joins every allowed client; returns their session tokens.
   std::vector<std::string> JoinAll() {
     std::vector<std::string> tokens;
     for (const char* site : {"site-a", "site-b", "site-c"}) {
-      v1::JoinRequest request;
-      request.set_client_name(site);
-      request.set_model_fingerprint(job_->fingerprint());
-      request.set_protocol_version(kProtocolVersion);
-      auto joined = job_->Join(site, request);
+      auto joined = Join(site, site);
       EXPECT_TRUE(joined.ok()) << joined.status();
       tokens.push_back(joined.ok() ? joined->session_token() : "");
     }
@@ -126,8 +146,74 @@ TEST_F(DeadlineTest, TooFewClientsExtendTheDeadlineThenFailTheJob) {
   const absl::Status finished = job_->WaitUntilFinished();
   EXPECT_FALSE(finished.ok());
   EXPECT_THAT(finished.message(), HasSubstr("only 1 of min_clients 2 committed after 1 deadline extensions"));
+  EXPECT_THAT(finished.message(), HasSubstr("missing: site-a ("));
+  EXPECT_THAT(finished.message(), HasSubstr("site-c ("));
+  // Even a failed job writes its report, with the reason and the missing sites.
+  const nlohmann::json report = nlohmann::json::parse(std::ifstream(dir_ / "out" / "report.json"));
+  EXPECT_EQ(report["state"], "FAILED");
+  EXPECT_THAT(report["failure"].get<std::string>(), HasSubstr("only 1 of min_clients 2"));
+  EXPECT_THAT(report["missing_sites"].get<std::string>(), HasSubstr("site-a"));
   const absl::StatusOr<UploadTicket> after = job_->BeginUpload(tokens[2], "", 0);
   EXPECT_FALSE(after.ok());
+}
+
+TEST_F(DeadlineTest, LostSiteNoLongerHoldsUpTheRound) {
+  const std::vector<std::string> tokens = JoinAll();
+  Commit(tokens[0]);
+  Commit(tokens[2]);
+  // site-b goes silent; site-a and site-c keep heartbeating. Past the site timeout site-b is
+  // lost, every live site has committed, and min_clients (2) is met: the round closes long
+  // before its deadline.
+  now_ = kStart + 1000 * 120 + 1000;
+  for (int s : {0, 2}) {
+    v1::HeartbeatRequest beat;
+    beat.set_session_token(tokens[s]);
+    beat.set_activity(v1::SITE_ACTIVITY_WAITING);
+    ASSERT_TRUE(job_->Heartbeat(beat, "").ok());
+  }
+  now_ = kStart + 1000 * 121 + 1001;
+  ASSERT_TRUE(job_->WaitUntilFinished().ok());
+  EXPECT_TRUE(job_->SitesStatus()["site-b"]["lost"].get<bool>());
+  const nlohmann::json report = nlohmann::json::parse(std::ifstream(dir_ / "out" / "report.json"));
+  EXPECT_EQ(report["rounds"][0]["clients"], nlohmann::json({"site-a", "site-c"}));
+  EXPECT_EQ(report["rounds"][0]["deadline_extensions"], 0);
+}
+
+TEST_F(DeadlineTest, JoinPhaseTimesOutNamingTheMissingSites) {
+  StartJob([](ServerConfig* c) { c->join_timeout_seconds = 5; });
+  ASSERT_TRUE(Join("site-b", "b").ok());
+  now_ = kStart + 5001;
+  const absl::Status finished = job_->WaitUntilFinished();
+  EXPECT_THAT(finished.message(), HasSubstr("join phase: only 1 of min_clients 2 sites joined within "
+                                            "join_timeout_seconds (5); missing: site-a (never joined), "
+                                            "site-c (never joined)"));
+}
+
+TEST_F(DeadlineTest, SecondProcessOfASiteIsRefused) {
+  ASSERT_TRUE(Join("site-a", "process-1").ok());
+  const auto second = Join("site-a", "process-2");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(second.status().message(), HasSubstr("site site-a already has a live session"));
+}
+
+TEST(FederationJobStartupTest, UnwritableOutputIsFoundBeforeAnySiteJoins) {
+  const fs::path dir = fs::temp_directory_path() / "fedprllm-unwritable-output";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "a-file") << "not a directory";
+  auto model = LlamaModel::Load(testing::BundledModel());
+  ASSERT_TRUE(model.ok());
+  ServerConfig config;
+  config.insecure = true;
+  config.allowed_clients = {"site-a"};
+  config.model = testing::BundledModel();
+  config.output_dir = (dir / "a-file" / "out").string();
+  config.state_dir = (dir / "state").string();
+  ASSERT_TRUE(config.Validate().ok());
+  auto job = FederationJob::Create(config, *std::move(model), testing::BundledTokenizer());
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(job.status().message(), HasSubstr("config key 'output_dir'"));
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ namespace {
 // stream only, and hands the complete upload to the job's committer at end of stream. Any
 // error finishes the call at once and drops everything this stream carried.
 //
-// Bounds (docs/round_protocol.md §8): a stream waiting longer than `idle_timeout` for its
+// Bounds (docs/round_protocol.md §9): a stream waiting longer than `idle_timeout` for its
 // next message (the first included) is finished with DEADLINE_EXCEEDED by an alarm; a
 // stream carrying more messages than MaxUploadMessages() of its round, a drained duplicate
 // included, is refused with RESOURCE_EXHAUSTED.

@@ -19,7 +19,7 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
   // JoinRequest.client_name (still checked against the allowlist).
   FedPrLLMService(FederationJob* job, bool insecure) : job_(job), insecure_(insecure) {}
 
-  // Upload stream bounds (docs/round_protocol.md §8): a stream that carries no message for
+  // Upload stream bounds (docs/round_protocol.md §9): a stream that carries no message for
   // `upload_idle_timeout_seconds` is finished with DEADLINE_EXCEEDED. Call before the server
   // starts. Default 60 s.
   void SetUploadIdleTimeout(int seconds) { upload_idle_timeout_seconds_ = seconds; }

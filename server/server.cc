@@ -92,7 +92,7 @@ absl::Status RunServer(const ServerConfig& config) {
 
   FedPrLLMService service(job.get(), config.insecure);
   grpc::ServerBuilder builder;
-  // Bounds before trust (docs/round_protocol.md §8): a certificate that is not allowlisted
+  // Bounds before trust (docs/round_protocol.md §9): a certificate that is not allowlisted
   // is refused at the call's headers, before its request is read; message size, memory
   // quota, stream window and streams per connection bound what any peer can make gRPC
   // buffer; no SO_REUSEPORT, so a port in use fails here.

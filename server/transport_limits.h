@@ -1,6 +1,6 @@
 // Bounds that fedprllm-server enforces below the service, in gRPC's transport, so that a peer
 // can make the server buffer only a small, bounded amount before anything checks it
-// (docs/round_protocol.md §8): the channel arguments and memory quota of the listening
+// (docs/round_protocol.md §9): the channel arguments and memory quota of the listening
 // port, the admission check that refuses a non-allowlisted certificate at the call's
 // headers (before its request is read), the upload message cap, and the listen error.
 //

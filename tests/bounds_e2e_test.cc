@@ -1,4 +1,4 @@
-// End-to-end resource bounds of fedprllm-server (docs/round_protocol.md §8): a real server
+// End-to-end resource bounds of fedprllm-server (docs/round_protocol.md §9): a real server
 // process on 127.0.0.1 with mutual TLS, and raw gRPC clients that send what no honest client
 // would. (a) 1 GiB messages from a federation certificate that is not allowlisted, one and
 // then four at once, and from an allowlisted one, leave the server's resident memory within

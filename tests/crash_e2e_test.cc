@@ -7,6 +7,7 @@
 // interrupted. Clients are killed mid-upload and restarted, with the same result; a client
 // paused past the site timeout is declared lost and re-joins when resumed.
 #include <signal.h>
+#include <unistd.h>
 
 #include <map>
 #include <memory>
@@ -95,17 +96,22 @@ class CrashTest : public ::testing::Test {
     return Sha256OfFile(run.dir + "/out/model/model.safetensors");
   }
 
-  // The digest of the pruned model of an uninterrupted run, once per strategy.
+  // The digest of the pruned model of an uninterrupted run of `strategy`. ctest runs each
+  // test in its own process, so it is computed once per build and shared through a file
+  // named by the digests of the binaries and the model.
   static std::string Baseline(const std::string& strategy) {
-    static std::map<std::string, std::string>* digests = new std::map<std::string, std::string>();
-    if (digests->count(strategy) == 0) {
-      Run run = Start("baseline-" + strategy, strategy, {});
-      const std::string digest = Finish(run);
-      EXPECT_FALSE(digest.empty());
-      if (!::testing::Test::HasFailure()) (*digests)[strategy] = digest;
-      return digest;
+    const std::string key = Sha256OfFile(FEDPRLLM_SERVER_BIN) + Sha256OfFile(FEDPRLLM_CLIENT_BIN) + Sha256OfFile(kModel);
+    const std::string cache = absl::StrCat(fs::temp_directory_path().string(), "/fedprllm-baseline-",
+                                           std::hash<std::string>()(key), "-", strategy);
+    if (const std::string cached = ReadAll(cache); cached.size() == 64) return cached;
+    Run run = Start("baseline-" + strategy, strategy, {});
+    const std::string digest = Finish(run);
+    EXPECT_EQ(digest.size(), 64u);
+    if (!::testing::Test::HasFailure()) {
+      WriteAll(cache + ".tmp" + std::to_string(::getpid()), digest);
+      fs::rename(cache + ".tmp" + std::to_string(::getpid()), cache);
     }
-    return digests->at(strategy);
+    return digest;
   }
 
   static FederationFiles* files_;

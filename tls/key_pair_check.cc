@@ -71,15 +71,16 @@ absl::Status CheckKeyPair(const TlsFiles& files, TlsRole role, absl::Time now) {
   }
 
   time_t now_t = absl::ToTimeT(now);
-  if (X509_cmp_time(X509_get0_notBefore(leaf), &now_t) > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(cert_where, " is not valid yet: valid from ",
-                                                      FormatAsn1Time(X509_get0_notBefore(leaf)), " (",
-                                                      SubjectText(leaf), "); is this machine's clock right?"));
-  }
+  // Expiry first: a certificate whose validity ended is expired, whatever its start.
   if (X509_cmp_time(X509_get0_notAfter(leaf), &now_t) < 0) {
     return absl::FailedPreconditionError(absl::StrCat(cert_where, " expired on ",
                                                       FormatAsn1Time(X509_get0_notAfter(leaf)), " (", SubjectText(leaf),
                                                       "); renew it (deploy/make_certs.sh)"));
+  }
+  if (X509_cmp_time(X509_get0_notBefore(leaf), &now_t) > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(cert_where, " is not valid yet: valid from ",
+                                                      FormatAsn1Time(X509_get0_notBefore(leaf)), " (",
+                                                      SubjectText(leaf), "); is this machine's clock right?"));
   }
 
   StorePtr store(X509_STORE_new());
