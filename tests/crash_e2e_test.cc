@@ -217,5 +217,25 @@ TEST_F(CrashTest, SigtermThenResume) {
   EXPECT_EQ(Finish(run), baseline);
 }
 
+// Two processes with the same site certificate: while the first is live (here held in the
+// join phase), the second is refused with a message that names the identity, and gives up
+// after its retry_max_seconds.
+TEST_F(CrashTest, SecondProcessWithTheSameCertificateIsRefused) {
+  const int port = FreePort();
+  const std::string run = files_->WriteServerConfig("duplicate", RunSettings{}, port, kServerExtra);
+  auto server = StartServer(run, port);
+  const std::string config =
+      files_->WriteClientConfig(run, "site-a", port, files_->Certs(), kModel, "", kClientRetrySeconds, kClientExtra);
+  auto first = StartClient(config, run + "/site-a.log");
+  ASSERT_TRUE(WaitForText(run + "/server.log", "client site-a joined", 60)) << server->Log();
+  const std::string copy = run + "/site-a-copy.yaml";
+  WriteAll(copy, ReadAll(files_->WriteClientConfig(run, "site-a", port, files_->Certs(), kModel, "", 3, kClientExtra)));
+  auto second = StartClient(copy, run + "/site-a-copy.log");
+  EXPECT_EQ(second->Wait(60), 1) << second->Log();
+  EXPECT_THAT(second->Log(), HasSubstr("site site-a already has a live session"));
+  EXPECT_THAT(server->Log(), HasSubstr("client site-a rejected at Join: site site-a already has a live session"));
+  EXPECT_EQ(first->Wait(0), -1) << "the first process must be unaffected:\n" << first->Log();
+}
+
 }  // namespace
 }  // namespace fedprllm
