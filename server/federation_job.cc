@@ -590,7 +590,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
     absl::MutexLock lock(&mu_);
     Round copy = rounds_[t.round];
     copy.commits.push_back(record);
-    round_json = RoundJsonLocked(copy);
+    round_json = RoundRecordJson(copy);
   }
   if (s.ok()) s = store_.WriteJson(StateStore::RoundFile(t.round), round_json);
   if (!s.ok()) {
@@ -724,7 +724,7 @@ void FederationJob::Tick() {
                        "missing: {}",
                        r.index, r.committed.size(), config_.min_clients, r.extensions, config_.max_round_extensions,
                        MissingSitesLocked(&r));
-          (void)store_.WriteJson(StateStore::RoundFile(r.index), RoundJsonLocked(r));
+          (void)store_.WriteJson(StateStore::RoundFile(r.index), RoundRecordJson(r));
           (void)PersistJobLocked();
         } else {
           action = Action::kFail;
@@ -789,12 +789,7 @@ absl::Status FederationJob::OpenRound(int index) {
   RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(r.layers.begin(), r.layers.end())));
   const size_t num_tensors = r.tensors->size();
   const int64_t weights = r.weights;
-  nlohmann::json round_json;
-  {
-    absl::MutexLock lock(&mu_);
-    round_json = RoundJsonLocked(r);
-  }
-  RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
+  RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), RoundRecordJson(r)));
   std::vector<Reply> replies;
   {
     absl::MutexLock lock(&mu_);
@@ -836,7 +831,7 @@ absl::Status FederationJob::CloseRound(int index) {
     absl::MutexLock lock(&mu_);
     rounds_[index].phase = RoundPhase::kAggregating;
     clients.assign(rounds_[index].committed.begin(), rounds_[index].committed.end());
-    round_json = RoundJsonLocked(rounds_[index]);
+    round_json = RoundRecordJson(rounds_[index]);
   }
   // Persisted before aggregating: the set of counted votes is frozen, so a restart
   // aggregates exactly these uploads again and accepts no others.
@@ -861,7 +856,7 @@ absl::Status FederationJob::CloseRound(int index) {
     r.closed_ms = clock_();
     r.aggregation_seconds = decided.seconds;
     r.decision = decided.stream;
-    round_json = RoundJsonLocked(r);
+    round_json = RoundRecordJson(r);
   }
   RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
   spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, decided.seconds, decided.stream->size());
@@ -947,18 +942,6 @@ void FederationJob::Fail(const std::string& reason) {
     replies = CollectRepliesLocked(0);
   }
   Deliver(std::move(replies));
-}
-
-nlohmann::json FederationJob::RoundJsonLocked(const Round& r) const {
-  return {{"round", r.index},
-          {"layers", r.layers},
-          {"state", RoundPhaseName(r.phase)},
-          {"opened_unix_ms", r.opened_ms},
-          {"deadline_unix_ms", r.deadline_ms},
-          {"extensions", r.extensions},
-          {"closed_unix_ms", r.closed_ms},
-          {"aggregation_seconds", r.aggregation_seconds},
-          {"commits", r.commits}};
 }
 
 absl::Status FederationJob::PersistJobLocked() {

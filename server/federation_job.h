@@ -150,20 +150,12 @@ class FederationJob {
   enum class JobState { kWaitingForClients, kRunning, kWritingModel, kDone, kFailed };
   // What the worker does first after a resume.
   enum class ResumeAction { kNone, kCloseRound, kOpenNextRound, kWriteModel };
-  struct Round {
-    int index = 0;
-    std::vector<int32_t> layers;
-    RoundPhase phase = RoundPhase::kOpen;
-    int64_t opened_ms = 0;
-    int64_t deadline_ms = 0;
-    int extensions = 0;
+  // A round: what round.json holds, and what only this process needs.
+  struct Round : RoundRecord {
     std::shared_ptr<const std::map<std::string, std::vector<int64_t>>> tensors;
     int64_t weights = 0;  // mask bits per client upload
     std::set<std::string> committed;
     std::set<std::string> in_flight;
-    nlohmann::json commits = nlohmann::json::array();  // commit records, in order
-    int64_t closed_ms = 0;
-    double aggregation_seconds = 0;
     std::shared_ptr<const std::vector<v1::DecisionChunk>> decision;
   };
   struct Waiter {
@@ -201,7 +193,7 @@ class FederationJob {
 
   // job_recovery.cc: rebuilds the rounds, the votes and the global model from `state`.
   absl::Status Resume(const RecoveredJob& state);
-  absl::Status ReplayRound(const RecoveredRound& saved, bool closed);
+  absl::Status ReplayRound(const RoundRecord& saved, bool closed);
   nlohmann::json Manifest() const;
 
   void WorkerLoop();
@@ -230,7 +222,6 @@ class FederationJob {
   std::vector<Reply> CollectRepliesLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::string> ClientOfTokenLocked(const std::string& token, const std::string& peer)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  nlohmann::json RoundJsonLocked(const Round& round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PersistJobLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   nlohmann::json BuildReport() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void Deliver(std::vector<Reply> replies);

@@ -38,10 +38,10 @@ absl::StatusOr<RoundPhase> ParsePhase(const StateStore& store, const std::string
   return Corrupt(store, relative, absl::StrCat("unknown round state \"", text, "\""));
 }
 
-absl::StatusOr<RecoveredRound> ReadRound(const StateStore& store, int index) {
+absl::StatusOr<RoundRecord> ReadRound(const StateStore& store, int index) {
   const std::string file = StateStore::RoundFile(index);
   ASSIGN_OR_RETURN(nlohmann::json json, store.ReadJson(file));
-  RecoveredRound round;
+  RoundRecord round;
   ASSIGN_OR_RETURN(round.index, Field<int>(store, file, json, "round"));
   if (round.index != index) return Corrupt(store, file, absl::StrCat("names round ", round.index));
   ASSIGN_OR_RETURN(round.layers, (Field<std::vector<int32_t>>(store, file, json, "layers")));
@@ -64,6 +64,18 @@ absl::StatusOr<RecoveredRound> ReadRound(const StateStore& store, int index) {
 }
 
 }  // namespace
+
+nlohmann::json RoundRecordJson(const RoundRecord& r) {
+  return {{"round", r.index},
+          {"layers", r.layers},
+          {"state", RoundPhaseName(r.phase)},
+          {"opened_unix_ms", r.opened_ms},
+          {"deadline_unix_ms", r.deadline_ms},
+          {"extensions", r.extensions},
+          {"closed_unix_ms", r.closed_ms},
+          {"aggregation_seconds", r.aggregation_seconds},
+          {"commits", r.commits}};
+}
 
 const char* RoundPhaseName(RoundPhase phase) {
   switch (phase) {
@@ -99,7 +111,7 @@ absl::StatusOr<RecoveredJob> ReadJobState(const StateStore& store, const nlohman
       return Corrupt(store, StateStore::RoundFile(k),
                      absl::StrCat("exists while round ", k - 1, " is ", RoundPhaseName(job.rounds.back().phase)));
     }
-    ASSIGN_OR_RETURN(RecoveredRound round, ReadRound(store, k));
+    ASSIGN_OR_RETURN(RoundRecord round, ReadRound(store, k));
     std::set<std::string> committed;
     for (const nlohmann::json& record : round.commits) committed.insert(record["client"].get<std::string>());
     for (const std::string& orphan : store.RemoveOrphanUploads(k, committed)) {
@@ -132,7 +144,7 @@ absl::StatusOr<std::map<std::string, PackedMask>> ReadCommittedUpload(const Stat
 
 // ---- FederationJob's side ------------------------------------------------------------------
 
-absl::Status FederationJob::ReplayRound(const RecoveredRound& saved, bool closed) {
+absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   Round r = NewRound(saved.index);
   if (saved.layers != r.layers) {
     return absl::DataLossError(absl::StrCat(store_.dir(), "/", StateStore::RoundFile(saved.index), ": layers [",
@@ -149,11 +161,7 @@ absl::Status FederationJob::ReplayRound(const RecoveredRound& saved, bool closed
     }
     r.committed.insert(client);
   }
-  r.commits = saved.commits;
-  r.phase = saved.phase;
-  r.opened_ms = saved.opened_ms;
-  r.deadline_ms = saved.deadline_ms;
-  r.extensions = saved.extensions;
+  static_cast<RoundRecord&>(r) = saved;
   if (closed) {
     ASSIGN_OR_RETURN(Decided decided, Decide(saved.index));
     ASSIGN_OR_RETURN(std::string stored, store_.ReadBytes(StateStore::DecisionMaskFile(saved.index)));
@@ -162,8 +170,6 @@ absl::Status FederationJob::ReplayRound(const RecoveredRound& saved, bool closed
                                               ": differs from the decision its committed uploads give"));
     }
     r.decision = decided.stream;
-    r.closed_ms = saved.closed_ms;
-    r.aggregation_seconds = saved.aggregation_seconds;
   }
   absl::MutexLock lock(&mu_);
   if (first_round_opened_ms_ == 0) first_round_opened_ms_ = r.opened_ms;
@@ -179,7 +185,7 @@ absl::Status FederationJob::Resume(const RecoveredJob& saved) {
   for (const std::string& orphan : saved.removed_orphan_uploads) {
     spdlog::info("job {}: removed the uncommitted upload of {}", job_id_, orphan);
   }
-  for (const RecoveredRound& round : saved.rounds) {
+  for (const RoundRecord& round : saved.rounds) {
     RETURN_IF_ERROR(ReplayRound(round, round.phase == RoundPhase::kClosed));
   }
   const int64_t now = clock_();
@@ -198,7 +204,7 @@ absl::Status FederationJob::Resume(const RecoveredJob& saved) {
     case RoundPhase::kOpen:
       if (last.deadline_ms < now + int64_t{1000} * config_.resume_grace_seconds) {
         last.deadline_ms = now + int64_t{1000} * config_.resume_grace_seconds;
-        RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(last.index), RoundJsonLocked(last)));
+        RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(last.index), RoundRecordJson(last)));
       }
       break;
     case RoundPhase::kAggregating:

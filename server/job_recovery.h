@@ -4,7 +4,7 @@
 // stops the server with an error naming it.
 //
 //   ASSIGN_OR_RETURN(RecoveredJob saved, ReadJobState(store, manifest));
-//   for (const RecoveredRound& r : saved.rounds) ... ReadCommittedUpload(store, r.index, record) ...
+//   for (const RoundRecord& r : saved.rounds) ... ReadCommittedUpload(store, r.index, record) ...
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,8 @@ namespace fedprllm {
 enum class RoundPhase { kOpen, kAggregating, kClosed };
 const char* RoundPhaseName(RoundPhase phase);  // "OPEN", "AGGREGATING", "CLOSED"
 
-struct RecoveredRound {
+// What rounds/<k>/round.json holds (docs/round_protocol.md §6).
+struct RoundRecord {
   int index = 0;
   std::vector<int32_t> layers;
   RoundPhase phase = RoundPhase::kOpen;
@@ -40,10 +41,13 @@ struct RecoveredJob {
   std::string failure;
   std::vector<std::string> participants;
   nlohmann::json phases = nlohmann::json::object();
-  std::vector<RecoveredRound> rounds;  // rounds 0..k with a round.json; all but the last CLOSED
+  std::vector<RoundRecord> rounds;  // rounds 0..k with a round.json; all but the last CLOSED
   int removed_temp_files = 0;
   std::vector<std::string> removed_orphan_uploads;  // "round 0: site-b"
 };
+
+// round.json's contents.
+nlohmann::json RoundRecordJson(const RoundRecord& round);
 
 // Reads the job in `store` and checks it against `manifest`, the manifest this server would
 // write (job id, model fingerprint, pruning config, number of rounds): FAILED_PRECONDITION

@@ -2,7 +2,6 @@
 #include "server/state_store.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -175,19 +174,6 @@ absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_vie
   }
   if (r.remaining() != 0) return bad("trailing bytes");
   return out;
-}
-
-std::string Sha256Hex(absl::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
 }
 
 absl::StatusOr<StateStore> StateStore::Open(const std::string& state_dir, const std::string& job_id,

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/packed_mask.h"
+#include "common/sha256.h"
 
 namespace fedprllm {
 
@@ -42,9 +43,6 @@ struct FloatTensor {
   std::vector<float> values;
 };
 std::string EncodeFloatSet(const std::map<std::string, FloatTensor>& tensors);
-
-// Lower-case hex SHA-256.
-std::string Sha256Hex(absl::string_view bytes);
 
 // Called before every write of the state directory (and before the output model and
 // report), with the file's path relative to the job directory ("job.json",
