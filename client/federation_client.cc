@@ -615,6 +615,10 @@ absl::Status RunClient(const ClientConfig& config) {
   ASSIGN_OR_RETURN(local.metric, ParsePruneMetric(config.metric));
   ASSIGN_OR_RETURN(local.group, ParseComparisonGroup(config.local_group));
   local.batch_size = config.batch_size;
+  // Before minutes of model loading: a certificate that cannot work fails now.
+  if (!config.insecure) {
+    RETURN_IF_ERROR(CheckKeyPair(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, TlsRole::kClient));
+  }
 
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(config.model, config.tokenizer));

@@ -26,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace e2e;  // NOLINT: the harness is this test's vocabulary
 
 // Short liveness settings so a killed process's session is taken over within seconds; a
@@ -206,6 +207,7 @@ TEST_F(CrashTest, PausedSiteIsLostThenRejoins) {
 
 // SIGTERM stops the server cleanly (exit 0, the resume point logged); started again, it
 // finishes the job with the uninterrupted run's model.
+// A client stopped with SIGTERM meanwhile exits 0 too, and its restart catches up.
 TEST_F(CrashTest, SigtermThenResume) {
   const std::string baseline = Baseline("iterative");
   Run run = Start("sigterm", "iterative", {});
@@ -213,8 +215,36 @@ TEST_F(CrashTest, SigtermThenResume) {
   run.server->Signal(SIGTERM);
   ASSERT_EQ(run.server->Wait(60), 0) << run.server->Log();
   EXPECT_THAT(run.server->Log(), HasSubstr("can be resumed at round"));
+  run.clients[0]->Signal(SIGTERM);
+  ASSERT_EQ(run.clients[0]->Wait(60), 0) << run.clients[0]->Log();
+  EXPECT_THAT(run.clients[0]->Log(), HasSubstr("SIGTERM received: leaving the job"));
   run.server = StartServer(run.dir, run.port);
+  run.clients[0] = StartSite(run, 0);
   EXPECT_EQ(Finish(run), baseline);
+}
+
+// What can be checked at startup is: a key that is not the certificate's, an output
+// directory that cannot be written. Both stop the server at once, naming the config key.
+TEST_F(CrashTest, ServerStartupChecksNameTheProblem) {
+  const int port = FreePort();
+  std::string run = files_->WriteServerConfig("bad-key", RunSettings{}, port);
+  std::string yaml = ReadAll(run + "/server.yaml");
+  const std::string server_key = files_->Certs() + "/server.key";
+  yaml.replace(yaml.find(server_key), server_key.size(), files_->Certs() + "/site-a.key");
+  WriteAll(run + "/server.yaml", yaml);
+  auto bad_key = StartServer(run, port);
+  EXPECT_EQ(bad_key->Wait(60), 1);
+  EXPECT_THAT(bad_key->Log(), HasSubstr("config key 'tls.key'"));
+  EXPECT_THAT(bad_key->Log(), Not(HasSubstr("cannot listen")));
+
+  run = files_->WriteServerConfig("bad-output", RunSettings{}, port);
+  WriteAll(run + "/not-a-dir", "x");
+  yaml = ReadAll(run + "/server.yaml");
+  yaml.replace(yaml.find(run + "/out"), run.size() + 4, run + "/not-a-dir/out");
+  WriteAll(run + "/server.yaml", yaml);
+  auto bad_output = StartServer(run, port);
+  EXPECT_EQ(bad_output->Wait(60), 1);
+  EXPECT_THAT(bad_output->Log(), HasSubstr("config key 'output_dir'"));
 }
 
 // Two processes with the same site certificate: while the first is live (here held in the
