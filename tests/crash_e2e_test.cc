@@ -147,6 +147,7 @@ INSTANTIATE_TEST_SUITE_P(
                       KillCase{"one-shot", "round-opened"},          // round open, nothing uploaded
                       KillCase{"one-shot", "upload-begun#2"},        // mid-upload
                       KillCase{"one-shot", "commit-point#1"},        // upload file written, not committed
+                      KillCase{"one-shot", "committed#1"},           // after the first commit
                       KillCase{"one-shot", "torn-write:rounds/0/round.json#3"},  // commit record half-written
                       KillCase{"one-shot", "committed#3"},           // committed, not acknowledged
                       KillCase{"one-shot", "aggregating"},           // mid-aggregation

@@ -14,6 +14,16 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::TestCerts;
 
+// The certificates are made before any test runs: CheckKeyPair's default `now` may be
+// evaluated before a Files(...) argument that would make them, and then lie a second before
+// their notBefore.
+class MakeCertificatesFirst : public ::testing::Environment {
+ public:
+  void SetUp() override { TestCerts::Get(); }
+};
+::testing::Environment* const kMakeCertificatesFirst =
+    ::testing::AddGlobalTestEnvironment(new MakeCertificatesFirst);
+
 TlsFiles Files(const std::string& cert, const std::string& key, const std::string& ca = "ca.crt") {
   const TestCerts& c = TestCerts::Get();
   return TlsFiles{c.Path(cert), c.Path(key), c.Path(ca)};
