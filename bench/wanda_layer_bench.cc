@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "engine/site_session.h"
 #include "model/cpu_runtime.h"
@@ -68,7 +68,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-bench-wanda-layer [--samples N] [--seqlen N] [--pattern P] ...");
   fedprllm::UseAllCores();
   const absl::Status status = fedprllm::Run();
   if (!status.ok()) {

@@ -9,8 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "client/client_config.h"
 #include "client/federation_client.h"
 #include "common/shutdown_signal.h"
@@ -45,8 +44,7 @@ int main(int argc, char** argv) {
     spdlog::default_logger()->flush();
     std::_Exit(0);
   });
-  absl::SetProgramUsageMessage("fedprllm-client --config client.yaml");
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-client --config client.yaml");
   fedprllm::UseAllCores();
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] client: %v");
   const absl::Status status = fedprllm::Run();

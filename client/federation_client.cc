@@ -612,6 +612,7 @@ absl::StatusOr<ComputeOptions> ParseCompute(const ClientConfig& config) {
 absl::Status RunClient(const ClientConfig& config) {
   LocalPruneOptions local;
   ASSIGN_OR_RETURN(local.compute, ParseCompute(config));
+  spdlog::info("computing on {}", DescribeDevice(local.compute, config.device));
   ASSIGN_OR_RETURN(local.metric, ParsePruneMetric(config.metric));
   ASSIGN_OR_RETURN(local.group, ParseComparisonGroup(config.local_group));
   local.batch_size = config.batch_size;

@@ -1,6 +1,7 @@
 // LlamaModel: loading dispatch, validation, forward pass, fingerprint and HF writer.
 #include "model/llama_model.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <openssl/evp.h>
 
 #include <cmath>
@@ -170,6 +171,17 @@ absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, co
     ASSIGN_OR_RETURN(options.dtype, DtypeFromTorchName(dtype));
   }
   return options;
+}
+
+std::string DescribeDevice(const ComputeOptions& options, const std::string& requested) {
+  std::string why = absl::StrCat("device: ", requested);
+  if (!at::hasCUDA()) {
+    absl::StrAppend(&why, "; this build of LibTorch or this machine has no CUDA");
+  } else {
+    const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+    absl::StrAppend(&why, "; ", gpus, " CUDA device", gpus == 1 ? "" : "s");
+  }
+  return absl::StrCat(options.device.str(), " (", why, ")");
 }
 
 at::ScalarType LlamaModel::ComputeDtype(const ComputeOptions& options) const {

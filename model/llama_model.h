@@ -42,6 +42,9 @@ struct ComputeOptions {
 // Dtype: "float32", "bfloat16", "float16", or "" for the checkpoint's. Errors:
 // INVALID_ARGUMENT for an unknown spelling, FAILED_PRECONDITION for CUDA without CUDA.
 absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype);
+// The device a site computes on and why, for its log: "cpu (device: auto; this build of
+// LibTorch has no CUDA)", "cuda:0 (device: auto; 2 CUDA devices)", "cpu (device: cpu)".
+std::string DescribeDevice(const ComputeOptions& options, const std::string& requested);
 
 // One decoder layer's tensors on one device, in the compute dtype.
 struct DecoderLayerWeights {

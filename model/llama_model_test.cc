@@ -2,6 +2,7 @@
 // for the llama2.c checkpoint and its Hugging Face conversion.
 #include "model/llama_model.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -222,6 +223,8 @@ TEST(ComputeOptionsTest, DeviceAndDtypeSpellings) {
   ASSERT_TRUE(automatic.ok()) << automatic.status();
   EXPECT_EQ(automatic->device, at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU));
   EXPECT_EQ(automatic->dtype, at::ScalarType::Undefined);
+  EXPECT_THAT(DescribeDevice(*automatic, "auto"),
+              ::testing::HasSubstr(at::hasCUDA() ? "CUDA device" : "cpu (device: auto; this build of LibTorch"));
   auto cpu = ParseComputeOptions("cpu", "bfloat16");
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_TRUE(cpu->device.is_cpu());

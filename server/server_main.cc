@@ -8,8 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/shutdown_signal.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
@@ -36,8 +35,7 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   fedprllm::InstallShutdownHandler(fedprllm::RequestServerShutdown);
-  absl::SetProgramUsageMessage("fedprllm-server --config server.yaml");
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-server --config server.yaml");
   fedprllm::UseAllCores();
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] server: %v");
   const absl::Status status = fedprllm::Run();

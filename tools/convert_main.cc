@@ -2,8 +2,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "model/llama_model.h"
 #include "model/model_and_tokenizer.h"
@@ -34,8 +33,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("fedprllm-convert --model stories260K.bin --out DIR");
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-convert --model stories260K.bin --out DIR");
   fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-convert");
 }

@@ -4,8 +4,7 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 #include "model/model_and_tokenizer.h"
@@ -52,8 +51,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("fedprllm-eval --model M --text FILE [--seqlen N] [--device D]");
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-eval --model M --text FILE [--seqlen N] [--device D]");
   fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-eval");
 }

@@ -3,8 +3,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 #include "model/generation.h"
@@ -50,8 +49,7 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("fedprllm-generate --model M --out FILE [--seed S] [--streams N] [--rounds R]");
-  absl::ParseCommandLine(argc, argv);
+  fedprllm::ParseCommandLine(argc, argv, "fedprllm-generate --model M --out FILE [--seed S] [--streams N] [--rounds R]");
   fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-generate");
 }

@@ -3,8 +3,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "engine/prune_job.h"
 #include "tools/tool_flags.h"
@@ -56,10 +55,9 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  fedprllm::ParseCommandLine(argc, argv, 
       "fedprllm-prune --model M --calib FILE... --nsamples 128 --seqlen N --sparsity 0.5 "
       "--pattern unstructured|2:4|4:8 --metric wanda|magnitude --out DIR [--device D] [--seed S]");
-  absl::ParseCommandLine(argc, argv);
   fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-prune");
 }

@@ -5,10 +5,9 @@
 #include <fstream>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/command_line.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
 #include "sim/simulation.h"
@@ -134,10 +133,9 @@ absl::Status Run() {
 }  // namespace fedprllm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  fedprllm::ParseCommandLine(argc, argv, 
       "fedprllm-sim --model M --calib name=FILE[@second-half] --eval name=FILE[@first-half] --clients 64,8,16 "
       "--nsamples 128 --seqlen 256 --seeds 0,1,2 --patterns unstructured,2:4 --out DIR [--sweep]");
-  absl::ParseCommandLine(argc, argv);
   fedprllm::UseAllCores();
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-sim");
 }
