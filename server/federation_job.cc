@@ -685,8 +685,10 @@ void FederationJob::Tick() {
   {
     absl::MutexLock lock(&mu_);
     replies = CollectRepliesLocked(now);
-    CheckLiveness(now);
-    LogWaitingLocked(now);
+    if (state_ == JobState::kWaitingForClients || state_ == JobState::kRunning) {
+      CheckLiveness(now);  // after the end nothing waits for a site any more
+      LogWaitingLocked(now);
+    }
     if (state_ == JobState::kWaitingForClients) {
       const int live = static_cast<int>(sites_.LiveParticipants().size());
       const bool timed_out = now - join_phase_started_ms_ >= int64_t{1000} * config_.join_timeout_seconds;
