@@ -51,10 +51,27 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
   if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) {
     method = std::string(it->second.data(), it->second.size());
   }
-  spdlog::warn("{} refused: {} not in allowed_clients (at its headers, before its request was read)", method,
-               DescribeNames(names));
+  const std::string who = DescribeNames(names);
+  int64_t left_out = -1;  // -1: do not log this one
+  {
+    absl::MutexLock lock(&mu_);
+    if (refusals_.size() > 1000) refusals_.clear();
+    Refusals& r = refusals_[absl::StrCat(who, " ", method)];
+    const absl::Time now = absl::Now();
+    if (now - r.last_logged >= absl::Seconds(30)) {
+      left_out = r.unlogged;
+      r.last_logged = now;
+      r.unlogged = 0;
+    } else {
+      ++r.unlogged;
+    }
+  }
+  if (left_out >= 0) {
+    spdlog::warn("{} refused: {} not in allowed_clients (at its headers, before its request was read){}", method, who,
+                 left_out > 0 ? absl::StrCat("; ", left_out, " more refusals of it since the last such line") : "");
+  }
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                      absl::StrCat("client certificate identity (", DescribeNames(names),
+                      absl::StrCat("client certificate identity (", who,
                                    ") is not in this job's allowed_clients"));
 }
 

@@ -21,6 +21,8 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/server_config.h"
 
 namespace fedprllm {
@@ -48,7 +50,8 @@ inline constexpr int kMaxConcurrentStreams = 16;
 // the allowlisted names, when gRPC has read the call's headers and before it reads (and
 // buffers) the request message. The service still checks identity itself; this makes a
 // non-allowlisted holder of a federation certificate unable to make the server buffer a
-// message. Logs one warning per refused call. Thread-safe; never blocks.
+// message. Logs a refused identity at most once per method and 30 s, then how many refusals
+// were left out. Thread-safe; never blocks.
 class AllowlistAdmission final : public grpc::AuthMetadataProcessor {
  public:
   explicit AllowlistAdmission(std::set<std::string> allowlist) : allowlist_(std::move(allowlist)) {}
@@ -58,6 +61,12 @@ class AllowlistAdmission final : public grpc::AuthMetadataProcessor {
 
  private:
   const std::set<std::string> allowlist_;
+  struct Refusals {
+    absl::Time last_logged;
+    int64_t unlogged = 0;
+  };
+  absl::Mutex mu_;
+  std::map<std::string, Refusals> refusals_ ABSL_GUARDED_BY(mu_);  // by identity and method; at most 1000
 };
 
 // Most messages one upload stream for a round can need: every tensor in its own payload

@@ -290,6 +290,14 @@ TEST_F(BoundsE2eTest, HugeMessagesFromAPeerNotAllowlistedAreNotBuffered) {
   EXPECT_EQ(server_->Wait(0), -1) << "the server must keep running\n" << server_->Log();
   EXPECT_THAT(server_->Log(), HasSubstr("/fedprllm.v1.FedPrLLM/Join refused: certificate names [site-e]"));
   EXPECT_THAT(server_->Log(), HasSubstr("/fedprllm.v1.FedPrLLM/UploadPayloads refused: certificate names [site-e]"));
+  // Five refused Joins within 30 s make one line: repeats are not logged one by one.
+  const std::string log = server_->Log();
+  size_t join_lines = 0;
+  for (size_t at = log.find("FedPrLLM/Join refused"); at != std::string::npos;
+       at = log.find("FedPrLLM/Join refused", at + 1)) {
+    ++join_lines;
+  }
+  EXPECT_EQ(join_lines, 1u) << log;
 }
 
 // (a') An allowlisted certificate (site-d) passes admission; gRPC's memory quota
