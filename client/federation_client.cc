@@ -189,7 +189,6 @@ class FederationClient {
       credentials = grpc::InsecureChannelCredentials();
     } else {
       const TlsFiles files{config_.tls.cert, config_.tls.key, config_.tls.ca};
-      RETURN_IF_ERROR(CheckKeyPair(files, TlsRole::kClient));
       diagnosis_ = std::make_unique<UnavailableDiagnosis>(config_.server_address, config_.server_name, files);
       grpc::SslCredentialsOptions options;
       ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(config_.tls.ca, "tls.ca"));

@@ -106,10 +106,14 @@ absl::Status EncodeDecision(int round, const RoundDecision& decision, const JobT
 absl::Status CheckWritableDirectory(const std::string& dir, const char* key) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::FailedPreconditionError(absl::StrCat("config key '", key, "': cannot create ", dir, ": ", ec.message()));
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("config key '", key, "': cannot create ", dir, ": ", ec.message()));
+  }
   const std::string probe = (std::filesystem::path(dir) / ".fedprllm-write-check").string();
   if (absl::Status s = AtomicWriteFile(probe, "ok\n"); !s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("config key '", key, "': ", dir, " is not writable: ", s.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("config key '", key, "': ", dir, " is not writable: ", s.message()));
   }
   std::filesystem::remove(probe, ec);
   return absl::OkStatus();
@@ -212,12 +216,12 @@ void FederationJob::Start() {
     return;
   }
   if (resumed_) {
-    const std::string ParticipantList = [this] {
+    const std::string participants = [this] {
       absl::MutexLock lock(&mu_);
       return absl::StrJoin(sites_.Participants(), ", ");
     }();
     spdlog::info("job {}: resuming from {} at {}; sites that had joined ({}) may reconnect", job_id_, store_.dir(),
-                 ResumePoint(), ParticipantList);
+                 ResumePoint(), participants);
   }
   spdlog::info("job {}: {} over {} decoder layers, sparsity {} {}, group {}, weight_scaling {}; waiting for {} of "
                "{} allowed clients (min {}), site timeout {} s, state in {}",
@@ -410,7 +414,7 @@ void FederationJob::CancelWait(uint64_t id) {
     for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
       if (it->id != id) continue;
       sites_.PollEnded(it->client, clock_());
-      sites_.StreamCancelled(it->client, clock_());
+      sites_.StreamCancelled(it->client);
       done = std::move(it->done);
       waiters_.erase(it);
       break;
@@ -885,7 +889,10 @@ absl::Status FederationJob::WriteModel() {
   CrashPoint("model-partial");
   std::filesystem::remove_all(model_dir, ec);
   std::filesystem::rename(partial, model_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", partial.string(), " to ", model_dir.string(), ": ", ec.message()));
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", partial.string(), " to ", model_dir.string(), ": ", ec.message()));
+  }
   const double write_seconds = SecondsSince(start);
   spdlog::info("pruned model written to {} ({}, {:.2f} s)", model_dir.string(),
                TorchDtypeName(pruner_.model().config().dtype), write_seconds);

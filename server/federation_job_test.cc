@@ -47,7 +47,8 @@ class DeadlineTest : public ::testing::Test {
     ServerConfig config = Config();
     edit(&config);
     ASSERT_TRUE(config.Validate().ok());
-    auto job = FederationJob::Create(config, *std::move(model), testing::BundledTokenizer(), [this] { return now_.load(); });
+    auto job =
+        FederationJob::Create(config, *std::move(model), testing::BundledTokenizer(), [this] { return now_.load(); });
     ASSERT_TRUE(job.ok()) << job.status();
     job_ = *std::move(job);
     job_->Start();

@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "server/peer_identity.h"
 #include "server/server_config.h"
+#include "server/test_server_config.h"
 #include "server/state_store.h"
 
 namespace fedprllm {
@@ -14,16 +15,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const char kMinimal[] = R"(
-tls: {cert: s.crt, key: s.key, ca: ca.crt}
-allowed_clients: [site-a, site-b, site-c]
-model: m.bin
-output_dir: out
-state_dir: state
-)";
+using testing::kMinimalServerYaml;
 
 TEST(ServerConfigTest, DefaultsAndDerivedCounts) {
-  auto c = ParseServerConfig(kMinimal, "t.yaml");
+  auto c = ParseServerConfig(kMinimalServerYaml, "t.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->listen_address, "0.0.0.0:50051");
   EXPECT_FALSE(c->insecure);
@@ -59,7 +54,7 @@ TEST(ServerConfigTest, EveryBadValueNamesItsKey) {
       {"tls: {cert: a, key: b, ca: c, pin: d}", "unknown config key 'tls.pin'"},
   };
   for (const auto& [line, expected] : cases) {
-    auto c = ParseServerConfig(std::string(kMinimal) + line + "\n", "t.yaml");
+    auto c = ParseServerConfig(std::string(kMinimalServerYaml) + line + "\n", "t.yaml");
     EXPECT_FALSE(c.ok()) << line;
     EXPECT_THAT(c.status().message(), HasSubstr(expected)) << line;
   }

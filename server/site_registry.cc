@@ -66,11 +66,7 @@ void SiteRegistry::PollEnded(const std::string& name, int64_t now_ms) {
   site.last_seen_ms = now_ms;
 }
 
-void SiteRegistry::StreamCancelled(const std::string& name, int64_t now_ms) {
-  Site& site = sites_.at(name);
-  site.disconnected = true;
-  site.last_seen_ms = std::max(site.last_seen_ms, site.held_polls > 0 ? now_ms : site.last_seen_ms);
-}
+void SiteRegistry::StreamCancelled(const std::string& name) { sites_.at(name).disconnected = true; }
 
 void SiteRegistry::Report(const std::string& name, const v1::HeartbeatRequest& heartbeat, int64_t now_ms) {
   Site& site = sites_.at(name);

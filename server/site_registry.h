@@ -51,7 +51,7 @@ class SiteRegistry {
   void PollStarted(const std::string& site, int64_t now_ms);
   void PollEnded(const std::string& site, int64_t now_ms);
   // The transport of a poll or upload stream went away (client killed, network broken).
-  void StreamCancelled(const std::string& site, int64_t now_ms);
+  void StreamCancelled(const std::string& site);
   void Report(const std::string& site, const v1::HeartbeatRequest& heartbeat, int64_t now_ms);
   void SetActivity(const std::string& site, v1::SiteActivity activity, int round);
 

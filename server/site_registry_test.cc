@@ -23,7 +23,7 @@ TEST(SiteRegistryTest, OneLiveSessionPerIdentity) {
   EXPECT_EQ(sites.Authenticate("t1", "site-a", 2000).status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(sites.Authenticate("t3", "site-b", 2000).status().code(), absl::StatusCode::kUnauthenticated);
   // A cancelled stream (the process died) lets a new process take over at once.
-  sites.StreamCancelled("site-a", 3000);
+  sites.StreamCancelled("site-a");
   EXPECT_TRUE(sites.StartSession("site-a", "process-2", "t4", 3000).ok());
   EXPECT_EQ(sites.Participants(), std::vector<std::string>{"site-a"});
 }

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/packed_mask.h"
 #include "server/peer_identity.h"
 
 namespace fedprllm {
@@ -77,11 +78,7 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
 
 int64_t MaxUploadMessages(const std::map<std::string, std::vector<int64_t>>& tensors, int64_t max_chunk_bytes) {
   int64_t raw_bytes = 0;
-  for (const auto& [name, shape] : tensors) {
-    int64_t numel = 1;
-    for (const int64_t d : shape) numel *= d;
-    raw_bytes += (numel + 7) / 8;
-  }
+  for (const auto& [name, shape] : tensors) raw_bytes += (NumElements(shape) + 7) / 8;
   const int64_t n = static_cast<int64_t>(tensors.size());
   const int64_t chunk = std::max<int64_t>(max_chunk_bytes, 1);
   // n headers; per payload one partly filled last chunk (at most n payloads); the full

@@ -10,19 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/test_server_config.h"
 
 namespace fedprllm {
 namespace {
 
 using ::testing::HasSubstr;
 
-const char kMinimal[] = R"(
-tls: {cert: s.crt, key: s.key, ca: ca.crt}
-allowed_clients: [site-a, site-b, site-c]
-model: m.bin
-output_dir: out
-state_dir: state
-)";
+using testing::kMinimalServerYaml;
 
 TEST(MaxUploadMessagesTest, CoversEverySplitOfAnHonestUpload) {
   // Two tensors: 64x64 (512 raw bytes) and 1000x1000 (125,000 raw bytes).
@@ -39,18 +34,18 @@ TEST(MaxUploadMessagesTest, CoversEverySplitOfAnHonestUpload) {
 }
 
 TEST(TransportLimitsTest, QuotaAndIdleTimeoutKeys) {
-  auto c = ParseServerConfig(kMinimal, "t.yaml");
+  auto c = ParseServerConfig(kMinimalServerYaml, "t.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->upload_idle_timeout_seconds, 60);
   EXPECT_EQ(c->transport_memory_bytes, 0);
   EXPECT_EQ(TransportMemoryQuotaBytes(*c), (int64_t{64} << 20) + 3 * 4 * (int64_t{1} << 20));
   EXPECT_EQ(MaxReceiveMessageBytes(*c), (1 << 20) + 64 * 1024);
-  auto set = ParseServerConfig(std::string(kMinimal) + "transport_memory_bytes: 33554432\n", "t.yaml");
+  auto set = ParseServerConfig(std::string(kMinimalServerYaml) + "transport_memory_bytes: 33554432\n", "t.yaml");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(TransportMemoryQuotaBytes(*set), int64_t{32} << 20);
   for (const char* bad : {"transport_memory_bytes: 1000", "transport_memory_bytes: 99999999999999",
                           "upload_idle_timeout_seconds: 0", "upload_idle_timeout_seconds: 3601"}) {
-    auto r = ParseServerConfig(std::string(kMinimal) + bad + "\n", "t.yaml");
+    auto r = ParseServerConfig(std::string(kMinimalServerYaml) + bad + "\n", "t.yaml");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr(std::string(bad).substr(0, std::string(bad).find(':')))) << bad;
   }

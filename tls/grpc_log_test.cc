@@ -14,6 +14,7 @@
 #include "tls/server_probe.h"
 #include "tls/test_certs.h"
 #include "tls/test_server.h"
+#include "tls/test_tcp_entries.h"
 
 namespace fedprllm {
 namespace {
@@ -89,24 +90,16 @@ TEST(ParseHandshakeFailureTest, Explanations) {
   EXPECT_THAT(ExplainHandshakeFailure({"", "x.example"}, TlsRole::kClient), HasSubstr("name \"x.example\""));
 }
 
-TcpEntry Entry(const std::string& local, const std::string& remote, int state, uint64_t inode) {
-  TcpEntry e;
-  e.local = local;
-  e.remote = remote;
-  e.local_port = std::stoi(local.substr(local.rfind(':') + 1));
-  e.state = state;
-  e.inode = inode;
-  return e;
-}
+using testing::MakeTcpEntry;
 
 TEST(GrpcLogRouterTest, NamesTheConnectionTheServerClosed) {
   Capture capture;
   // Reads of the table: the first at the log line (two clients connected), later ones after
   // the server closed 127.0.0.1:40001's connection.
-  const std::vector<TcpEntry> before = {Entry("127.0.0.1:50051", "0.0.0.0:0", kTcpListen, 1),
-                                        Entry("127.0.0.1:50051", "127.0.0.1:40001", kTcpEstablished, 2),
-                                        Entry("127.0.0.1:50051", "127.0.0.1:40002", kTcpEstablished, 3),
-                                        Entry("127.0.0.1:40003", "127.0.0.1:50051", kTcpEstablished, 4)};
+  const std::vector<TcpEntry> before = {MakeTcpEntry("127.0.0.1:50051", "0.0.0.0:0", kTcpListen, 1),
+                                        MakeTcpEntry("127.0.0.1:50051", "127.0.0.1:40001", kTcpEstablished, 2),
+                                        MakeTcpEntry("127.0.0.1:50051", "127.0.0.1:40002", kTcpEstablished, 3),
+                                        MakeTcpEntry("127.0.0.1:40003", "127.0.0.1:50051", kTcpEstablished, 4)};
   std::vector<TcpEntry> after = before;
   after[1].state = kTcpFinWait2;
   after[1].inode = 0;

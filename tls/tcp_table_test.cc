@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tls/test_tcp_entries.h"
 
 namespace fedprllm {
 namespace {
@@ -17,15 +18,7 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-TcpEntry Entry(const std::string& local, const std::string& remote, int state, uint64_t inode) {
-  TcpEntry e;
-  e.local = local;
-  e.remote = remote;
-  e.local_port = std::stoi(local.substr(local.rfind(':') + 1));
-  e.state = state;
-  e.inode = inode;
-  return e;
-}
+using testing::MakeTcpEntry;
 
 TEST(TcpTableTest, ParsesProcNetTcp) {
   const std::string v4 =
@@ -57,9 +50,9 @@ TEST(TcpTableTest, ParsesProcNetTcp) {
 }
 
 TEST(TcpTableTest, CandidatesPreferTheConnectionThatJustReceived) {
-  std::vector<TcpEntry> open_then = {Entry("127.0.0.1:50051", "127.0.0.1:40001", kTcpCloseWait, 2),
-                                     Entry("127.0.0.1:50051", "127.0.0.1:40002", kTcpEstablished, 3),
-                                     Entry("127.0.0.1:50051", "127.0.0.1:40003", kTcpEstablished, 4)};
+  std::vector<TcpEntry> open_then = {MakeTcpEntry("127.0.0.1:50051", "127.0.0.1:40001", kTcpCloseWait, 2),
+                                     MakeTcpEntry("127.0.0.1:50051", "127.0.0.1:40002", kTcpEstablished, 3),
+                                     MakeTcpEntry("127.0.0.1:50051", "127.0.0.1:40003", kTcpEstablished, 4)};
   open_then[0].ms_since_receive = 1300;              // a client that hung up a while ago
   open_then[1].ms_since_receive = 2;                 // the failing handshake's last bytes
   open_then[2].ms_since_receive = 5;                 // busy, and stays open
