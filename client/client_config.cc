@@ -21,6 +21,8 @@ std::map<std::string, YamlSetter> Setters(ClientConfig* c) {
       {"name", StoreIn(&c->name)},
       {"model", StoreIn(&c->model)},
       {"tokenizer", StoreIn(&c->tokenizer)},
+      {"models", StoreIn(&c->models)},
+      {"exit_after_jobs", StoreIn(&c->exit_after_jobs)},
       {"calibration", StoreIn(&c->calibration)},
       {"nsamples", StoreIn(&c->nsamples)},
       {"seqlen", StoreIn(&c->seqlen)},
@@ -51,7 +53,11 @@ absl::Status ClientConfig::Validate() {
   } else if (name.empty()) {
     return ConfigKeyError("name", "is required in insecure mode (it is the client's identity)");
   }
-  RETURN_IF_ERROR(RequireConfigValue("model", model));
+  if (model.empty() && models.empty()) return ConfigKeyError("model", "is required when 'models' lists no model");
+  for (const auto& [name, path] : models) {
+    if (name.empty() || path.empty()) return ConfigKeyError("models", absl::StrCat("entry \"", name, "\" needs a name and a path"));
+  }
+  RETURN_IF_ERROR(CheckConfigRange("exit_after_jobs", exit_after_jobs, 0, 1000000));
   if (calibration.empty() || calibration.size() > 64) {
     return ConfigKeyError("calibration", absl::StrCat("lists ", calibration.size(), " sources, expected 1..64"));
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,10 +32,19 @@ struct ClientConfig {
   bool insecure = false;
   // Shown in the server's logs; in insecure mode it is the identity. Default "".
   std::string name;
-  // Local copy of the base model (must have the server's fingerprint). Required.
+  // Local copy of the base model (must have the server's fingerprint). Used for every job
+  // whose model_name is not in `models`. Default "" (then `models` is required).
   std::string model;
-  // SentencePiece file. Default "" = found beside the model.
+  // SentencePiece file of `model`. Default "" = found beside the model.
   std::string tokenizer;
+  // The models this site has, by the name jobs give them (a job YAML's model_name) ->
+  // local path (Hugging Face directory or llama2.c .bin; its tokenizer is found beside it).
+  // A job naming a model the site has neither here nor as `model` is declined, with the
+  // reason shown in the job's status. Default {}.
+  std::map<std::string, std::string> models;
+  // Exit after taking part in this many jobs (done, failed or declined); the exit status
+  // is the last job's. Default 0 = a daemon that stays up between jobs. Bounds 0..1000000.
+  int exit_after_jobs = 0;
   // Private calibration text: "file.txt" or "file.jsonl:field1,field2". 1..64 entries.
   std::vector<std::string> calibration;
   // Calibration windows. Default 128. Bounds 1..1000000.

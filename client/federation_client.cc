@@ -169,11 +169,53 @@ std::string RandomHex(int bytes) {
   return out;
 }
 
-// One site's conversation with the server.
+// A local model of this site, loaded once, with its calibration windows (tokenized by the
+// model's own tokenizer) and fingerprint.
+struct LocalModel {
+  LlamaModel model;
+  at::Tensor samples;
+  std::string fingerprint;
+};
+
+// Loads `path` (tokenizer `tokenizer`, "" = beside it) and draws this site's calibration
+// windows with it.
+absl::StatusOr<std::unique_ptr<LocalModel>> LoadLocalModel(const ClientConfig& config, const std::string& path,
+                                                           const std::string& tokenizer_path) {
+  const auto start = Clock::now();
+  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(path, tokenizer_path));
+  auto local = std::make_unique<LocalModel>(LocalModel{std::move(loaded.model), at::Tensor(), ""});
+  std::vector<CalibrationSource> sources;
+  for (const std::string& spec : config.calibration) {
+    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));
+    sources.push_back(std::move(source));
+  }
+  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(loaded.tokenizer, sources));
+  SamplingOptions sampling;
+  sampling.nsamples = config.nsamples;
+  sampling.seqlen = config.seqlen;
+  sampling.seed = config.seed;
+  ASSIGN_OR_RETURN(local->samples, SampleWindows(tokens, sampling));
+  local->fingerprint = local->model.Fingerprint();
+  spdlog::info("model {} loaded (fingerprint {}); {} calibration tokens from {} sources, {} windows of {} (seed {}) "
+               "in {:.2f} s",
+               path, local->fingerprint.substr(0, 16), tokens.size(), sources.size(), config.nsamples, config.seqlen,
+               config.seed, std::chrono::duration<double>(Clock::now() - start).count());
+  return local;
+}
+
+// One site's conversation with the server: wait for a job that names it, find its model,
+// take part in the job's rounds, then wait for the next job.
 class FederationClient {
  public:
-  FederationClient(const ClientConfig& config, const LlamaModel& model, at::Tensor samples, LocalPruneOptions local)
-      : config_(config), model_(model), samples_(std::move(samples)), local_(std::move(local)) {}
+  FederationClient(const ClientConfig& config, LocalPruneOptions local) : config_(config), local_base_(std::move(local)) {}
+
+  // Loads the config's `model` now, so that a broken one fails at start.
+  absl::Status Preload() {
+    if (config_.model.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::unique_ptr<LocalModel> local, LoadLocalModel(config_, config_.model, config_.tokenizer));
+    models_.emplace(config_.model, std::move(local));
+    return absl::OkStatus();
+  }
 
   // Checks this site's TLS files (a bad one fails here, in words) and builds the channel.
   absl::Status Connect() {
@@ -219,9 +261,57 @@ class FederationClient {
 
   ~FederationClient() { StopHeartbeats(); }
 
-  absl::Status Run() {
-    RETURN_IF_ERROR(Join());
+  // Jobs one after the other until exit_after_jobs of them have ended (then the last one's
+  // status), or a permanent failure to reach the server.
+  absl::Status Serve() {
     StartHeartbeats();
+    std::vector<std::string> finished;
+    int jobs = 0;
+    while (true) {
+      SetActivity(v1::SITE_ACTIVITY_WAITING, -1);
+      ASSIGN_OR_RETURN(v1::JobOffer offer, WaitForJob(finished));
+      if (offer.state() != v1::OFFER_STATE_OFFERED) continue;
+      finished.push_back(offer.job_id());
+      if (finished.size() > 100) finished.erase(finished.begin());
+      spdlog::info("job {} ({}) offered: model {}", offer.job_name(), offer.job_id(), offer.model_name());
+      absl::Status result;
+      absl::StatusOr<const LocalModel*> local = ModelFor(offer);
+      if (!local.ok()) {
+        result = local.status();
+        spdlog::error("declining job {}: {}", offer.job_name(), std::string(result.message()));
+        Decline(offer, std::string(result.message()));
+      } else {
+        result = RunJob(offer, **local);
+        if (result.ok()) {
+          spdlog::info("job {} done; {} rounds uploaded, {} wire bytes in total", offer.job_name(), rounds_uploaded_,
+                       total_wire_bytes_);
+        } else {
+          spdlog::error("job {} ended for this site: {}: {}", offer.job_name(),
+                        absl::StatusCodeToString(result.code()), std::string(result.message()));
+        }
+      }
+      if (config_.exit_after_jobs > 0 && ++jobs >= config_.exit_after_jobs) return result;
+      if (config_.exit_after_jobs == 0) spdlog::info("waiting for the next job");
+    }
+  }
+
+  // Takes part in the offered job until it is done or failed.
+  absl::Status RunJob(const v1::JobOffer& offer, const LocalModel& local) {
+    {
+      absl::MutexLock lock(&session_mu_);
+      token_.clear();
+    }
+    model_ = &local.model;
+    samples_ = local.samples;
+    fingerprint_ = local.fingerprint;
+    local_ = local_base_;
+    site_.reset();
+    job_id_.clear();
+    job_name_ = offer.job_name();
+    offered_job_id_ = offer.job_id();
+    rounds_uploaded_ = 0;
+    total_wire_bytes_ = 0;
+    RETURN_IF_ERROR(Join());
     int last_completed = -1;
     while (true) {
       SetActivity(v1::SITE_ACTIVITY_WAITING, -1);
@@ -230,8 +320,6 @@ class FederationClient {
         case v1::ROUND_STATE_NOT_READY:
           continue;
         case v1::ROUND_STATE_JOB_DONE:
-          spdlog::info("job {} done; {} rounds uploaded, {} wire bytes in total", job_id_, rounds_uploaded_,
-                       total_wire_bytes_);
           return absl::OkStatus();
         case v1::ROUND_STATE_JOB_FAILED:
           return absl::AbortedError(absl::StrCat("the server reports the job failed: ", a.message()));
@@ -326,6 +414,65 @@ class FederationClient {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<v1::JobOffer> WaitForJob(const std::vector<std::string>& skip) {
+    return Retrying<v1::JobOffer>("WaitForJob", [&]() -> absl::StatusOr<v1::JobOffer> {
+      v1::JobWaitRequest request;
+      request.set_client_name(config_.name);
+      request.set_instance_id(instance_id_);
+      request.set_protocol_version(kProtocolVersion);
+      for (const std::string& id : skip) request.add_skip_job_ids(id);
+      v1::JobOffer offer;
+      auto context = Context(330);  // longer than any poll window (at most 300 s)
+      RETURN_IF_ERROR(FromGrpcStatus(Stub()->WaitForJob(context.get(), request, &offer)));
+      return offer;
+    });
+  }
+
+  void Decline(const v1::JobOffer& offer, const std::string& reason) {
+    v1::DeclineJobRequest request;
+    request.set_job_id(offer.job_id());
+    request.set_reason(reason);
+    v1::DeclineJobResponse response;
+    auto context = Context(30);
+    if (absl::Status s = FromGrpcStatus(Stub()->DeclineJob(context.get(), request, &response)); !s.ok()) {
+      spdlog::warn("could not tell the server that this site declines job {}: {}", offer.job_name(),
+                   std::string(s.message()));
+    }
+  }
+
+  // This site's model for the offered job: `models[model_name]`, else `model`; loaded once.
+  // FAILED_PRECONDITION (the job is declined) when the site has no such model or its
+  // fingerprint differs.
+  absl::StatusOr<const LocalModel*> ModelFor(const v1::JobOffer& offer) {
+    std::string path, tokenizer;
+    if (auto it = config_.models.find(offer.model_name()); it != config_.models.end()) {
+      path = it->second;
+    } else if (!config_.model.empty()) {
+      path = config_.model;
+      tokenizer = config_.tokenizer;
+    } else {
+      std::vector<std::string> names;
+      for (const auto& [name, p] : config_.models) names.push_back(name);
+      return absl::FailedPreconditionError(absl::StrCat("this site has no model named ", offer.model_name(),
+                                                        " (its models: ", absl::StrJoin(names, ", "), ")"));
+    }
+    auto it = models_.find(path);
+    if (it == models_.end()) {
+      absl::StatusOr<std::unique_ptr<LocalModel>> loaded = LoadLocalModel(config_, path, tokenizer);
+      if (!loaded.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat("cannot load model ", offer.model_name(), " from ", path, ": ",
+                                                          loaded.status().message()));
+      }
+      it = models_.emplace(path, *std::move(loaded)).first;
+    }
+    if (it->second->fingerprint != offer.model_fingerprint()) {
+      return absl::FailedPreconditionError(absl::StrCat("model fingerprint mismatch: server has ", offer.model_fingerprint(),
+                                                        ", this site's ", offer.model_name(), " (", path, ") has ",
+                                                        it->second->fingerprint));
+    }
+    return it->second.get();
+  }
+
   // The current session token.
   std::string Token() {
     absl::MutexLock lock(&session_mu_);
@@ -346,6 +493,7 @@ class FederationClient {
     request.set_model_fingerprint(fingerprint_);
     request.set_protocol_version(kProtocolVersion);
     request.set_instance_id(instance_id_);
+    request.set_job_id(offered_job_id_);
     ASSIGN_OR_RETURN(v1::JoinResponse response,
                      Retrying<v1::JoinResponse>("Join", [&]() -> absl::StatusOr<v1::JoinResponse> {
                        v1::JoinResponse r;
@@ -367,9 +515,9 @@ class FederationClient {
     }
     job_id_ = response.job_id();
     job_ = response.job();
-    if (job_.num_layers() != model_.config().num_hidden_layers) {
+    if (job_.num_layers() != model_->config().num_hidden_layers) {
       return absl::FailedPreconditionError(absl::StrCat("job has ", job_.num_layers(), " layers, local model has ",
-                                                        model_.config().num_hidden_layers));
+                                                        model_->config().num_hidden_layers));
     }
     local_.pattern.n = job_.pattern().n();
     local_.pattern.m = job_.pattern().m();
@@ -399,13 +547,13 @@ class FederationClient {
     const auto start = Clock::now();
     std::vector<std::pair<std::string, PackedMask>> masks;
     if (job_.strategy() == v1::STRATEGY_ONE_SHOT) {
-      const int64_t n = model_.config().num_hidden_layers;
+      const int64_t n = model_->config().num_hidden_layers;
       if (static_cast<int64_t>(layers.size()) != n) {
         return absl::FailedPreconditionError(absl::StrCat("one-shot round lists ", layers.size(), " layers, model has ", n));
       }
       SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), 0, 0, n);
       ASSIGN_OR_RETURN(LocalPruneResult local,
-                       PruneLocally(model_, samples_, local_, [&](int64_t done, int64_t total) {
+                       PruneLocally(*model_, samples_, local_, [&](int64_t done, int64_t total) {
                          spdlog::info("calibrated layer {}/{}", done, total);
                          SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), done, done, total);
                        }));
@@ -427,7 +575,7 @@ class FederationClient {
           const TensorDecision* d = nullptr;
           for (const TensorDecision& t : decision) d = t.name == name ? &t : d;
           if (d == nullptr) return absl::InternalError(absl::StrCat("decision of round ", j, " lacks ", name));
-          ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(model_.tensors().at(name), *d));
+          ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(model_->tensors().at(name), *d));
         }
         RETURN_IF_ERROR(site.Advance(linears));
         spdlog::info("applied the federated decision of layer {}", j);
@@ -447,7 +595,7 @@ class FederationClient {
 
   absl::StatusOr<std::reference_wrapper<SiteSession>> Session() {
     if (!site_.has_value()) {
-      ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(model_, samples_, local_));
+      ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(*model_, samples_, local_));
       site_.emplace(std::move(site));
     }
     return std::ref(*site_);
@@ -524,10 +672,6 @@ class FederationClient {
     });
   }
 
-  const ClientConfig& config_;
-  const LlamaModel& model_;
-  const at::Tensor samples_;
-  LocalPruneOptions local_;
   // Heartbeats (docs/round_protocol.md §8): a thread that reports the activity below every
   // heartbeat_seconds, and joins again if the server no longer knows this session.
   void SetActivity(v1::SiteActivity activity, int round, int layer = -1, int done = 0, int total = 0) {
@@ -582,7 +726,16 @@ class FederationClient {
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::shared_ptr<v1::FedPrLLM::Stub> stub_ ABSL_GUARDED_BY(session_mu_);
   std::unique_ptr<UnavailableDiagnosis> diagnosis_;  // TLS only; set by Connect()
-  const std::string fingerprint_ = model_.Fingerprint();
+  const ClientConfig& config_;
+  const LocalPruneOptions local_base_;
+  std::map<std::string, std::unique_ptr<LocalModel>> models_;  // by path
+  // The job being worked on.
+  const LlamaModel* model_ = nullptr;
+  at::Tensor samples_;
+  LocalPruneOptions local_;
+  std::string fingerprint_;
+  std::string job_name_;
+  std::string offered_job_id_;
   const std::string instance_id_ = RandomHex(8);
   absl::Mutex rejoin_mu_;  // serializes Rejoin; taken before session_mu_
   absl::Mutex session_mu_;
@@ -619,29 +772,10 @@ absl::Status RunClient(const ClientConfig& config) {
   if (!config.insecure) {
     RETURN_IF_ERROR(CheckKeyPair(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, TlsRole::kClient));
   }
-
-  const auto start = Clock::now();
-  ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(config.model, config.tokenizer));
-  LlamaModel model = std::move(loaded.model);
-  Tokenizer tokenizer = std::move(loaded.tokenizer);
-  std::vector<CalibrationSource> sources;
-  for (const std::string& spec : config.calibration) {
-    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));
-    sources.push_back(std::move(source));
-  }
-  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(tokenizer, sources));
-  SamplingOptions sampling;
-  sampling.nsamples = config.nsamples;
-  sampling.seqlen = config.seqlen;
-  sampling.seed = config.seed;
-  ASSIGN_OR_RETURN(at::Tensor samples, SampleWindows(tokens, sampling));
-  spdlog::info("model {} loaded; {} calibration tokens from {} sources, {} windows of {} (seed {}) in {:.2f} s",
-               config.model, tokens.size(), sources.size(), config.nsamples, config.seqlen, config.seed,
-               std::chrono::duration<double>(Clock::now() - start).count());
-
-  FederationClient client(config, model, samples, local);
+  FederationClient client(config, local);
+  RETURN_IF_ERROR(client.Preload());
   RETURN_IF_ERROR(client.Connect());
-  return client.Run();
+  return client.Serve();
 }
 
 }  // namespace fedprllm

@@ -14,7 +14,7 @@ std::string VersionString() {
   return absl::StrCat("fedprllm ", kBuildVersion, " (commit ", kBuildCommit, ", ", kBuildType, " build)");
 }
 
-void ParseCommandLine(int argc, char** argv, const char* usage) {
+std::vector<char*> ParseCommandLine(int argc, char** argv, const char* usage) {
   absl::SetProgramUsageMessage(usage);
   absl::FlagsUsageConfig config;
   // absl's default shows only flags of a file named like the binary; ours live in *_main.cc.
@@ -25,7 +25,7 @@ void ParseCommandLine(int argc, char** argv, const char* usage) {
   config.contains_helpshort_flags = own_flags;
   config.version_string = [] { return VersionString() + "\n"; };
   absl::SetFlagsUsageConfig(config);
-  absl::ParseCommandLine(argc, argv);
+  return absl::ParseCommandLine(argc, argv);
 }
 
 }  // namespace fedprllm

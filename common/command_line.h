@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace fedprllm {
 
@@ -15,7 +16,9 @@ namespace fedprllm {
 std::string VersionString();
 
 // Sets the usage message and the flags' help and version behaviour, then parses argv
-// (absl::ParseCommandLine: exits on --help, --version or a bad flag).
-void ParseCommandLine(int argc, char** argv, const char* usage);
+// (absl::ParseCommandLine: exits on --help, --version or a bad flag). Returns the
+// positional arguments, argv[0] first (flags and positional arguments may be interleaved;
+// everything after "--" is positional).
+std::vector<char*> ParseCommandLine(int argc, char** argv, const char* usage);
 
 }  // namespace fedprllm

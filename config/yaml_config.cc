@@ -19,7 +19,7 @@ absl::Status ApplyYamlConfig(const std::string& yaml_text, const std::string& so
     std::vector<std::pair<std::string, YAML::Node>> entries;
     for (const auto& kv : root) {
       const std::string top = kv.first.as<std::string>();
-      if (kv.second.IsMap()) {
+      if (kv.second.IsMap() && setters.count(top) == 0) {
         for (const auto& sub : kv.second) entries.emplace_back(top + "." + sub.first.as<std::string>(), sub.second);
       } else {
         entries.emplace_back(top, kv.second);

@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev libyaml-cpp-dev libssl-dev openssl
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libspdlog-dev libzstd-dev libsentencepiece-dev
+  prometheus-cpp-dev
   gnuplot-nox
 )
 

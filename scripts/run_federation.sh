@@ -54,6 +54,7 @@ pattern: "$PATTERN"
 group: $GROUP
 strategy: $STRATEGY
 round_deadline_seconds: 600
+exit_when_idle: true
 YAML
 for i in "${!SITES[@]}"; do
   site=${SITES[$i]}
@@ -66,6 +67,7 @@ calibration: [$OUT/data/$site.txt]
 nsamples: 32
 seqlen: 128
 seed: $i
+exit_after_jobs: 1
 YAML
 done
 

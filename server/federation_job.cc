@@ -59,7 +59,7 @@ v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, St
 }
 
 nlohmann::json ConfigDigestJson(const ServerConfig& c) {
-  return {{"strategy", c.strategy},       {"sparsity", c.sparsity},          {"pattern", c.pattern},
+  return {{"job_name", c.job_name},       {"strategy", c.strategy},       {"sparsity", c.sparsity},          {"pattern", c.pattern},
           {"group", c.group},             {"weight_scaling", c.weight_scaling}, {"tie_break", c.tie_break},
           {"seed", c.seed},               {"allowed_clients", c.allowed_clients},
           {"expected_clients", c.expected_clients}, {"min_clients", c.min_clients}};
@@ -186,6 +186,105 @@ FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string 
 FederationJob::~FederationJob() { Stop(); }
 
 int FederationJob::NumRounds() const { return strategy_ == Strategy::kOneShot ? 1 : num_layers_; }
+
+size_t FederationJob::LiveSites() const {
+  absl::MutexLock lock(&mu_);
+  return sites_.LiveParticipants().size();
+}
+
+int FederationJob::RoundsClosed() const {
+  absl::MutexLock lock(&mu_);
+  int closed = 0;
+  for (const Round& r : rounds_) closed += r.phase == RoundPhase::kClosed ? 1 : 0;
+  return closed;
+}
+
+void FederationJob::Abort(const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (abort_reason_.empty()) abort_reason_ = reason;
+}
+
+void FederationJob::Decline(const std::string& site, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (!sites_.allowed(site) || state_ == JobState::kDone || state_ == JobState::kFailed) return;
+  if (declined_.emplace(site, reason).second) spdlog::warn("site {} declined the job: {}", site, reason);
+}
+
+nlohmann::json FederationJob::StatusDetail() const {
+  static const char* kStates[] = {"WAITING_FOR_SITES", "RUNNING", "WRITING_MODEL", "DONE", "FAILED"};
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_();
+  const Round* open = !rounds_.empty() ? &rounds_.back() : nullptr;
+  nlohmann::json detail = {{"job", config_.job_name},
+                           {"job_id", job_id_},
+                           {"state", kStates[static_cast<int>(state_)]},
+                           {"rounds", NumRounds()},
+                           {"round", open != nullptr ? open->index : -1},
+                           {"round_state", open != nullptr ? RoundPhaseName(open->phase) : ""},
+                           {"committed", open != nullptr ? static_cast<int>(open->committed.size()) : 0},
+                           {"expected", config_.expected_clients},
+                           {"min", config_.min_clients},
+                           {"failure", failure_}};
+  detail["deadline_in_seconds"] =
+      open != nullptr && open->phase == RoundPhase::kOpen ? nlohmann::json((open->deadline_ms - now) / 1000.0)
+                                                          : nlohmann::json();
+  // Expected time left: the mean duration of the closed rounds times the rounds left, less
+  // the time the open one has run.
+  int closed = 0;
+  double closed_ms = 0;
+  for (const Round& r : rounds_) {
+    if (r.phase != RoundPhase::kClosed) continue;
+    ++closed;
+    closed_ms += static_cast<double>(r.closed_ms - r.opened_ms);
+  }
+  nlohmann::json eta;
+  if (state_ == JobState::kDone) {
+    eta = 0.0;
+  } else if (closed > 0 && state_ == JobState::kRunning) {
+    const double mean = closed_ms / closed;
+    const int left = NumRounds() - closed;
+    const double running = open != nullptr && open->phase == RoundPhase::kOpen ? now - open->opened_ms : 0.0;
+    eta = std::max(0.0, (mean * left - running) / 1000.0);
+  }
+  detail["eta_seconds"] = eta;
+  nlohmann::json sites = nlohmann::json::array();
+  for (const std::string& name : config_.allowed_clients) {
+    const SiteRegistry::Site& site = sites_.site(name);
+    std::string state;
+    if (declined_.count(name) != 0) {
+      state = "declined";
+    } else if (!site.participant) {
+      state = "not joined";
+    } else if (site.lost) {
+      state = "lost";
+    } else if (open != nullptr && open->committed.count(name) != 0 && state_ == JobState::kRunning) {
+      state = "committed";
+    } else {
+      switch (site.activity) {
+        case v1::SITE_ACTIVITY_FETCHING: state = "fetching"; break;
+        case v1::SITE_ACTIVITY_CALIBRATING: state = "calibrating"; break;
+        case v1::SITE_ACTIVITY_UPLOADING: state = "uploading"; break;
+        default: state = "waiting"; break;
+      }
+    }
+    const auto traffic = traffic_.find(name);
+    const bool committed_now = traffic != traffic_.end() && open != nullptr && traffic->second.commit_round == open->index;
+    sites.push_back({{"site", name},
+                     {"state", state},
+                     {"layer", site.layer},
+                     {"layers_done", site.layers_done},
+                     {"layers_total", site.layers_total},
+                     {"last_seen_seconds_ago", site.participant ? (now - site.last_seen_ms) / 1000.0 : -1.0},
+                     {"bytes", traffic != traffic_.end() ? traffic->second.bytes : 0},
+                     {"commit_seconds", committed_now ? nlohmann::json(traffic->second.commit_seconds) : nlohmann::json()},
+                     {"detail", declined_.count(name) != 0 ? declined_.at(name)
+                                : site.lost                ? "silent past site_timeout_seconds"
+                                : site.participant         ? SiteRegistry::DescribeActivity(site)
+                                                           : ""}});
+  }
+  detail["sites"] = std::move(sites);
+  return detail;
+}
 
 std::vector<int32_t> FederationJob::LayersOfRound(int round) const {
   if (strategy_ == Strategy::kIterative) return {round};
@@ -338,6 +437,11 @@ absl::StatusOr<v1::JoinResponse> FederationJob::Join(const std::string& identity
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
+    if (!sites_.allowed(identity)) {
+      return absl::PermissionDeniedError(absl::StrCat("site ", identity, " is not one of job ", config_.job_name,
+                                                      "'s sites"));
+    }
+    declined_.erase(identity);
     returning = sites_.site(identity).participant;
     const std::string token = NewToken();
     RETURN_IF_ERROR(sites_.StartSession(identity, request.instance_id(), token, clock_()));
@@ -615,6 +719,10 @@ void FederationJob::ProcessCommit(CommitTask task) {
     Round& r = rounds_[t.round];
     r.committed.insert(t.client);
     r.commits.push_back(record);
+    SiteTraffic& traffic = traffic_[t.client];
+    traffic.bytes += task.stats.wire_bytes;
+    traffic.commit_round = t.round;
+    traffic.commit_seconds = (now - r.opened_ms) / 1000.0;
     sites_.SetActivity(t.client, v1::SITE_ACTIVITY_WAITING, t.round);
     close = RoundCanCloseLocked(r);
     ack.set_round(t.round);
@@ -629,6 +737,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
                8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights), task.stats.seconds,
                ack.clients_committed(), config_.expected_clients);
   task.done(ack);
+  if (events_.upload_committed) events_.upload_committed(t.client, task.stats, (clock_() - now) / 1000.0);
   if (close) {
     if (absl::Status c = CloseRound(t.round); !c.ok()) Fail(absl::StrCat("round ", t.round, ": ", c.message()));
   }
@@ -688,6 +797,17 @@ void FederationJob::Tick() {
   std::vector<Reply> replies;
   {
     absl::MutexLock lock(&mu_);
+    if (!abort_reason_.empty() && state_ != JobState::kDone && state_ != JobState::kFailed) {
+      action = Action::kFail;
+      reason = abort_reason_;
+    }
+  }
+  if (action == Action::kFail) {
+    Fail(reason);
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
     replies = CollectRepliesLocked(now);
     if (state_ == JobState::kWaitingForClients || state_ == JobState::kRunning) {
       CheckLiveness(now);  // after the end nothing waits for a site any more
@@ -696,7 +816,16 @@ void FederationJob::Tick() {
     if (state_ == JobState::kWaitingForClients) {
       const int live = static_cast<int>(sites_.LiveParticipants().size());
       const bool timed_out = now - join_phase_started_ms_ >= int64_t{1000} * config_.join_timeout_seconds;
-      if (live >= config_.expected_clients || (timed_out && live >= config_.min_clients)) {
+      // Sites that declined will not come: wait only for those that still may.
+      const int may_come = static_cast<int>(config_.allowed_clients.size() - declined_.size());
+      const int expected = std::min(config_.expected_clients, may_come);
+      if (may_come < config_.min_clients) {
+        std::string why;
+        for (const auto& [site, text] : declined_) absl::StrAppend(&why, why.empty() ? "" : "; ", site, ": ", text);
+        action = Action::kFail;
+        reason = absl::StrCat("join phase: ", declined_.size(), " sites declined the job, so at most ", may_come,
+                              " of min_clients ", config_.min_clients, " can join (", why, ")");
+      } else if (live >= expected && live >= config_.min_clients || (timed_out && live >= config_.min_clients)) {
         action = Action::kOpenFirst;
         phases_["waiting_for_clients_seconds"] = (now - join_phase_started_ms_) / 1000.0;
         spdlog::info("{} of {} expected clients joined; starting", live, config_.expected_clients);
@@ -866,6 +995,7 @@ absl::Status FederationJob::CloseRound(int index) {
   }
   RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
   spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, decided.seconds, decided.stream->size());
+  if (events_.round_closed) events_.round_closed(index, decided.seconds);
   CrashPoint("round-closed");
   if (index + 1 < NumRounds()) return OpenRound(index + 1);
   return WriteModel();

@@ -68,6 +68,13 @@ struct UploadStats {
   double seconds = 0;         // first message to end of stream
 };
 
+// Callbacks for the server's metrics; each may be empty. Called on the committer thread,
+// without the job's lock.
+struct JobEvents {
+  std::function<void(const std::string& site, const UploadStats& stats, double count_seconds)> upload_committed;
+  std::function<void(int round, double aggregation_seconds)> round_closed;
+};
+
 class FederationJob {
  public:
   // Validates nothing further than `config` (already Validate()d); computes the model
@@ -104,6 +111,22 @@ class FederationJob {
 
   // Adds a timing to the report's phases_seconds (e.g. "load_model_seconds").
   void RecordPhase(const std::string& name, double seconds);
+  // Before Start().
+  void SetEvents(JobEvents events) { events_ = std::move(events); }
+
+  // The operator stops the job: it FAILS with `reason` after the step it is in (persisted,
+  // so a restart does not resume it), and its sites are told JOB_FAILED. Any thread.
+  void Abort(const std::string& reason);
+  // `site` will not take part (DeclineJob): the job stops waiting for it, and fails at once
+  // if too few sites are left for min_clients. A later Join of the site clears it.
+  void Decline(const std::string& site, const std::string& reason);
+  // The live detail for the admin API's status (docs/admin_api.md §3).
+  nlohmann::json StatusDetail() const;
+  // Participants not lost.
+  size_t LiveSites() const;
+  // Rounds decided so far, and of the job.
+  int RoundsClosed() const;
+  int NumRounds() const;
 
   const std::string& job_id() const { return job_id_; }
   const std::string& fingerprint() const { return fingerprint_; }
@@ -213,7 +236,6 @@ class FederationJob {
   void LogWaitingLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteReport(const std::string& state) ABSL_LOCKS_EXCLUDED(mu_);
 
-  int NumRounds() const;
   std::vector<int32_t> LayersOfRound(int round) const;
   // The answer to a long poll if there is one now.
   std::optional<v1::RoundAssignment> AnswerLocked(const std::string& client, int last_completed_round)
@@ -241,6 +263,7 @@ class FederationJob {
   const JobTensorTable tensor_table_;  // of job_spec_: payload headers name tensors by index
   const int64_t created_ms_;
   bool resumed_ = false;                       // set by Create() before any thread starts
+  JobEvents events_;                           // set before Start()
   ResumeAction resume_action_ = ResumeAction::kNone;  // worker-only after Start()
 
   // Worker-thread only: the votes and the global model.
@@ -261,6 +284,16 @@ class FederationJob {
   std::string shutdown_requested_ ABSL_GUARDED_BY(mu_);
   nlohmann::json phases_ ABSL_GUARDED_BY(mu_) = nlohmann::json::object();
   int64_t first_round_opened_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string abort_reason_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> declined_ ABSL_GUARDED_BY(mu_);  // site -> its reason
+  // Per site: wire bytes of every committed upload, and seconds from the open round's
+  // opening to this site's commit (-1 before it commits).
+  struct SiteTraffic {
+    int64_t bytes = 0;
+    int commit_round = -1;
+    double commit_seconds = -1;
+  };
+  std::map<std::string, SiteTraffic> traffic_ ABSL_GUARDED_BY(mu_);
 
   std::thread worker_;
 };

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/build_info.h"
 #include "common/status_macros.h"
 #include "proto/payload_convert.h"
 #include "server/peer_identity.h"
@@ -19,6 +20,9 @@
 
 namespace fedprllm {
 namespace {
+
+// A session call when no job runs: the site joins again, which tells it why.
+absl::Status NoRunningJob() { return absl::UnauthenticatedError("no job is running; join again"); }
 
 // UploadPayloads: validates each message as it arrives (token and round fixed by the first
 // message; every header and chunk through MaskAssembler), keeps the decoded masks of this
@@ -39,8 +43,9 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
  public:
   using Clock = std::chrono::steady_clock;
 
-  UploadReactor(FederationJob* job, std::string peer, v1::UploadAck* ack, std::chrono::seconds idle_timeout)
-      : job_(job), peer_(std::move(peer)), ack_(ack), idle_timeout_(idle_timeout), start_(Clock::now()) {
+  UploadReactor(std::shared_ptr<FederationJob> job, std::string peer, v1::UploadAck* ack,
+                std::chrono::seconds idle_timeout)
+      : job_(std::move(job)), peer_(std::move(peer)), ack_(ack), idle_timeout_(idle_timeout), start_(Clock::now()) {
     grpc::Alarm* alarm = nullptr;
     {
       absl::MutexLock lock(&mu_);
@@ -293,7 +298,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     Finish(ToGrpcStatus(status));
   }
 
-  FederationJob* const job_;
+  const std::shared_ptr<FederationJob> job_;
   const std::string peer_;
   v1::UploadAck* const ack_;
   const std::chrono::seconds idle_timeout_;
@@ -326,11 +331,15 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
 // which gRPC calls only after Finish.
 class WaitReactor final : public grpc::ServerUnaryReactor {
  public:
-  WaitReactor(FederationJob* job, const absl::StatusOr<std::string>& peer, const v1::WaitRequest& request,
-              v1::RoundAssignment* response)
-      : job_(job) {
+  WaitReactor(std::shared_ptr<FederationJob> job, const absl::StatusOr<std::string>& peer,
+              const v1::WaitRequest& request, v1::RoundAssignment* response)
+      : job_(std::move(job)) {
     if (!peer.ok()) {
       Finish(ToGrpcStatus(peer.status()));
+      return;
+    }
+    if (job_ == nullptr) {
+      Finish(ToGrpcStatus(NoRunningJob()));
       return;
     }
     id_ = job_->WaitForRound(request, *peer, [this, response](absl::StatusOr<v1::RoundAssignment> result) {
@@ -344,7 +353,32 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  FederationJob* const job_;
+  const std::shared_ptr<FederationJob> job_;
+  std::atomic<uint64_t> id_{0};
+};
+
+// WaitForJob: a long poll held by the JobQueue, cancelled like WaitReactor's.
+class JobWaitReactor final : public grpc::ServerUnaryReactor {
+ public:
+  JobWaitReactor(JobQueue* jobs, const absl::StatusOr<std::string>& peer, const v1::JobWaitRequest& request,
+                 v1::JobOffer* response)
+      : jobs_(jobs) {
+    if (!peer.ok()) {
+      Finish(ToGrpcStatus(peer.status()));
+      return;
+    }
+    id_ = jobs_->WaitForJob(*peer, request, [this, response](absl::StatusOr<v1::JobOffer> result) {
+      if (result.ok()) *response = *std::move(result);
+      Finish(ToGrpcStatus(result.status()));
+    });
+  }
+  void OnCancel() override {
+    if (id_ != 0) jobs_->CancelJobWait(id_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  JobQueue* const jobs_;
   std::atomic<uint64_t> id_{0};
 };
 
@@ -382,13 +416,19 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::DecisionChunk> {
 
 std::string PeerAddress(grpc::CallbackServerContext* context) { return context->peer(); }
 
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> FedPrLLMService::PeerIdentity(grpc::CallbackServerContext* context, const std::string& rpc,
                                                           const std::string* claimed_name) const {
   if (insecure_) {
     if (claimed_name == nullptr) return std::string();
-    if (job_->allowlist().count(*claimed_name) == 0) {
+    if (sites_.count(*claimed_name) == 0) {
       spdlog::warn("{} from {} refused: client name \"{}\" is not in allowed_clients (insecure mode)", rpc,
                    PeerAddress(context), *claimed_name);
       return absl::PermissionDeniedError(
@@ -398,7 +438,10 @@ absl::StatusOr<std::string> FedPrLLMService::PeerIdentity(grpc::CallbackServerCo
   }
   const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   const std::vector<std::string> names = auth ? PeerCertificateNames(*auth) : std::vector<std::string>{};
-  if (std::optional<std::string> identity = MatchAllowlist(names, job_->allowlist())) return *identity;
+  if (std::optional<std::string> identity = MatchAllowlist(names, sites_)) {
+    jobs_->NoteSeen(*identity);
+    return *identity;
+  }
   spdlog::warn("{} from {} refused: {} not in allowed_clients", rpc, PeerAddress(context), DescribeNames(names));
   return absl::PermissionDeniedError(absl::StrCat("client certificate identity (", DescribeNames(names),
                                                   ") is not in this job's allowed_clients"));
@@ -410,7 +453,9 @@ grpc::ServerUnaryReactor* FedPrLLMService::Join(grpc::CallbackServerContext* con
   absl::StatusOr<std::string> identity = PeerIdentity(context, "Join", &request->client_name());
   absl::Status status = identity.status();
   if (identity.ok()) {
-    absl::StatusOr<v1::JoinResponse> joined = job_->Join(*identity, *request);
+    absl::StatusOr<std::shared_ptr<FederationJob>> job = jobs_->JobToJoin(request->job_id());
+    absl::StatusOr<v1::JoinResponse> joined = job.ok() ? (*job)->Join(*identity, *request)
+                                                       : absl::StatusOr<v1::JoinResponse>(job.status());
     if (joined.ok()) {
       *response = *std::move(joined);
     } else {
@@ -425,7 +470,33 @@ grpc::ServerUnaryReactor* FedPrLLMService::Join(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* FedPrLLMService::WaitForRound(grpc::CallbackServerContext* context,
                                                         const v1::WaitRequest* request, v1::RoundAssignment* response) {
   absl::StatusOr<std::string> peer = PeerIdentity(context, "WaitForRound");
-  return new WaitReactor(job_, peer, *request, response);
+  return new WaitReactor(jobs_->Running(), peer, *request, response);
+}
+
+grpc::ServerUnaryReactor* FedPrLLMService::WaitForJob(grpc::CallbackServerContext* context,
+                                                      const v1::JobWaitRequest* request, v1::JobOffer* response) {
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "WaitForJob", &request->client_name());
+  return new JobWaitReactor(jobs_, peer, *request, response);
+}
+
+grpc::ServerUnaryReactor* FedPrLLMService::DeclineJob(grpc::CallbackServerContext* context,
+                                                      const v1::DeclineJobRequest* request,
+                                                      v1::DeclineJobResponse* /*response*/) {
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "DeclineJob");
+  if (!peer.ok()) return Answer(context, peer.status());
+  if (peer->empty()) return Answer(context, absl::FailedPreconditionError("DeclineJob needs TLS identities"));
+  return Answer(context, jobs_->Decline(*peer, request->job_id(), request->reason()));
+}
+
+grpc::ServerUnaryReactor* FedPrLLMService::WhoAmI(grpc::CallbackServerContext* context,
+                                                  const v1::WhoAmIRequest* /*request*/, v1::WhoAmIResponse* response) {
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "WhoAmI");
+  if (peer.ok()) {
+    response->set_identity(*peer);
+    response->set_role("site");
+    response->set_server_version(kBuildVersion);
+  }
+  return Answer(context, peer.status());
 }
 
 grpc::ServerUnaryReactor* FedPrLLMService::Heartbeat(grpc::CallbackServerContext* context,
@@ -435,7 +506,9 @@ grpc::ServerUnaryReactor* FedPrLLMService::Heartbeat(grpc::CallbackServerContext
   absl::StatusOr<std::string> peer = PeerIdentity(context, "Heartbeat");
   absl::Status status = peer.status();
   if (peer.ok()) {
-    absl::StatusOr<v1::HeartbeatResponse> answer = job_->Heartbeat(*request, *peer);
+    std::shared_ptr<FederationJob> job = jobs_->Running();
+    absl::StatusOr<v1::HeartbeatResponse> answer =
+        job != nullptr ? job->Heartbeat(*request, *peer) : absl::StatusOr<v1::HeartbeatResponse>(NoRunningJob());
     if (answer.ok()) *response = *std::move(answer);
     status = answer.status();
   }
@@ -454,14 +527,25 @@ grpc::ServerReadReactor<v1::UploadChunk>* FedPrLLMService::UploadPayloads(grpc::
     };
     return new Refused(peer.status());
   }
-  return new UploadReactor(job_, *peer, response, std::chrono::seconds(upload_idle_timeout_seconds_));
+  std::shared_ptr<FederationJob> job = jobs_->Running();
+  if (job == nullptr) {
+    class Refused final : public grpc::ServerReadReactor<v1::UploadChunk> {
+     public:
+      Refused() { Finish(ToGrpcStatus(NoRunningJob())); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused();
+  }
+  return new UploadReactor(std::move(job), *peer, response, std::chrono::seconds(upload_idle_timeout_seconds_));
 }
 
 grpc::ServerWriteReactor<v1::DecisionChunk>* FedPrLLMService::FetchDecisions(grpc::CallbackServerContext* context,
                                                                              const v1::FetchRequest* request) {
   absl::StatusOr<std::string> peer = PeerIdentity(context, "FetchDecisions");
   if (!peer.ok()) return new FetchReactor(peer.status());
-  return new FetchReactor(job_->Decisions(request->session_token(), *peer, request->round()));
+  std::shared_ptr<FederationJob> job = jobs_->Running();
+  if (job == nullptr) return new FetchReactor(NoRunningJob());
+  return new FetchReactor(job->Decisions(request->session_token(), *peer, request->round()));
 }
 
 }  // namespace fedprllm

@@ -19,6 +19,14 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"tls.ca", StoreIn(&c->tls.ca)},
       {"insecure", StoreIn(&c->insecure)},
       {"allowed_clients", StoreIn(&c->allowed_clients)},
+      {"admins", StoreIn(&c->admins)},
+      {"jobs_dir", StoreIn(&c->jobs_dir)},
+      {"jobs", StoreIn(&c->jobs)},
+      {"exit_when_idle", StoreIn(&c->exit_when_idle)},
+      {"metrics_address", StoreIn(&c->metrics_address)},
+      {"log_format", StoreIn(&c->log_format)},
+      {"job_name", StoreIn(&c->job_name)},
+      {"model_name", StoreIn(&c->model_name)},
       {"expected_clients", StoreIn(&c->expected_clients)},
       {"min_clients", StoreIn(&c->min_clients)},
       {"model", StoreIn(&c->model)},
@@ -77,14 +85,61 @@ absl::Status ServerConfig::Validate() {
     }
     if (!seen.insert(name).second) return ConfigKeyError("allowed_clients", absl::StrCat("\"", name, "\" is listed twice"));
   }
+  if (admins.size() > 100) return ConfigKeyError("admins", absl::StrCat("lists ", admins.size(), " names, expected 0..100"));
+  for (const std::string& name : admins) {
+    if (!ValidIdentity(name)) {
+      return ConfigKeyError("admins", absl::StrCat("\"", name, "\" is not a valid identity ([A-Za-z0-9._-], 1..64 bytes)"));
+    }
+    if (seen.count(name) != 0) {
+      return ConfigKeyError("admins", absl::StrCat("\"", name, "\" is also in allowed_clients; an identity is a site's or an operator's"));
+    }
+  }
+  if (!jobs.empty() && jobs_dir.empty()) return ConfigKeyError("jobs", "needs jobs_dir (where the jobs' state goes)");
+  if (log_format != "text" && log_format != "json") {
+    return ConfigKeyError("log_format", absl::StrCat("\"", log_format, "\": expected text or json"));
+  }
+  if (!metrics_address.empty() && metrics_address.rfind(':') == std::string::npos) {
+    return ConfigKeyError("metrics_address", absl::StrCat("\"", metrics_address, "\" is not host:port"));
+  }
+  if (!has_own_job() && jobs_dir.empty()) {
+    return ConfigKeyError("jobs_dir", "is required when the config has no job of its own (model, output_dir, state_dir)");
+  }
   const int allowed = static_cast<int>(allowed_clients.size());
   if (expected_clients == 0) expected_clients = allowed;
   RETURN_IF_ERROR(CheckConfigRange("expected_clients", expected_clients, 1, allowed));
   if (min_clients == 0) min_clients = expected_clients;
   RETURN_IF_ERROR(CheckConfigRange("min_clients", min_clients, 1, expected_clients));
+  if (has_own_job()) {
+    RETURN_IF_ERROR(ValidateJob());
+  }
+  RETURN_IF_ERROR(CheckConfigRange("poll_window_seconds", poll_window_seconds, 1, 300));
+  RETURN_IF_ERROR(CheckConfigRange("site_timeout_seconds", site_timeout_seconds, 2, 86400));
+  RETURN_IF_ERROR(CheckConfigRange("resume_grace_seconds", resume_grace_seconds, 1, 86400));
+  RETURN_IF_ERROR(CheckConfigRange<int64_t>("max_chunk_bytes", max_chunk_bytes, 4096, 2 << 20));
+  RETURN_IF_ERROR(CheckConfigRange("upload_idle_timeout_seconds", upload_idle_timeout_seconds, 1, 3600));
+  if (transport_memory_bytes != 0) {
+    RETURN_IF_ERROR(CheckConfigRange<int64_t>("transport_memory_bytes", transport_memory_bytes, int64_t{16} << 20,
+                                              int64_t{64} << 30));
+  }
+  return absl::OkStatus();
+}
+
+std::string DefaultModelName(const std::string& model_path) {
+  std::string path = model_path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  std::string base = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  if (const size_t dot = base.rfind('.'); dot != std::string::npos && dot > 0) base = base.substr(0, dot);
+  return base;
+}
+
+absl::Status ServerConfig::ValidateJob() {
+  if (!ValidIdentity(job_name)) {
+    return ConfigKeyError("name", absl::StrCat("\"", job_name, "\" is not a valid job name ([A-Za-z0-9._-], 1..64 bytes)"));
+  }
   RETURN_IF_ERROR(RequireConfigValue("model", model));
   RETURN_IF_ERROR(RequireConfigValue("output_dir", output_dir));
   RETURN_IF_ERROR(RequireConfigValue("state_dir", state_dir));
+  if (model_name.empty()) model_name = DefaultModelName(model);
   if (!(sparsity >= 0.0 && sparsity < 1.0)) return ConfigKeyError("sparsity", absl::StrCat("value ", sparsity, " is outside [0, 1)"));
   if (auto p = SparsityPattern::Parse(pattern, sparsity); !p.ok()) return ConfigKeyError("pattern", p.status().message());
   if (pattern != "unstructured" && pattern != "2:4" && pattern != "4:8") {
@@ -96,15 +151,6 @@ absl::Status ServerConfig::Validate() {
   RETURN_IF_ERROR(CheckConfigRange("join_timeout_seconds", join_timeout_seconds, 1, 86400));
   RETURN_IF_ERROR(CheckConfigRange("round_deadline_seconds", round_deadline_seconds, 10, 604800));
   RETURN_IF_ERROR(CheckConfigRange("max_round_extensions", max_round_extensions, 0, 100));
-  RETURN_IF_ERROR(CheckConfigRange("poll_window_seconds", poll_window_seconds, 1, 300));
-  RETURN_IF_ERROR(CheckConfigRange("site_timeout_seconds", site_timeout_seconds, 2, 86400));
-  RETURN_IF_ERROR(CheckConfigRange("resume_grace_seconds", resume_grace_seconds, 1, 86400));
-  RETURN_IF_ERROR(CheckConfigRange<int64_t>("max_chunk_bytes", max_chunk_bytes, 4096, 2 << 20));
-  RETURN_IF_ERROR(CheckConfigRange("upload_idle_timeout_seconds", upload_idle_timeout_seconds, 1, 3600));
-  if (transport_memory_bytes != 0) {
-    RETURN_IF_ERROR(CheckConfigRange<int64_t>("transport_memory_bytes", transport_memory_bytes, int64_t{16} << 20,
-                                              int64_t{64} << 30));
-  }
   return absl::OkStatus();
 }
 

@@ -33,23 +33,46 @@ struct ServerConfig {
   // Identities then come from JoinRequest.client_name. Default false.
   bool insecure = false;
   // Client identities (certificate CN or SAN DNS name) allowed to join. 1..1000 distinct
-  // names of [A-Za-z0-9._-], at most 64 bytes each. Required.
+  // names of [A-Za-z0-9._-], at most 64 bytes each. Required. A job's `sites` are a subset.
   std::vector<std::string> allowed_clients;
+  // Operator identities allowed to call the admin API (docs/admin_api.md). Same syntax,
+  // 0..100 names, none also in allowed_clients: a certificate is a site's or an operator's,
+  // never both. Default [] (no admin API).
+  std::vector<std::string> admins;
+  // Where submitted jobs live: jobs_dir/NAME/{job.yaml,status.json,server.log,state/,output/}.
+  // Default "" = jobs cannot be submitted, only the config's own job runs.
+  std::string jobs_dir;
+  // Job YAML files queued at start, in order, unless a job of that name is already known
+  // (then it resumes or stays done). Needs jobs_dir. Default [].
+  std::vector<std::string> jobs;
+  // Exit once no job is queued or running (the config's own job and `jobs` done). Default
+  // false: the server runs until SIGTERM/SIGINT.
+  bool exit_when_idle = false;
+  // host:port of the Prometheus text endpoint (docs/metrics.md). Default "" = none.
+  std::string metrics_address;
+  // "text" | "json" (one JSON object per line). Default "text".
+  std::string log_format = "text";
   // Commits that close a round early. Default 0 = all allowed clients. Bounds
   // 1..len(allowed_clients).
   int expected_clients = 0;
   // Commits needed to close a round at its deadline. Default 0 = expected_clients. Bounds
   // 1..expected_clients.
   int min_clients = 0;
-  // Dense base model: Hugging Face directory or llama2.c .bin. Required.
+  // ---- The config's own job: set `model`, `output_dir` and `state_dir` for the server to
+  // run one job at start (named `job_name`), or none of them. The keys from here to
+  // max_round_extensions are also a job YAML's (server/job_config.h).
+  std::string job_name = "default";
+  // Dense base model: Hugging Face directory or llama2.c .bin.
   std::string model;
+  // The name sites look the model up by (their `models:` map). Default "" = the model's
+  // file name without extension (stories260K.bin -> stories260K).
+  std::string model_name;
   // SentencePiece file copied next to the pruned model. Default "" = found beside the model
   // if there is one, otherwise none is copied.
   std::string tokenizer;
   // Where the pruned model (output_dir/model) and report (output_dir/report.json) go.
-  // Required.
   std::string output_dir;
-  // Job state (manifest, commits, uploads, decisions), docs/round_protocol.md §6. Required.
+  // Job state (manifest, commits, uploads, decisions), docs/round_protocol.md §6.
   std::string state_dir;
   // Fraction pruned per comparison group, [0, 1). Default 0.5. Ignored for N:M (n/m).
   double sparsity = 0.5;
@@ -97,8 +120,12 @@ struct ServerConfig {
   int64_t transport_memory_bytes = 0;
 
   // Checks every field against its bounds and the cross-field rules; the error names the
-  // key. Fills the "0 = default" fields (expected_clients, min_clients).
+  // key. Fills the "0 = default" fields (expected_clients, min_clients, model_name).
   absl::Status Validate();
+  // True if the config defines its own job (model, output_dir, state_dir).
+  bool has_own_job() const { return !model.empty() || !output_dir.empty() || !state_dir.empty(); }
+  // The job keys' part of Validate() (job_name through max_round_extensions).
+  absl::Status ValidateJob();
 
   // Parsed forms (valid after Validate()).
   absl::StatusOr<AggregationOptions> Aggregation() const;
@@ -114,5 +141,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, con
 
 // True for 1..64 bytes of [A-Za-z0-9._-] not starting with '.', '_' or '-'.
 bool ValidIdentity(const std::string& name);
+
+// A model path's file or directory name without extension: the default model_name.
+std::string DefaultModelName(const std::string& model_path);
 
 }  // namespace fedprllm

@@ -14,6 +14,7 @@
 #include <grpcpp/resource_quota.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/packed_mask.h"
 #include "server/peer_identity.h"
@@ -47,11 +48,19 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
                                          OutputMetadata* /*response_metadata*/) {
   const std::vector<std::string> names =
       context != nullptr ? PeerCertificateNames(*context) : std::vector<std::string>{};
-  if (MatchAllowlist(names, allowlist_).has_value()) return grpc::Status::OK;
   std::string method = "a call";
   if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) {
     method = std::string(it->second.data(), it->second.size());
   }
+  const bool site_method = absl::StartsWith(method, "/fedprllm.v1.FedPrLLM/");
+  const bool admin_method = absl::StartsWith(method, "/fedprllm.v1.FedPrLLMAdmin/");
+  const bool health_method = absl::StartsWith(method, "/grpc.health.v1.Health/");
+  const bool is_site = MatchAllowlist(names, sites_).has_value();
+  const bool is_admin = MatchAllowlist(names, admins_).has_value();
+  if ((site_method && is_site) || (admin_method && is_admin) || (health_method && (is_site || is_admin))) {
+    return grpc::Status::OK;
+  }
+  const std::string list = admin_method ? "admins" : "allowed_clients";
   const std::string who = DescribeNames(names);
   int64_t left_out = -1;  // -1: do not log this one
   {
@@ -68,12 +77,14 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
     }
   }
   if (left_out >= 0) {
-    spdlog::warn("{} refused: {} not in allowed_clients (at its headers, before its request was read){}", method, who,
+    spdlog::warn("{} refused: {} not in {} (at its headers, before its request was read){}", method, who, list,
                  left_out > 0 ? absl::StrCat("; ", left_out, " more refusals of it since the last such line") : "");
   }
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                      absl::StrCat("client certificate identity (", who,
-                                   ") is not in this job's allowed_clients"));
+                      absl::StrCat("client certificate identity (", who, ") is not in the server's ", list,
+                                   is_admin ? " (an operator certificate cannot act as a site)"
+                                   : is_site ? " (a site certificate cannot call the admin API)"
+                                             : ""));
 }
 
 int64_t MaxUploadMessages(const std::map<std::string, std::vector<int64_t>>& tensors, int64_t max_chunk_bytes) {

@@ -47,20 +47,24 @@ void ApplyTransportLimits(const ServerConfig& config, grpc::ServerBuilder* build
 inline constexpr int kMaxConcurrentStreams = 16;
 
 // Refuses, with PERMISSION_DENIED, every call whose TLS peer certificate carries none of
-// the allowlisted names, when gRPC has read the call's headers and before it reads (and
-// buffers) the request message. The service still checks identity itself; this makes a
-// non-allowlisted holder of a federation certificate unable to make the server buffer a
-// message. Logs a refused identity at most once per method and 30 s, then how many refusals
-// were left out. Thread-safe; never blocks.
+// the names of its method's role, when gRPC has read the call's headers and before it
+// reads (and buffers) the request message: the site service (/fedprllm.v1.FedPrLLM/) takes
+// `sites`, the admin service (/fedprllm.v1.FedPrLLMAdmin/) takes `admins`, the health
+// service takes either, and any other method is refused. The services still check
+// identity themselves; this makes a holder of a federation certificate without that role
+// unable to make the server buffer a message. Logs a refused identity at most once per
+// method and 30 s, then how many refusals were left out. Thread-safe; never blocks.
 class AllowlistAdmission final : public grpc::AuthMetadataProcessor {
  public:
-  explicit AllowlistAdmission(std::set<std::string> allowlist) : allowlist_(std::move(allowlist)) {}
+  AllowlistAdmission(std::set<std::string> sites, std::set<std::string> admins)
+      : sites_(std::move(sites)), admins_(std::move(admins)) {}
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                        OutputMetadata* consumed_auth_metadata, OutputMetadata* response_metadata) override;
 
  private:
-  const std::set<std::string> allowlist_;
+  const std::set<std::string> sites_;
+  const std::set<std::string> admins_;
   struct Refusals {
     absl::Time last_logged;
     int64_t unlogged = 0;

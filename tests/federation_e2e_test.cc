@@ -379,7 +379,7 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
     auto outsider = StartClient(WriteClientConfig(run, "site-e", port, Certs(), kModel, "site-a"), run + "/site-e.log");
     EXPECT_EQ(outsider->Wait(60), 1);
     EXPECT_THAT(outsider->Log(), HasSubstr("PERMISSION_DENIED"));
-    EXPECT_THAT(outsider->Log(), HasSubstr("(certificate names [site-e]) is not in this job's allowed_clients"));
+    EXPECT_THAT(outsider->Log(), HasSubstr("(certificate names [site-e]) is not in the server's allowed_clients"));
   }
   {  // 3. A different base model: one weight perturbed, saved as a Hugging Face copy.
     LlamaModel other = *base_;

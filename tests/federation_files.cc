@@ -48,7 +48,7 @@ std::string FederationFiles::WriteServerConfig(const std::string& name, const Ru
                         Certs(), "/server.key, ca: ", Certs(), "/ca.crt}\n", "model: ", kModel, "\noutput_dir: ", run,
                         "/out\nstate_dir: ", run, "/state\n", "strategy: ", s.strategy, "\ngroup: ", s.group,
                         "\npattern: \"", s.pattern, "\"\n", "weight_scaling: ", s.weight_scaling ? "true" : "false",
-                        "\n", "round_deadline_seconds: 120\npoll_window_seconds: 5\n",
+                        "\n", "round_deadline_seconds: 120\npoll_window_seconds: 5\nexit_when_idle: true\n",
                         extra.find("allowed_clients") == std::string::npos ? "allowed_clients: [site-a, site-b, site-c]\n"
                                                                            : "",
                         extra));
@@ -66,7 +66,8 @@ std::string FederationFiles::WriteClientConfig(const std::string& run, const std
                               Shard(shard_site.empty() ? site : shard_site), "]\n", "nsamples: ", kNsamples,
                               "\nseqlen: ", kSeqlen, "\nseed: 0\n",
                               "device: cpu\n",  // the in-process reference runs on the CPU
-                              "retry_initial_seconds: 0.2\nretry_max_seconds: ", retry_max_seconds, "\n", extra));
+                              "retry_initial_seconds: 0.2\nretry_max_seconds: ", retry_max_seconds, "\n",
+                              extra.find("exit_after_jobs") == std::string::npos ? "exit_after_jobs: 1\n" : "", extra));
   return path;
 }
 

@@ -1,6 +1,7 @@
 // Certificates for the tls tests, made once per test binary in a fresh directory under /tmp
 // by deploy/make_certs.sh (CA, server, site-a, a rogue CA with mallory) plus openssl for an
-// expired site certificate and files that are not PEM. The directory is removed at exit
+// expired site certificate (expired.crt), one that expires in 10 days (soon.crt), both with
+// site-a's key, and files that are not PEM. The directory is removed at exit
 // unless a test failed. Header-only: tests include it.
 #pragma once
 
@@ -47,6 +48,8 @@ class TestCerts {
         "; openssl req -new -key site-a.key -subj /CN=site-a -out old.csr >> make.log 2>&1"
         "; openssl x509 -req -in old.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days -1 -extfile ext.cnf"
         " -out expired.crt >> make.log 2>&1"
+        "; openssl x509 -req -in old.csr -CA ca.crt -CAkey ca.key -set_serial 8 -days 10 -extfile ext.cnf"
+        " -out soon.crt >> make.log 2>&1"
         "; printf 'this is not a certificate\\n' > garbage.pem"
         "; printf -- '-----BEGIN CERTIFICATE-----\\nnot*base64*at*all\\n-----END CERTIFICATE-----\\n' > damaged.pem"
         "; : > empty.pem";
