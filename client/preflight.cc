@@ -103,16 +103,15 @@ void CheckServer(const ClientConfig& config, const std::string& identity, const 
                                            who.status().message(), ")"));
         return;
       case absl::StatusCode::kUnimplemented:
-        report->Warn(kServer,
-                     absl::StrCat(label, config.insecure ? " answered" : " accepted this site's TLS handshake",
-                                  " but does not implement WhoAmI (a fedprllm-server older than 0.4.0?), so "
-                                  "whether ",
-                                  me, " is on its allowed_clients is not known"));
+        report->Warn(kServer, absl::StrCat(label, config.insecure ? " answered" : " accepted this site's TLS handshake",
+                                           " but does not implement WhoAmI (a fedprllm-server older than 0.4.0?), so "
+                                           "whether ",
+                                           me, " is on its allowed_clients is not known"));
         return;
       default:
-        report->Fail(kServer, absl::StrCat("WhoAmI to ", label, " failed: ",
-                                           absl::StatusCodeToString(who.status().code()), ": ",
-                                           who.status().message()));
+        report->Fail(kServer,
+                     absl::StrCat("WhoAmI to ", label, " failed: ", absl::StatusCodeToString(who.status().code()), ": ",
+                                  who.status().message()));
         return;
     }
   }
@@ -123,14 +122,16 @@ void CheckServer(const ClientConfig& config, const std::string& identity, const 
                                        "server's allowed_clients"));
     return;
   }
-  report->Ok(kServer, absl::StrCat(label, " accepts this site as ", who->identity(), " (role ", who->role(),
-                                   ", server ", who->server_version().empty() ? "?" : who->server_version(), ")",
+  // Without TLS the server has no identity to tell; the site's is its `name`.
+  const std::string as = who->identity().empty() ? me : who->identity();
+  report->Ok(kServer, absl::StrCat(label, " accepts this site as ", as, " (role ", who->role(), ", server ",
+                                   who->server_version().empty() ? "?" : who->server_version(), ")",
                                    config.insecure ? "; PLAINTEXT (insecure: true)" : ""));
 }
 
 // The "calibration" line for one tokenizer.
-void CheckTokens(const ClientConfig& config, const std::vector<CalibrationSource>& sources,
-                 const Tokenizer& tokenizer, CheckReport* report) {
+void CheckTokens(const ClientConfig& config, const std::vector<CalibrationSource>& sources, const Tokenizer& tokenizer,
+                 CheckReport* report) {
   absl::StatusOr<std::vector<int>> tokens = TokenizeCalibrationSources(tokenizer, sources);
   if (!tokens.ok()) {
     report->Fail(kCalibration, tokens.status().message());
@@ -141,15 +142,15 @@ void CheckTokens(const ClientConfig& config, const std::vector<CalibrationSource
   // seqlen + 1 tokens; windows may overlap. nsamples x seqlen is what independent windows take.
   const int64_t minimum = config.seqlen + 1;
   const int64_t independent = config.nsamples * config.seqlen;
-  const std::string have_text = absl::StrCat(have, " tokens from ", sources.size(),
-                                             sources.size() == 1 ? " source" : " sources", " (tokenizer ",
-                                             tokenizer.path(), ")");
+  const std::string have_text =
+      absl::StrCat(have, " tokens from ", sources.size(), sources.size() == 1 ? " source" : " sources", " (tokenizer ",
+                   tokenizer.path(), ")");
   const std::string need_text =
       absl::StrCat("nsamples x seqlen = ", config.nsamples, " x ", config.seqlen, " = ", independent);
   if (have < minimum) {
-    report->Fail(kCalibration, absl::StrCat(have_text, ": too few tokens for even one window of seqlen ",
-                                            config.seqlen, ", which needs at least ", minimum, " tokens (",
-                                            need_text, " for windows that do not overlap)"));
+    report->Fail(kCalibration, absl::StrCat(have_text, ": too few tokens for even one window of seqlen ", config.seqlen,
+                                            ", which needs at least ", minimum, " tokens (", need_text,
+                                            " for windows that do not overlap)"));
   } else if (have < independent) {
     report->Warn(kCalibration, absl::StrCat(have_text, ", fewer than ", need_text,
                                             ": the windows will overlap and repeat text (sampling needs at least ",

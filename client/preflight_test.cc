@@ -166,29 +166,28 @@ TEST_F(ClientPreflightTest, GoodConfigPassesEveryCheck) {
   EXPECT_TRUE(report.passed()) << report.ToString();
   std::vector<std::string> names;
   for (const CheckLine& line : report.lines()) names.push_back(line.name);
-  EXPECT_THAT(names, ::testing::ElementsAre("config", "certificate", "server", "model", "model stories260K",
-                                            "calibration"))
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("config", "certificate", "server", "model", "model stories260K", "calibration"))
       << report.ToString();
   ExpectOthersOk(report, {});
   EXPECT_THAT(CheckReport::Format(Line(report, "config")), HasSubstr("ok   config: " + path));
   EXPECT_THAT(Line(report, "certificate").text, AllOf(HasSubstr("site-a.crt (CN=site-a"), HasSubstr("valid until")));
-  EXPECT_EQ(Line(report, "server").text, "localhost:" + std::to_string(server_.port()) +
-                                             " accepts this site as site-a (role site, server 0.4.0)");
+  EXPECT_EQ(Line(report, "server").text,
+            "localhost:" + std::to_string(server_.port()) + " accepts this site as site-a (role site, server 0.4.0)");
   for (const std::string model : {"model", "model stories260K"}) {
-    EXPECT_THAT(Line(report, model).text,
-                AllOf(HasSubstr("stories260K.bin: 5 layers, hidden 64"), HasSubstr("vocab 512"),
-                      HasSubstr("fingerprint " + fingerprint_)));
+    EXPECT_THAT(Line(report, model).text, AllOf(HasSubstr("stories260K.bin: 5 layers, hidden 64"),
+                                                HasSubstr("vocab 512"), HasSubstr("fingerprint " + fingerprint_)));
   }
   // The two models' tokenizers are copies of one file: one calibration line.
-  EXPECT_THAT(Line(report, "calibration").text,
-              AllOf(HasSubstr(" tokens from 1 source (tokenizer "), HasSubstr("need nsamples x seqlen = 8 x 64 = 512")));
+  EXPECT_THAT(Line(report, "calibration").text, AllOf(HasSubstr(" tokens from 1 source (tokenizer "),
+                                                      HasSubstr("need nsamples x seqlen = 8 x 64 = 512")));
 }
 
 TEST_F(ClientPreflightTest, ExpiredCertificate) {
   const TestCerts& certs = TestCerts::Get();
-  const CheckReport report = Check(Config({{"tls", "{cert: " + certs.Path("expired.crt") + ", key: " +
-                                                       certs.Path("site-a.key") + ", ca: " + certs.Path("ca.crt") +
-                                                       "}"}}));
+  const CheckReport report =
+      Check(Config({{"tls", "{cert: " + certs.Path("expired.crt") + ", key: " + certs.Path("site-a.key") +
+                                ", ca: " + certs.Path("ca.crt") + "}"}}));
   EXPECT_FALSE(report.passed());
   const CheckLine cert = Line(report, "certificate");
   EXPECT_EQ(cert.result, CheckResult::kFail);
@@ -199,9 +198,9 @@ TEST_F(ClientPreflightTest, ExpiredCertificate) {
 
 TEST_F(ClientPreflightTest, CertificateExpiringSoonIsAWarning) {
   const TestCerts& certs = TestCerts::Get();
-  const CheckReport report = Check(Config({{"tls", "{cert: " + certs.Path("soon.crt") + ", key: " +
-                                                       certs.Path("site-a.key") + ", ca: " + certs.Path("ca.crt") +
-                                                       "}"}}));
+  const CheckReport report =
+      Check(Config({{"tls", "{cert: " + certs.Path("soon.crt") + ", key: " + certs.Path("site-a.key") +
+                                ", ca: " + certs.Path("ca.crt") + "}"}}));
   EXPECT_TRUE(report.passed()) << report.ToString();
   const CheckLine cert = Line(report, "certificate");
   EXPECT_EQ(cert.result, CheckResult::kWarn);
@@ -211,9 +210,9 @@ TEST_F(ClientPreflightTest, CertificateExpiringSoonIsAWarning) {
 
 TEST_F(ClientPreflightTest, KeyDoesNotMatchTheCertificate) {
   const TestCerts& certs = TestCerts::Get();
-  const CheckReport report = Check(Config({{"tls", "{cert: " + certs.Path("site-a.crt") + ", key: " +
-                                                       certs.Path("server.key") + ", ca: " + certs.Path("ca.crt") +
-                                                       "}"}}));
+  const CheckReport report =
+      Check(Config({{"tls", "{cert: " + certs.Path("site-a.crt") + ", key: " + certs.Path("server.key") +
+                                ", ca: " + certs.Path("ca.crt") + "}"}}));
   EXPECT_FALSE(report.passed());
   const CheckLine cert = Line(report, "certificate");
   EXPECT_EQ(cert.result, CheckResult::kFail);
@@ -247,9 +246,9 @@ TEST_F(ClientPreflightTest, TooLittleCalibrationText) {
   EXPECT_FALSE(report.passed());
   const CheckLine calibration = Line(report, "calibration");
   EXPECT_EQ(calibration.result, CheckResult::kFail);
-  EXPECT_THAT(calibration.text, AllOf(HasSubstr(" tokens from 1 source"), HasSubstr("too few tokens"),
-                                      HasSubstr("needs at least 257 tokens"),
-                                      HasSubstr("nsamples x seqlen = 128 x 256 = 32768")));
+  EXPECT_THAT(calibration.text,
+              AllOf(HasSubstr(" tokens from 1 source"), HasSubstr("too few tokens"),
+                    HasSubstr("needs at least 257 tokens"), HasSubstr("nsamples x seqlen = 128 x 256 = 32768")));
   ExpectOthersOk(report, {"calibration"});
 
   // Enough for a window but not for 128 separate ones: SampleWindows works (the windows
@@ -270,16 +269,15 @@ TEST_F(ClientPreflightTest, WrongServerName) {
   EXPECT_FALSE(report.passed());
   const CheckLine server = Line(report, "server");
   EXPECT_EQ(server.result, CheckResult::kFail);
-  EXPECT_THAT(server.text, AllOf(HasSubstr("server name mismatch"),
-                                 HasSubstr("not for \"fedprllm.example.org\""), HasSubstr("[localhost, 127.0.0.1]")));
+  EXPECT_THAT(server.text, AllOf(HasSubstr("server name mismatch"), HasSubstr("not for \"fedprllm.example.org\""),
+                                 HasSubstr("[localhost, 127.0.0.1]")));
   ExpectOthersOk(report, {"server"});
 }
 
 TEST_F(ClientPreflightTest, IdentityNotAllowedByTheServer) {
   FakeServer others({"site-b"});
   ASSERT_TRUE(others.ok());
-  const CheckReport report =
-      Check(Config({{"server_address", "\"127.0.0.1:" + std::to_string(others.port()) + "\""}}));
+  const CheckReport report = Check(Config({{"server_address", "\"127.0.0.1:" + std::to_string(others.port()) + "\""}}));
   EXPECT_FALSE(report.passed());
   const CheckLine server = Line(report, "server");
   EXPECT_EQ(server.result, CheckResult::kFail);

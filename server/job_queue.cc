@@ -267,8 +267,9 @@ absl::Status JobQueue::RunOne(Entry* entry) {
                config.model_name, config.model, config.strategy, config.sparsity, config.pattern,
                absl::StrJoin(config.allowed_clients, ", "));
   auto end = [&](v1::JobState state, const absl::Status& status) {
-    Ended(entry, state, std::string(status.message()));
+    spdlog::info("job {} ended: {}", definition.name, v1::JobState_Name(state));
     if (log_ != nullptr) log_->Detach();
+    Ended(entry, state, std::string(status.message()));
     return status;
   };
 

@@ -44,8 +44,8 @@ absl::Status CanCreateFileIn(const std::string& config_key, const std::string& d
   std::string name = (fs::path(dir) / ".fedprllm-check-XXXXXX").string();
   const int fd = ::mkstemp(name.data());
   if (fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat("config key '", config_key, "' (", shown, "): cannot create files in ",
-                                                      dir, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat("config key '", config_key, "' (", shown,
+                                                      "): cannot create files in ", dir, ": ", std::strerror(errno)));
   }
   ::close(fd);
   ::unlink(name.c_str());
@@ -69,8 +69,8 @@ absl::Status CheckWritableDirectory(const std::string& config_key, const std::st
   fs::path parent = path.parent_path();
   while (!parent.empty() && !fs::exists(parent, ec) && parent != parent.parent_path()) parent = parent.parent_path();
   if (!fs::is_directory(parent, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat("config key '", config_key, "' (", dir, ") cannot be created: ",
-                                                      parent.string(), " is not a directory"));
+    return absl::FailedPreconditionError(absl::StrCat("config key '", config_key, "' (", dir,
+                                                      ") cannot be created: ", parent.string(), " is not a directory"));
   }
   *how = absl::StrCat("will be created in ", parent.string(), ", writable");
   return CanCreateFileIn(config_key, parent.string(), dir);
@@ -142,9 +142,10 @@ bool RunServerChecks(const ServerConfig& config, const ServerPreflightOptions& o
     absl::StatusOr<std::string> found = FindTokenizer(config.model, "");
     tokenizer = found.ok() ? *found : "(none)";
   }
-  report->Ok("model", absl::StrCat(config.model, config.model_name.empty() ? "" : absl::StrCat(" (", config.model_name, ")"),
-                                   ": ", DescribeModelShape(*model), "; tokenizer ", tokenizer, "; fingerprint ",
-                                   model->Fingerprint()));
+  report->Ok(
+      "model",
+      absl::StrCat(config.model, config.model_name.empty() ? "" : absl::StrCat(" (", config.model_name, ")"), ": ",
+                   DescribeModelShape(*model), "; tokenizer ", tokenizer, "; fingerprint ", model->Fingerprint()));
   return report->passed();
 }
 

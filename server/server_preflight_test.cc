@@ -159,7 +159,8 @@ TEST_F(ServerPreflightTest, KeyOfAnotherCertificate) {
 TEST_F(ServerPreflightTest, SiteCertificateIsNoServerCertificate) {
   const CheckReport report = Check(Config({{"tls", Tls("site-a.crt", "site-a.key")}}));
   EXPECT_EQ(Line(report, "certificate").result, CheckResult::kFail);
-  EXPECT_THAT(Line(report, "certificate").text, AllOf(HasSubstr("is not a TLS server certificate"), HasSubstr("serverAuth")));
+  EXPECT_THAT(Line(report, "certificate").text,
+              AllOf(HasSubstr("is not a TLS server certificate"), HasSubstr("serverAuth")));
 }
 
 TEST_F(ServerPreflightTest, MissingModel) {
@@ -175,8 +176,8 @@ TEST_F(ServerPreflightTest, DirectoriesThatCannotBeUsed) {
   const CheckReport report = Check(Config({{"state_dir", dir_ + "/a-file/state"}, {"output_dir", dir_ + "/a-file"}}));
   EXPECT_FALSE(report.passed());
   EXPECT_EQ(Line(report, "state_dir").result, CheckResult::kFail);
-  EXPECT_THAT(Line(report, "state_dir").text,
-              AllOf(HasSubstr("config key 'state_dir'"), HasSubstr("cannot be created"), HasSubstr("a-file is not a directory")));
+  EXPECT_THAT(Line(report, "state_dir").text, AllOf(HasSubstr("config key 'state_dir'"), HasSubstr("cannot be created"),
+                                                    HasSubstr("a-file is not a directory")));
   EXPECT_EQ(Line(report, "output_dir").result, CheckResult::kFail);
   EXPECT_THAT(Line(report, "output_dir").text, HasSubstr("exists and is not a directory"));
   ExpectOthersOk(report, {"state_dir", "output_dir"});

@@ -369,7 +369,7 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
                                   run + "/wrong-name.log");
     EXPECT_EQ(wrong_name->Wait(30), 1) << wrong_name->Log();
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
-    EXPECT_THAT(wrong_name->Log(), HasSubstr("FAILED_PRECONDITION: Join cannot succeed: server name mismatch"));
+    EXPECT_THAT(wrong_name->Log(), HasSubstr("FAILED_PRECONDITION: WaitForJob cannot succeed: server name mismatch"));
     EXPECT_THAT(wrong_name->Log(), HasSubstr("presents a certificate for [localhost, 127.0.0.1], not for "
                                              "\"fedprllm.example.org\" (config key 'server_name')"));
     EXPECT_TRUE(WaitForText(run + "/server.log", "TLS: a client asked for server name \"fedprllm.example.org\"", 10))
@@ -473,9 +473,9 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
   // site-d joined but never learns the outcome; the server waits one poll window for it.
   ASSERT_EQ(server->Wait(60), 0) << server->Log();
   const std::string log = server->Log();
-  EXPECT_THAT(log, HasSubstr("/fedprllm.v1.FedPrLLM/Join refused"));
+  EXPECT_THAT(log, HasSubstr("/fedprllm.v1.FedPrLLM/WaitForJob refused"));
   EXPECT_THAT(log, HasSubstr("refused: certificate names [site-e"));
-  EXPECT_THAT(log, HasSubstr("client site-d rejected at Join: model fingerprint mismatch"));
+  EXPECT_THAT(log, HasSubstr("site site-d declined the job: model fingerprint mismatch"));
   EXPECT_THAT(log, HasSubstr("upload from site-d for round 0 refused"));
   EXPECT_THAT(log, HasSubstr("no vote changed"));
   ExpectMatchesInProcess(run, s);

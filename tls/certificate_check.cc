@@ -98,10 +98,9 @@ std::string ReportCertificateCheck(const TlsFiles& files, TlsRole role, CheckRep
   std::vector<std::string> ca_subjects;
   for (const CertificateSummary& c : *cas) ca_subjects.push_back(c.subject);
   report->Ok(kName, absl::StrCat(files.cert, " (", mine.subject, ", names [", absl::StrJoin(mine.names, ", "),
-                                 "], valid until ", FormatUtc(mine.not_after),
-                                 ") matches ", files.key, " and verifies against ", files.ca, " (",
-                                 absl::StrJoin(ca_subjects, "; "), ") as a TLS ",
-                                 role == TlsRole::kServer ? "server" : "client", " certificate"));
+                                 "], valid until ", FormatUtc(mine.not_after), ") matches ", files.key,
+                                 " and verifies against ", files.ca, " (", absl::StrJoin(ca_subjects, "; "),
+                                 ") as a TLS ", role == TlsRole::kServer ? "server" : "client", " certificate"));
   return identity;
 }
 

@@ -48,7 +48,8 @@ absl::StatusOr<std::vector<std::string>> ExpiringCertificates(const TlsFiles& fi
 // Returns the certificate's identity (its subject CN, else its first name) when the line is
 // not FAIL, otherwise "".
 std::string ReportCertificateCheck(const TlsFiles& files, TlsRole role, CheckReport* report,
-                                   absl::Time now = absl::Now(), absl::Duration warn_within = kCertificateWarningPeriod);
+                                   absl::Time now = absl::Now(),
+                                   absl::Duration warn_within = kCertificateWarningPeriod);
 
 // "2026-01-01 00:00:00 UTC".
 std::string FormatUtc(absl::Time time);
