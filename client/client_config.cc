@@ -36,6 +36,8 @@ std::map<std::string, YamlSetter> Setters(ClientConfig* c) {
       {"retry_max_seconds", StoreIn(&c->retry_max_seconds)},
       {"rpc_timeout_seconds", StoreIn(&c->rpc_timeout_seconds)},
       {"heartbeat_seconds", StoreIn(&c->heartbeat_seconds)},
+      {"progress_log_seconds", StoreIn(&c->progress_log_seconds)},
+      {"log_format", StoreIn(&c->log_format)},
   };
 }
 
@@ -75,6 +77,10 @@ absl::Status ClientConfig::Validate() {
   RETURN_IF_ERROR(CheckConfigRange("retry_max_seconds", retry_max_seconds, 1.0, 604800.0));
   RETURN_IF_ERROR(CheckConfigRange("heartbeat_seconds", heartbeat_seconds, 0.1, 3600.0));
   RETURN_IF_ERROR(CheckConfigRange("rpc_timeout_seconds", rpc_timeout_seconds, 1.0, 86400.0));
+  RETURN_IF_ERROR(CheckConfigRange("progress_log_seconds", progress_log_seconds, 0.1, 3600.0));
+  if (log_format != "text" && log_format != "json") {
+    return ConfigKeyError("log_format", absl::StrCat("\"", log_format, "\": expected text or json"));
+  }
   return absl::OkStatus();
 }
 

@@ -74,6 +74,11 @@ struct ClientConfig {
   double heartbeat_seconds = 10;
   // Deadline of one upload or fetch RPC, seconds. Default 600. Bounds 1..86400.
   double rpc_timeout_seconds = 600;
+  // At most one progress line per this many seconds while computing a round (batches done,
+  // time left). Default 10. Bounds 0.1..3600.
+  double progress_log_seconds = 10;
+  // "text" | "json" (one JSON object per line). Default "text".
+  std::string log_format = "text";
 
   absl::Status Validate();
 };

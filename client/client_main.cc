@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/command_line.h"
+#include "common/logging.h"
 #include "client/client_config.h"
 #include "client/federation_client.h"
 #include "client/preflight.h"
@@ -33,6 +34,7 @@ absl::Status Run() {
     config.server_address = address;
     RETURN_IF_ERROR(config.Validate());
   }
+  RETURN_IF_ERROR(ConfigureLogging("client", config.log_format));
   return RunClient(config);
 }
 
@@ -78,7 +80,7 @@ int main(int argc, char** argv) {
   if (!status.ok()) {
     std::fprintf(stderr, "fedprllm-client: error: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
                  std::string(status.message()).c_str());
-    return 1;
+    fedprllm::FlushAndExit(1);
   }
-  return 0;
+  fedprllm::FlushAndExit(0);
 }

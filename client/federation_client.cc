@@ -12,10 +12,12 @@
 #include <thread>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/round_progress.h"
 #include "common/crash_point.h"
 #include "common/status_macros.h"
 #include "engine/calibration_data.h"
@@ -295,8 +297,18 @@ class FederationClient {
     }
   }
 
-  // Takes part in the offered job until it is done or failed.
+  // Takes part in the offered job until it is done or failed. A job that ended while this
+  // site was away (its Join names it as done) counts as done.
   absl::Status RunJob(const v1::JobOffer& offer, const LocalModel& local) {
+    absl::Status result = TakePart(offer, local);
+    if (absl::IsFailedPrecondition(result) && absl::StrContains(result.message(), "is not running: it is done")) {
+      spdlog::info("job {} was done without this site's last steps: {}", offer.job_name(), std::string(result.message()));
+      return absl::OkStatus();
+    }
+    return result;
+  }
+
+  absl::Status TakePart(const v1::JobOffer& offer, const LocalModel& local) {
     {
       absl::MutexLock lock(&session_mu_);
       token_.clear();
@@ -305,6 +317,7 @@ class FederationClient {
     samples_ = local.samples;
     fingerprint_ = local.fingerprint;
     local_ = local_base_;
+    local_.batch_progress = [this](const BatchProgress& p) { OnBatch(p); };
     site_.reset();
     job_id_.clear();
     job_name_ = offer.job_name();
@@ -545,6 +558,10 @@ class FederationClient {
     const std::vector<int32_t> layers(a.layers().begin(), a.layers().end());
     spdlog::info("round {} open: layers [{}]", a.round(), absl::StrJoin(layers, ","));
     const auto start = Clock::now();
+    progress_.emplace(static_cast<int64_t>(layers.size()), absl::Milliseconds(config_.progress_log_seconds * 1000));
+    progress_->Start(absl::Now());
+    progress_round_ = a.round();
+    progress_first_layer_ = layers.empty() ? 0 : layers.front();
     std::vector<std::pair<std::string, PackedMask>> masks;
     if (job_.strategy() == v1::STRATEGY_ONE_SHOT) {
       const int64_t n = model_->config().num_hidden_layers;
@@ -590,6 +607,7 @@ class FederationClient {
       for (auto& entry : layer_masks) masks.push_back(std::move(entry));
     }
     const double compute_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    progress_.reset();
     return Upload(a.round(), masks, compute_seconds);
   }
 
@@ -674,8 +692,29 @@ class FederationClient {
 
   // Heartbeats (docs/round_protocol.md §8): a thread that reports the activity below every
   // heartbeat_seconds, and joins again if the server no longer knows this session.
+  // The engine's per-batch callback, on the computing thread: the heartbeat carries where
+  // the site is within the layer and the time it expects to need, and a progress line is
+  // logged at most every progress_log_seconds. Propagation through earlier layers' decisions
+  // (iterative rounds) is not part of the round's own computation.
+  void OnBatch(const BatchProgress& p) {
+    if (!progress_.has_value() || p.layer < progress_first_layer_) return;
+    const bool due = progress_->Update(p, progress_first_layer_, absl::Now());
+    {
+      absl::MutexLock lock(&session_mu_);
+      heartbeat_.set_batches_done(static_cast<int32_t>(p.batches_done));
+      heartbeat_.set_batches_total(static_cast<int32_t>(p.batches_total));
+      heartbeat_.set_eta_seconds(progress_->eta_seconds());
+    }
+    if (due) spdlog::info("round {}: {}", progress_round_, progress_->Describe());
+  }
+
   void SetActivity(v1::SiteActivity activity, int round, int layer = -1, int done = 0, int total = 0) {
     absl::MutexLock lock(&session_mu_);
+    heartbeat_.set_batches_done(0);
+    heartbeat_.set_batches_total(0);
+    heartbeat_.set_eta_seconds(progress_.has_value() && activity == v1::SITE_ACTIVITY_CALIBRATING
+                                   ? progress_->eta_seconds()
+                                   : -1);
     heartbeat_.set_activity(activity);
     heartbeat_.set_round(round);
     heartbeat_.set_layer(layer);
@@ -736,6 +775,9 @@ class FederationClient {
   std::string fingerprint_;
   std::string job_name_;
   std::string offered_job_id_;
+  std::optional<RoundProgress> progress_;  // while computing a round
+  int progress_round_ = -1;
+  int64_t progress_first_layer_ = 0;
   const std::string instance_id_ = RandomHex(8);
   absl::Mutex rejoin_mu_;  // serializes Rejoin; taken before session_mu_
   absl::Mutex session_mu_;

@@ -7,8 +7,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <thread>
 
 namespace fedprllm {
@@ -46,6 +50,13 @@ void InstallShutdownHandler(std::function<void(const char* signal_name)> on_sign
   action.sa_flags = SA_RESTART;
   ::sigaction(SIGTERM, &action, nullptr);
   ::sigaction(SIGINT, &action, nullptr);
+}
+
+void FlushAndExit(int code) {
+  if (std::shared_ptr<spdlog::logger> logger = spdlog::default_logger()) logger->flush();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
 }
 
 }  // namespace fedprllm

@@ -11,4 +11,9 @@ namespace fedprllm {
 
 void InstallShutdownHandler(std::function<void(const char* signal_name)> on_signal);
 
+// Flushes the logs and stdio and ends the process with `code` without running static
+// destructors: threads of gRPC and of the gRPC log routing may still log while they would
+// run. For the daemons' mains, once everything they did is durable.
+[[noreturn]] void FlushAndExit(int code);
+
 }  // namespace fedprllm

@@ -71,6 +71,9 @@ absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
     const at::Tensor input = inputs_[b].to(options_.compute.device);
     ASSIGN_OR_RETURN(at::Tensor unused, model_->DecoderLayerForward(weights, input, &observer));
     samples += input.size(0);
+    if (options_.batch_progress) {
+      options_.batch_progress({layer, false, static_cast<int64_t>(b) + 1, static_cast<int64_t>(inputs_.size())});
+    }
   }
   Synchronize(options_.compute.device);
   timing.statistics_seconds = statistics_seconds;
@@ -127,9 +130,13 @@ absl::Status SiteSession::Advance(const LayerLinears& linears) {
     }));
   }
   const auto start = std::chrono::steady_clock::now();
-  for (at::Tensor& batch : inputs_) {
+  for (size_t b = 0; b < inputs_.size(); ++b) {
+    at::Tensor& batch = inputs_[b];
     ASSIGN_OR_RETURN(at::Tensor next, model_->DecoderLayerForward(weights, batch.to(options_.compute.device)));
     batch = options_.activations_on_host ? next.cpu() : next;
+    if (options_.batch_progress) {
+      options_.batch_progress({layer, true, static_cast<int64_t>(b) + 1, static_cast<int64_t>(inputs_.size())});
+    }
   }
   Synchronize(options_.compute.device);
   if (!timings_.empty()) timings_.back().propagate_seconds = Seconds(start);

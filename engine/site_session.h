@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,14 @@ enum class PruneMetric { kWanda, kMagnitude };
 absl::StatusOr<PruneMetric> ParsePruneMetric(absl::string_view text);  // "wanda", "magnitude"
 std::string PruneMetricName(PruneMetric metric);
 
+// Where a site is within a decoder layer.
+struct BatchProgress {
+  int64_t layer = 0;
+  bool propagating = false;
+  int64_t batches_done = 0;
+  int64_t batches_total = 0;
+};
+
 struct LocalPruneOptions {
   // Sparsity and pattern (unstructured, 2:4, 4:8). Default: 50% unstructured.
   SparsityPattern pattern;
@@ -45,6 +54,9 @@ struct LocalPruneOptions {
   bool activations_on_host = false;
   // Samples per forward pass. Default 8.
   int64_t batch_size = 8;
+  // Called after each batch of a layer's calibration pass (`propagating` false) and of its
+  // propagation through the pruned layer (true), on the computing thread. Default: none.
+  std::function<void(const BatchProgress&)> batch_progress;
 };
 
 // One decoder layer's masks (1 = prune) keyed by full tensor name, ordered as kLinearNames.

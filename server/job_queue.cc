@@ -269,6 +269,7 @@ absl::Status JobQueue::RunOne(Entry* entry) {
   auto end = [&](v1::JobState state, const absl::Status& status) {
     spdlog::info("job {} ended: {}", definition.name, v1::JobState_Name(state));
     if (log_ != nullptr) log_->Detach();
+    if (metrics_ != nullptr) metrics_->RemoveJob(definition.name);
     Ended(entry, state, std::string(status.message()));
     return status;
   };
@@ -323,6 +324,7 @@ absl::Status JobQueue::RunOne(Entry* entry) {
       return absl::CancelledError(shutdown_);
     }
     if (!entry->abort_reason.empty()) job->Abort(entry->abort_reason);
+    if (metrics_ != nullptr) metrics_->SetCurrentRound(definition.name, job->RoundsClosed());
     running_ = job;
     job->Start();
     offers = CollectOffersLocked(0);
@@ -494,13 +496,18 @@ std::shared_ptr<FederationJob> JobQueue::Running() const {
 absl::StatusOr<std::shared_ptr<FederationJob>> JobQueue::JobToJoin(const std::string& job_id) const {
   absl::MutexLock lock(&mu_);
   if (running_ != nullptr && (job_id.empty() || job_id == running_->job_id())) return running_;
+  // A job that is queued, or starting (loading its model, which is when its id becomes
+  // known after a restart), may be the one asked for: the site retries.
+  bool pending = false;
   for (const auto& e : entries_) {
-    if (!job_id.empty() && e->summary.job_id() == job_id) {
+    if (!job_id.empty() && e->summary.job_id() == job_id && HasEnded(e->summary.state())) {
       return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " (", e->summary.name(), ") is not running: it is ",
                                                         StateName(e->summary.state()),
                                                         e->summary.reason().empty() ? "" : ": ", e->summary.reason()));
     }
+    pending = pending || !HasEnded(e->summary.state());
   }
+  if (pending) return absl::UnavailableError("the server is starting a job; retry");
   if (!job_id.empty()) return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is not known to this server"));
   return absl::UnavailableError("no job is running; wait for one with WaitForJob");
 }

@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/command_line.h"
+#include "common/logging.h"
 #include "common/shutdown_signal.h"
 #include "common/status_macros.h"
 #include "model/cpu_runtime.h"
@@ -33,6 +34,7 @@ absl::Status Run() {
     config.listen_address = listen;
     RETURN_IF_ERROR(config.Validate());
   }
+  RETURN_IF_ERROR(ConfigureLogging("server", config.log_format));
   return RunServer(config);
 }
 
@@ -70,7 +72,7 @@ int main(int argc, char** argv) {
   if (!status.ok()) {
     spdlog::error("{}", std::string(status.message()));
     std::fprintf(stderr, "fedprllm-server: error: %s\n", std::string(status.message()).c_str());
-    return 1;
+    fedprllm::FlushAndExit(1);
   }
-  return 0;
+  fedprllm::FlushAndExit(0);
 }

@@ -76,13 +76,20 @@ void SiteRegistry::Report(const std::string& name, const v1::HeartbeatRequest& h
   site.layer = heartbeat.layer();
   site.layers_done = heartbeat.layers_done();
   site.layers_total = heartbeat.layers_total();
+  site.batches_done = heartbeat.batches_done();
+  site.batches_total = heartbeat.batches_total();
+  site.eta_seconds = heartbeat.eta_seconds();
 }
 
 void SiteRegistry::SetActivity(const std::string& name, v1::SiteActivity activity, int round) {
   Site& site = sites_.at(name);
   site.activity = activity;
   site.round = round;
-  if (activity != v1::SITE_ACTIVITY_CALIBRATING) site.layer = -1;
+  if (activity != v1::SITE_ACTIVITY_CALIBRATING) {
+    site.layer = -1;
+    site.batches_done = site.batches_total = 0;
+    site.eta_seconds = -1;
+  }
 }
 
 std::vector<std::pair<std::string, std::string>> SiteRegistry::DeclareLost(int64_t now_ms) {
@@ -132,7 +139,13 @@ std::string SiteRegistry::DescribeActivity(const Site& site) {
       return absl::StrCat("fetching earlier decisions for round ", site.round);
     case v1::SITE_ACTIVITY_CALIBRATING:
       return absl::StrCat("calibrating layer ", site.layer, " of round ", site.round, " (", site.layers_done, "/",
-                          site.layers_total, " layers done)");
+                          site.layers_total, " layers done",
+                          site.batches_total > 0 ? absl::StrCat(", batch ", site.batches_done, "/", site.batches_total)
+                                                 : "",
+                          site.eta_seconds >= 0 ? absl::StrCat(", about ", static_cast<int64_t>(site.eta_seconds),
+                                                               " s left")
+                                                : "",
+                          ")");
     case v1::SITE_ACTIVITY_UPLOADING:
       return absl::StrCat("uploading round ", site.round);
     default:

@@ -28,7 +28,7 @@ std::string Output(const std::string& command) {
 const std::vector<std::pair<std::string, std::string>> kBinaries = {
     {FEDPRLLM_SERVER_BIN, "--config"},   {FEDPRLLM_CLIENT_BIN, "--config"},  {FEDPRLLM_PRUNE_BIN, "--metric"},
     {FEDPRLLM_EVAL_BIN, "--text"},       {FEDPRLLM_CONVERT_BIN, "--model"},  {FEDPRLLM_GENERATE_BIN, "--seed"},
-    {FEDPRLLM_SIM_BIN, "--model"},       {FEDPRLLM_BENCH_BIN, "--seqlen"},
+    {FEDPRLLM_SIM_BIN, "--model"},       {FEDPRLLM_BENCH_BIN, "--seqlen"},   {FEDPRLLM_ADMIN_BIN, "--json"},
 };
 
 TEST(CommandLineTest, HelpListsTheProgramsOwnFlags) {

@@ -2,7 +2,8 @@
 // fedprllm-client daemons that stay up between jobs, and fedprllm-admin over mutual TLS with
 // an operator certificate. Two jobs submitted one after the other each give the model a
 // single-job run with the same settings gives; a third job, whose site-c dies mid-upload,
-// shows site-c lost in `status --json` and is aborted while the server goes on serving. Also:
+// shows site-c lost in `status --json` and is aborted while the server goes on serving; a
+// fourth names a model the sites do not have, and they decline it. Also:
 // the roles at the admission (a site certificate cannot call the admin API, an operator's
 // cannot act as a site), the gRPC health service and the Prometheus endpoint.
 #include <chrono>
@@ -157,7 +158,8 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   const std::string daemon = absl::StrCat("exit_after_jobs: 0\nheartbeat_seconds: 0.5\nmodels: {stories260K: ", kModel, "}\n");
   std::vector<std::unique_ptr<ChildProcess>> sites;
   for (const std::string& site : kSites) {
-    const std::string config = files_->WriteClientConfig(run, site, port, certs, kModel, "", 60, daemon);
+    // No `model`: a site finds each job's model by name in its `models` map.
+    const std::string config = files_->WriteClientConfig(run, site, port, certs, /*model=*/"", "", 60, daemon);
     std::vector<std::string> env;
     if (site == "site-c") env.push_back("FEDPRLLM_CRASH_AT=client-upload-half#3");
     sites.push_back(StartClient(config, run + "/" + site + ".log", env));
@@ -220,6 +222,18 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   EXPECT_EQ(Admin(run, "jobs").exit_code, 0);
   EXPECT_EQ(sites[0]->Wait(0), -1) << sites[0]->Log();
   EXPECT_EQ(sites[1]->Wait(0), -1) << sites[1]->Log();
+  // A job naming a model the sites do not have: each live site declines it, saying why, and
+  // with too few sites left it fails at once.
+  WriteAll(run + "/job-four.yaml", JobYaml("job-four", "model_name: llama-2-7b\n"));
+  ASSERT_EQ(Admin(run, "submit " + run + "/job-four.yaml").exit_code, 0);
+  const nlohmann::json declined =
+      WaitForStatus(run, "job-four", [](const nlohmann::json& s) { return JobState(s) == "JOB_STATE_FAILED"; }, 60);
+  ASSERT_EQ(JobState(declined), "JOB_STATE_FAILED") << declined.dump();
+  const std::string reason = declined["job"].value("reason", "");
+  EXPECT_THAT(reason, HasSubstr("declined"));
+  EXPECT_THAT(reason, HasSubstr("site-a: this site has no model named llama-2-7b (its models: stories260K)"));
+  EXPECT_EQ(sites[0]->Wait(0), -1) << sites[0]->Log();
+
   const AdminResult log = Admin(run, "logs job-one");
   ASSERT_EQ(log.exit_code, 0) << log.err;
   EXPECT_THAT(log.out, HasSubstr("round 0 decided"));
@@ -257,6 +271,7 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_THAT(*metrics, HasSubstr("fedprllm_jobs{state=\"done\"} 2"));
   EXPECT_THAT(*metrics, HasSubstr("fedprllm_jobs{state=\"aborted\"} 1"));
+  EXPECT_THAT(*metrics, HasSubstr("fedprllm_jobs{state=\"failed\"} 1"));
   EXPECT_THAT(*metrics, HasSubstr("fedprllm_rounds_closed_total 2"));
   EXPECT_THAT(*metrics, HasSubstr("fedprllm_uploads_committed_total{site=\"site-a\"} 3"));
   EXPECT_THAT(*metrics, HasSubstr("fedprllm_uploads_committed_total{site=\"site-c\"} 2"));
