@@ -703,7 +703,7 @@ class FederationClient {
       absl::MutexLock lock(&session_mu_);
       heartbeat_.set_batches_done(static_cast<int32_t>(p.batches_done));
       heartbeat_.set_batches_total(static_cast<int32_t>(p.batches_total));
-      heartbeat_.set_eta_seconds(progress_->eta_seconds());
+      heartbeat_.set_eta_seconds(std::max(0.0, progress_->eta_seconds()));
     }
     if (due) spdlog::info("round {}: {}", progress_round_, progress_->Describe());
   }
@@ -713,8 +713,8 @@ class FederationClient {
     heartbeat_.set_batches_done(0);
     heartbeat_.set_batches_total(0);
     heartbeat_.set_eta_seconds(progress_.has_value() && activity == v1::SITE_ACTIVITY_CALIBRATING
-                                   ? progress_->eta_seconds()
-                                   : -1);
+                                   ? std::max(0.0, progress_->eta_seconds())
+                                   : 0);
     heartbeat_.set_activity(activity);
     heartbeat_.set_round(round);
     heartbeat_.set_layer(layer);

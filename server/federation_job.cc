@@ -276,7 +276,7 @@ nlohmann::json FederationJob::StatusDetail() const {
                      {"layers_total", site.layers_total},
                      {"batches_done", site.batches_done},
                      {"batches_total", site.batches_total},
-                     {"eta_seconds", site.eta_seconds >= 0 && !site.lost ? nlohmann::json(site.eta_seconds) : nlohmann::json()},
+                     {"eta_seconds", site.eta_seconds > 0 && !site.lost ? nlohmann::json(site.eta_seconds) : nlohmann::json()},
                      {"last_seen_seconds_ago", site.participant ? (now - site.last_seen_ms) / 1000.0 : -1.0},
                      {"bytes", traffic != traffic_.end() ? traffic->second.bytes : 0},
                      {"commit_seconds", committed_now ? nlohmann::json(traffic->second.commit_seconds) : nlohmann::json()},

@@ -410,10 +410,9 @@ absl::StatusOr<std::pair<v1::JobSummary, nlohmann::json>> JobQueue::Status(const
   const Entry* entry = nullptr;
   if (name.empty()) {
     entry = running_entry_;
-    int64_t latest = -1;
     for (const auto& e : entries_) {
-      if (entry == nullptr && HasEnded(e->summary.state()) && e->summary.finished_unix_ms() > latest) {
-        latest = e->summary.finished_unix_ms();
+      if (running_entry_ == nullptr && HasEnded(e->summary.state()) &&
+          (entry == nullptr || e->summary.finished_unix_ms() >= entry->summary.finished_unix_ms())) {
         entry = e.get();
       }
     }

@@ -88,7 +88,7 @@ void SiteRegistry::SetActivity(const std::string& name, v1::SiteActivity activit
   if (activity != v1::SITE_ACTIVITY_CALIBRATING) {
     site.layer = -1;
     site.batches_done = site.batches_total = 0;
-    site.eta_seconds = -1;
+    site.eta_seconds = 0;
   }
 }
 
@@ -142,7 +142,7 @@ std::string SiteRegistry::DescribeActivity(const Site& site) {
                           site.layers_total, " layers done",
                           site.batches_total > 0 ? absl::StrCat(", batch ", site.batches_done, "/", site.batches_total)
                                                  : "",
-                          site.eta_seconds >= 0 ? absl::StrCat(", about ", static_cast<int64_t>(site.eta_seconds),
+                          site.eta_seconds > 0 ? absl::StrCat(", about ", static_cast<int64_t>(site.eta_seconds),
                                                                " s left")
                                                 : "",
                           ")");

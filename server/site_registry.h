@@ -35,7 +35,7 @@ class SiteRegistry {
     v1::SiteActivity activity = v1::SITE_ACTIVITY_UNSPECIFIED;
     int round = -1, layer = -1, layers_done = 0, layers_total = 0;
     int batches_done = 0, batches_total = 0;  // within `layer`
-    double eta_seconds = -1;                  // the site's estimate for its round; < 0: none
+    double eta_seconds = 0;                   // the site's estimate for its round; 0: none
   };
 
   SiteRegistry(const std::vector<std::string>& allowlist, int64_t site_timeout_ms);

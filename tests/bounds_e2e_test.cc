@@ -163,11 +163,18 @@ class BoundsE2eTest : public ::testing::Test {
   }
 
   // The model fingerprint the server logged at startup.
+  // The server's model fingerprint from its log; the server listens before its job has
+  // loaded the model, so this waits (at most 30 s) for the line.
   std::string Fingerprint() const {
-    const std::string log = server_->Log();
     const std::string key = "model fingerprint ";
-    const size_t at = log.find(key);
-    return at == std::string::npos ? std::string() : log.substr(at + key.size(), 64);
+    for (int i = 0; i < 300; ++i) {
+      const std::string log = server_->Log();
+      if (const size_t at = log.find(key); at != std::string::npos && log.size() >= at + key.size() + 64) {
+        return log.substr(at + key.size(), 64);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return "";
   }
 
   // `count` concurrent 1 GiB messages to `method` from `site`, one connection each, while

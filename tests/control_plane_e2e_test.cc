@@ -54,10 +54,48 @@ class ControlPlaneE2eTest : public ::testing::Test {
   static void SetUpTestSuite() {
     files_ = FederationFiles::Make().release();
     ASSERT_TRUE(files_->ok()) << files_->error();
+    // The reference: the same settings as one job of a server that exits when it is done.
+    const int port = FreePort();
+    const std::string run = files_->WriteServerConfig("single", {}, port);
+    auto server = StartServer(run, port);
+    std::vector<std::unique_ptr<ChildProcess>> clients;
+    for (const std::string& site : kSites) {
+      clients.push_back(StartClient(files_->WriteClientConfig(run, site, port, files_->Certs()), run + "/" + site + ".log"));
+    }
+    for (auto& c : clients) ASSERT_EQ(c->Wait(120), 0) << c->Log();
+    ASSERT_EQ(server->Wait(60), 0) << server->Log();
+    reference_digest_ = new std::string(Sha256OfFile(run + "/out/model/model.safetensors"));
+    ASSERT_FALSE(reference_digest_->empty());
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(files_->dir());
     delete files_;
+    delete reference_digest_;
+  }
+
+  // run/server.yaml of a long-running server with a jobs_dir, an operator, a 3 s site
+  // timeout and a metrics endpoint; run/admin.yaml for the operator. Returns `run`.
+  static std::string WriteLongRunningServer(const std::string& name, int port, int metrics_port) {
+    const std::string run = files_->dir() + "/" + name;
+    std::filesystem::create_directories(run);
+    const std::string certs = files_->Certs();
+    WriteAll(run + "/server.yaml",
+             absl::StrCat("listen_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs, "/server.crt, key: ",
+                          certs, "/server.key, ca: ", certs, "/ca.crt}\n", "allowed_clients: [site-a, site-b, site-c]\n",
+                          "admins: [operator]\njobs_dir: ", run, "/jobs\n", "poll_window_seconds: 2\n",
+                          "site_timeout_seconds: 3\nmetrics_address: \"127.0.0.1:", metrics_port, "\"\n"));
+    WriteAll(run + "/admin.yaml", absl::StrCat("server_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs,
+                                               "/operator.crt, key: ", certs, "/operator.key, ca: ", certs, "/ca.crt}\n"));
+    return run;
+  }
+
+  // run/SITE.yaml of a site daemon (no `model`: it finds each job's model by name in its
+  // `models` map); `extra` lines are appended.
+  static std::string WriteDaemonConfig(const std::string& run, const std::string& site, int port,
+                                       const std::string& extra = "") {
+    return files_->WriteClientConfig(
+        run, site, port, files_->Certs(), /*model=*/"", "", 60,
+        absl::StrCat("exit_after_jobs: 0\nheartbeat_seconds: 0.5\nmodels: {stories260K: ", kModel, "}\n", extra));
   }
 
   // fedprllm-admin with `args` against the server of `run`.
@@ -118,48 +156,23 @@ class ControlPlaneE2eTest : public ::testing::Test {
   }
 
   static FederationFiles* files_;
+  static std::string* reference_digest_;
 };
 
 FederationFiles* ControlPlaneE2eTest::files_ = nullptr;
+std::string* ControlPlaneE2eTest::reference_digest_ = nullptr;
 
 TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun) {
-  // The reference: the same settings as one job of a server that exits when it is done.
-  std::string reference_digest;
-  {
-    const int port = FreePort();
-    const std::string run = files_->WriteServerConfig("single", {}, port);
-    auto server = StartServer(run, port);
-    std::vector<std::unique_ptr<ChildProcess>> clients;
-    for (const std::string& site : kSites) {
-      clients.push_back(StartClient(files_->WriteClientConfig(run, site, port, files_->Certs()), run + "/" + site + ".log"));
-    }
-    for (auto& c : clients) ASSERT_EQ(c->Wait(120), 0) << c->Log();
-    ASSERT_EQ(server->Wait(60), 0) << server->Log();
-    reference_digest = Sha256OfFile(run + "/out/model/model.safetensors");
-    ASSERT_FALSE(reference_digest.empty());
-  }
-
   const int port = FreePort();
   const int metrics_port = FreePort();
-  const std::string run = files_->dir() + "/long-running";
-  std::filesystem::create_directories(run);
-  const std::string certs = files_->Certs();
-  WriteAll(run + "/server.yaml",
-           absl::StrCat("listen_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs, "/server.crt, key: ", certs,
-                        "/server.key, ca: ", certs, "/ca.crt}\n", "allowed_clients: [site-a, site-b, site-c]\n",
-                        "admins: [operator]\njobs_dir: ", run, "/jobs\n", "poll_window_seconds: 2\n",
-                        "site_timeout_seconds: 3\nmetrics_address: \"127.0.0.1:", metrics_port, "\"\n"));
-  WriteAll(run + "/admin.yaml", absl::StrCat("server_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs,
-                                             "/operator.crt, key: ", certs, "/operator.key, ca: ", certs, "/ca.crt}\n"));
+  const std::string run = WriteLongRunningServer("long-running", port, metrics_port);
   auto server = StartServer(run, port);
   ASSERT_TRUE(e2e::PortOpen(port)) << server->Log();
 
   // Three daemons; site-c dies in the middle of its third upload (the third job's).
-  const std::string daemon = absl::StrCat("exit_after_jobs: 0\nheartbeat_seconds: 0.5\nmodels: {stories260K: ", kModel, "}\n");
   std::vector<std::unique_ptr<ChildProcess>> sites;
   for (const std::string& site : kSites) {
-    // No `model`: a site finds each job's model by name in its `models` map.
-    const std::string config = files_->WriteClientConfig(run, site, port, certs, /*model=*/"", "", 60, daemon);
+    const std::string config = WriteDaemonConfig(run, site, port);
     std::vector<std::string> env;
     if (site == "site-c") env.push_back("FEDPRLLM_CRASH_AT=client-upload-half#3");
     sites.push_back(StartClient(config, run + "/" + site + ".log", env));
@@ -174,7 +187,7 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
     const nlohmann::json status =
         WaitForStatus(run, name, [](const nlohmann::json& s) { return JobState(s) == "JOB_STATE_DONE"; }, 180);
     ASSERT_EQ(JobState(status), "JOB_STATE_DONE") << status.dump() << "\n" << server->Log();
-    EXPECT_EQ(Sha256OfFile(run + "/jobs/" + name + "/output/model/model.safetensors"), reference_digest) << name;
+    EXPECT_EQ(Sha256OfFile(run + "/jobs/" + name + "/output/model/model.safetensors"), *reference_digest_) << name;
     for (auto& site : sites) EXPECT_EQ(site->Wait(0), -1) << "a daemon exited after " << name << ":\n" << site->Log();
   }
   const AdminResult jobs = Admin(run, "jobs");
@@ -280,6 +293,56 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   for (int i = 0; i < 2; ++i) {
     sites[i]->Signal(SIGTERM);
     EXPECT_EQ(sites[i]->Wait(30), 0) << sites[i]->Log();
+  }
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->Wait(60), 0) << server->Log();
+}
+
+TEST_F(ControlPlaneE2eTest, SubmittedJobResumesAfterTheServerIsKilledAndTheDaemonsStayUp) {
+  const int port = FreePort();
+  const std::string run = WriteLongRunningServer("resume", port, FreePort());
+  // Killed at the second commit of the job.
+  auto server = StartServer(run, port, {"FEDPRLLM_CRASH_AT=committed#2"});
+  ASSERT_TRUE(e2e::PortOpen(port)) << server->Log();
+
+  // The preflight of a site against the running server, good and with a wrong server name.
+  const std::string good = WriteDaemonConfig(run, "site-a", port);
+  const AdminResult check = [&] {
+    const std::string out = run + "/check.out";
+    const int status = std::system(absl::StrCat(FEDPRLLM_CLIENT_BIN, " check --config ", good, " >", out, " 2>&1").c_str());
+    return AdminResult{WEXITSTATUS(status), ReadAll(out), ""};
+  }();
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+  EXPECT_THAT(check.out, HasSubstr("accepts this site as site-a (role site"));
+  const std::string wrong = files_->WriteClientConfig(run, "site-b", port, files_->Certs(), kModel, "", 60,
+                                                      "server_name: fedprllm.example.org\n");
+  const std::string out = run + "/check-wrong.out";
+  const int status = std::system(absl::StrCat(FEDPRLLM_CLIENT_BIN, " check --config ", wrong, " >", out, " 2>&1").c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 1) << ReadAll(out);
+  EXPECT_THAT(ReadAll(out), HasSubstr("server name mismatch"));
+
+  std::vector<std::unique_ptr<ChildProcess>> sites;
+  for (const std::string& site : kSites) {
+    sites.push_back(StartClient(WriteDaemonConfig(run, site, port), run + "/" + site + ".log"));
+  }
+  WriteAll(run + "/resumed.yaml", JobYaml("resumed"));
+  ASSERT_EQ(Admin(run, "submit " + run + "/resumed.yaml").exit_code, 0);
+  ASSERT_EQ(server->Wait(120), 128 + SIGKILL) << server->Log();
+  const nlohmann::json on_disk = nlohmann::json::parse(ReadAll(run + "/jobs/resumed/status.json"), nullptr, false);
+  EXPECT_EQ(on_disk.value("state", ""), "running") << on_disk.dump();
+
+  // Started again with the same config, it resumes the job; the daemons reconnect.
+  server = StartServer(run, port);
+  const nlohmann::json done =
+      WaitForStatus(run, "resumed", [](const nlohmann::json& s) { return JobState(s) == "JOB_STATE_DONE"; }, 180);
+  ASSERT_EQ(JobState(done), "JOB_STATE_DONE") << done.dump() << "\n" << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("job resumed was not finished when the server stopped; queued to resume"));
+  EXPECT_THAT(server->Log(), HasSubstr("resuming from"));
+  EXPECT_EQ(Sha256OfFile(run + "/jobs/resumed/output/model/model.safetensors"), *reference_digest_);
+  for (auto& site : sites) EXPECT_EQ(site->Wait(0), -1) << site->Log();
+  for (auto& site : sites) {
+    site->Signal(SIGTERM);
+    EXPECT_EQ(site->Wait(30), 0) << site->Log();
   }
   server->Signal(SIGTERM);
   EXPECT_EQ(server->Wait(60), 0) << server->Log();
