@@ -57,7 +57,9 @@ absl::Status ClientConfig::Validate() {
   }
   if (model.empty() && models.empty()) return ConfigKeyError("model", "is required when 'models' lists no model");
   for (const auto& [name, path] : models) {
-    if (name.empty() || path.empty()) return ConfigKeyError("models", absl::StrCat("entry \"", name, "\" needs a name and a path"));
+    if (name.empty() || path.empty()) {
+      return ConfigKeyError("models", absl::StrCat("entry \"", name, "\" needs a name and a path"));
+    }
   }
   RETURN_IF_ERROR(CheckConfigRange("exit_after_jobs", exit_after_jobs, 0, 1000000));
   if (calibration.empty() || calibration.size() > 64) {

@@ -209,7 +209,8 @@ absl::StatusOr<std::unique_ptr<LocalModel>> LoadLocalModel(const ClientConfig& c
 // take part in the job's rounds, then wait for the next job.
 class FederationClient {
  public:
-  FederationClient(const ClientConfig& config, LocalPruneOptions local) : config_(config), local_base_(std::move(local)) {}
+  FederationClient(const ClientConfig& config, LocalPruneOptions local)
+      : config_(config), local_base_(std::move(local)) {}
 
   // Loads the config's `model` now, so that a broken one fails at start.
   absl::Status Preload() {
@@ -302,7 +303,8 @@ class FederationClient {
   absl::Status RunJob(const v1::JobOffer& offer, const LocalModel& local) {
     absl::Status result = TakePart(offer, local);
     if (absl::IsFailedPrecondition(result) && absl::StrContains(result.message(), "is not running: it is done")) {
-      spdlog::info("job {} was done without this site's last steps: {}", offer.job_name(), std::string(result.message()));
+      spdlog::info("job {} was done without this site's last steps: {}", offer.job_name(),
+                   std::string(result.message()));
       return absl::OkStatus();
     }
     return result;
@@ -473,15 +475,15 @@ class FederationClient {
     if (it == models_.end()) {
       absl::StatusOr<std::unique_ptr<LocalModel>> loaded = LoadLocalModel(config_, path, tokenizer);
       if (!loaded.ok()) {
-        return absl::FailedPreconditionError(absl::StrCat("cannot load model ", offer.model_name(), " from ", path, ": ",
-                                                          loaded.status().message()));
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot load model ", offer.model_name(), " from ", path, ": ", loaded.status().message()));
       }
       it = models_.emplace(path, *std::move(loaded)).first;
     }
     if (it->second->fingerprint != offer.model_fingerprint()) {
-      return absl::FailedPreconditionError(absl::StrCat("model fingerprint mismatch: server has ", offer.model_fingerprint(),
-                                                        ", this site's ", offer.model_name(), " (", path, ") has ",
-                                                        it->second->fingerprint));
+      return absl::FailedPreconditionError(absl::StrCat("model fingerprint mismatch: server has ",
+                                                        offer.model_fingerprint(), ", this site's ", offer.model_name(),
+                                                        " (", path, ") has ", it->second->fingerprint));
     }
     return it->second.get();
   }

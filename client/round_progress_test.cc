@@ -22,7 +22,8 @@ TEST(RoundProgressTest, OneShotRoundCountsCalibrationAndPropagationOfEveryLayer)
   EXPECT_TRUE(progress.Update({2, true, 2, 4}, 0, t0 + absl::Seconds(22)));
   EXPECT_DOUBLE_EQ(progress.fraction(), 2.75 / 4);
   EXPECT_NEAR(progress.eta_seconds(), 22 / (2.75 / 4) - 22, 1e-9);
-  EXPECT_THAT(progress.Describe(), HasSubstr("layer 2 (3/4 of the round): propagating batch 2/4; 68% done, about 10 s left"));
+  EXPECT_THAT(progress.Describe(),
+              HasSubstr("layer 2 (3/4 of the round): propagating batch 2/4; 68% done, about 10 s left"));
   // The next line is due only 10 s after this one.
   EXPECT_FALSE(progress.Update({3, false, 1, 4}, 0, t0 + absl::Seconds(31)));
   EXPECT_TRUE(progress.Update({3, false, 2, 4}, 0, t0 + absl::Seconds(32)));

@@ -31,7 +31,39 @@ void OnSignal(int signal) {
   (void)!::write(pipe_fds[1], &byte, 1);
 }
 
+int reload_fds[2] = {-1, -1};
+
+void OnReloadSignal(int /*signal*/) {
+  const char byte = 1;
+  (void)!::write(reload_fds[1], &byte, 1);  // a full pipe already holds a pending reload
+}
+
 }  // namespace
+
+void InstallReloadHandler(std::function<void()> on_reload) {
+  if (::pipe2(reload_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    std::perror("reload handler: pipe2");
+    return;
+  }
+  ::fcntl(reload_fds[0], F_SETFL, 0);  // the reader blocks; the handler's end never does
+  std::thread([on_reload = std::move(on_reload)] {
+    char bytes[64];
+    while (true) {
+      if (::read(reload_fds[0], bytes, 1) != 1) continue;
+      // Signals that came meanwhile are one more reload, not many.
+      ::fcntl(reload_fds[0], F_SETFL, O_NONBLOCK);
+      while (::read(reload_fds[0], bytes, sizeof(bytes)) > 0) {
+      }
+      ::fcntl(reload_fds[0], F_SETFL, 0);
+      on_reload();
+    }
+  }).detach();
+  struct sigaction action {};
+  action.sa_handler = OnReloadSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGHUP, &action, nullptr);
+}
 
 void InstallShutdownHandler(std::function<void(const char* signal_name)> on_signal) {
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {

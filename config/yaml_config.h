@@ -1,8 +1,8 @@
 // Reads a daemon's YAML config into its struct through a table of keys: one nested level is
 // flattened ("tls: {cert: x}" is key "tls.cert") unless the table has a setter for the
 // mapping's own key (that setter gets the whole mapping, e.g. for a std::map field); an
-// unknown key is refused with file and line, and yaml-cpp's conversion exceptions stop here. Also the value checks the config
-// structs share, all phrased "config key 'k': why".
+// unknown key is refused with file and line, and yaml-cpp's conversion exceptions stop here.
+// Also the value checks the config structs share, all phrased "config key 'k': why".
 //
 //   ServerConfig c;
 //   RETURN_IF_ERROR(ApplyYamlConfig(text, path, {{"model", YamlSetter(&c.model)}, ...},

@@ -15,7 +15,8 @@ class SentencePieceAdapter {
  public:
   // Loads the module on first use, then the model at `path`. Returns nullptr and sets
   // *error when either fails. The module is found through $FEDPRLLM_SENTENCEPIECE_MODULE,
-  // then beside the running executable, then in the build tree.
+  // then beside the running executable, then in ../lib/fedprllm from the executable's
+  // folder (the installed layout), then in the build tree.
   static std::unique_ptr<SentencePieceAdapter> Load(const std::string& path, std::string* error);
   virtual ~SentencePieceAdapter() = default;
   // Each returns false and sets *error on failure.
@@ -28,5 +29,8 @@ class SentencePieceAdapter {
 // Name of the module's entry point: SentencePieceAdapter* (const std::string* path, std::string* error).
 inline constexpr char kSentencePieceEntryPoint[] = "fedprllm_sentencepiece_load";
 inline constexpr char kSentencePieceModuleName[] = "libfedprllm_sentencepiece.so";
+// Where `cmake --install` puts the module, relative to the install prefix (the binaries are
+// in PREFIX/bin); the top-level CMakeLists.txt installs it there.
+inline constexpr char kSentencePieceInstallDir[] = "lib/fedprllm";
 
 }  // namespace fedprllm::internal

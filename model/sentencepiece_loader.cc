@@ -20,7 +20,12 @@ std::vector<std::string> CandidatePaths() {
   }
   std::error_code ec;
   const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) paths.push_back((exe.parent_path() / kSentencePieceModuleName).string());
+  if (!ec) {
+    paths.push_back((exe.parent_path() / kSentencePieceModuleName).string());
+    // The installed layout (cmake --install, the .deb packages): PREFIX/bin/fedprllm-*
+    // and PREFIX/lib/fedprllm/libfedprllm_sentencepiece.so.
+    paths.push_back((exe.parent_path().parent_path() / kSentencePieceInstallDir / kSentencePieceModuleName).string());
+  }
   paths.push_back(FEDPRLLM_SENTENCEPIECE_MODULE_PATH);
   return paths;
 }
@@ -42,7 +47,8 @@ EntryPoint LoadEntryPoint(std::string* error) {
       return;
     }
     load_error = std::string(kSentencePieceModuleName) +
-                 " not found beside the executable or in the build tree; set FEDPRLLM_SENTENCEPIECE_MODULE";
+                 " not found beside the executable, in ../" + kSentencePieceInstallDir +
+                 " from it, or in the build tree; set FEDPRLLM_SENTENCEPIECE_MODULE";
   });
   if (entry == nullptr) *error = load_error;
   return entry;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, every Debian 12 package FedPrLLM needs to build, test and run.
 # Does nothing when all are present. Needs root (or sudo) only when something is missing.
+# INSTALL_DEPS_EXCLUDE="pkg ..." leaves those out (docker/Dockerfile.client-cuda: libtorch-dev).
 set -euo pipefail
 
 PACKAGES=(
@@ -12,10 +13,12 @@ PACKAGES=(
   nlohmann-json3-dev libspdlog-dev libzstd-dev libsentencepiece-dev
   prometheus-cpp-dev
   gnuplot-nox
+  strace                 # tests/pki_test.sh traces the files fedprllm-certs sign opens
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  case " ${INSTALL_DEPS_EXCLUDE:-} " in *" $p "*) continue ;; esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then

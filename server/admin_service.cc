@@ -17,7 +17,7 @@ absl::StatusOr<std::string> AdminService::Operator(grpc::ServerContext* context,
   if (insecure_) return std::string("operator");
   const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   const std::vector<std::string> names = auth ? PeerCertificateNames(*auth) : std::vector<std::string>{};
-  if (std::optional<std::string> identity = MatchAllowlist(names, admins_)) return *identity;
+  if (std::optional<std::string> identity = policy_->Admin(names)) return *identity;
   spdlog::warn("admin {} from {} refused: {} not in admins", rpc, context->peer(), DescribeNames(names));
   return absl::PermissionDeniedError(
       absl::StrCat("certificate identity (", DescribeNames(names), ") is not in the server's admins"));

@@ -4,10 +4,11 @@
 // short except StreamJobLog's follow, which polls the job's log file.
 #pragma once
 
-#include <set>
+#include <memory>
 #include <string>
 
 #include "proto/fedprllm.grpc.pb.h"
+#include "server/access_policy.h"
 #include "server/job_queue.h"
 
 namespace fedprllm {
@@ -15,8 +16,8 @@ namespace fedprllm {
 class AdminService final : public v1::FedPrLLMAdmin::Service {
  public:
   // `jobs` outlives the service. `insecure`: no TLS; every caller is an operator.
-  AdminService(JobQueue* jobs, std::set<std::string> admins, bool insecure)
-      : jobs_(jobs), admins_(std::move(admins)), insecure_(insecure) {}
+  AdminService(JobQueue* jobs, std::shared_ptr<const AccessPolicy> policy, bool insecure)
+      : jobs_(jobs), policy_(std::move(policy)), insecure_(insecure) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                          v1::SubmitJobResponse* response) override;
@@ -36,7 +37,7 @@ class AdminService final : public v1::FedPrLLMAdmin::Service {
   absl::StatusOr<std::string> Operator(grpc::ServerContext* context, const char* rpc) const;
 
   JobQueue* const jobs_;
-  const std::set<std::string> admins_;
+  const std::shared_ptr<const AccessPolicy> policy_;
   const bool insecure_;
 };
 

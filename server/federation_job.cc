@@ -59,7 +59,8 @@ v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, St
 }
 
 nlohmann::json ConfigDigestJson(const ServerConfig& c) {
-  return {{"job_name", c.job_name},       {"strategy", c.strategy},       {"sparsity", c.sparsity},          {"pattern", c.pattern},
+  return {{"job_name", c.job_name},
+          {"strategy", c.strategy},       {"sparsity", c.sparsity},          {"pattern", c.pattern},
           {"group", c.group},             {"weight_scaling", c.weight_scaling}, {"tie_break", c.tie_break},
           {"seed", c.seed},               {"allowed_clients", c.allowed_clients},
           {"expected_clients", c.expected_clients}, {"min_clients", c.min_clients}};
@@ -276,7 +277,8 @@ nlohmann::json FederationJob::StatusDetail() const {
                      {"layers_total", site.layers_total},
                      {"batches_done", site.batches_done},
                      {"batches_total", site.batches_total},
-                     {"eta_seconds", site.eta_seconds > 0 && !site.lost ? nlohmann::json(site.eta_seconds) : nlohmann::json()},
+                     {"eta_seconds",
+                      site.eta_seconds > 0 && !site.lost ? nlohmann::json(site.eta_seconds) : nlohmann::json()},
                      {"last_seen_seconds_ago", site.participant ? (now - site.last_seen_ms) / 1000.0 : -1.0},
                      {"bytes", traffic != traffic_.end() ? traffic->second.bytes : 0},
                      {"commit_seconds", committed_now ? nlohmann::json(traffic->second.commit_seconds) : nlohmann::json()},

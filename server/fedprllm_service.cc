@@ -428,7 +428,7 @@ absl::StatusOr<std::string> FedPrLLMService::PeerIdentity(grpc::CallbackServerCo
                                                           const std::string* claimed_name) const {
   if (insecure_) {
     if (claimed_name == nullptr) return std::string();
-    if (sites_.count(*claimed_name) == 0) {
+    if (!policy_->IsSite(*claimed_name)) {
       spdlog::warn("{} from {} refused: client name \"{}\" is not in allowed_clients (insecure mode)", rpc,
                    PeerAddress(context), *claimed_name);
       return absl::PermissionDeniedError(
@@ -438,7 +438,7 @@ absl::StatusOr<std::string> FedPrLLMService::PeerIdentity(grpc::CallbackServerCo
   }
   const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   const std::vector<std::string> names = auth ? PeerCertificateNames(*auth) : std::vector<std::string>{};
-  if (std::optional<std::string> identity = MatchAllowlist(names, sites_)) {
+  if (std::optional<std::string> identity = policy_->Site(names)) {
     jobs_->NoteSeen(*identity);
     return *identity;
   }

@@ -7,11 +7,12 @@
 // grpc::Status 1:1.
 #pragma once
 
-#include <set>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "proto/fedprllm.grpc.pb.h"
+#include "server/access_policy.h"
 #include "server/federation_job.h"
 #include "server/job_queue.h"
 
@@ -19,11 +20,11 @@ namespace fedprllm {
 
 class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
  public:
-  // `jobs` is not owned and outlives the service. `sites`: the server's allowed_clients.
+  // `jobs` is not owned and outlives the service. `policy` gives the sites (allowed_clients).
   // `insecure`: no TLS; identities are the JoinRequest/JobWaitRequest client_name (still
-  // checked against `sites`).
-  FedPrLLMService(JobQueue* jobs, std::set<std::string> sites, bool insecure)
-      : jobs_(jobs), sites_(std::move(sites)), insecure_(insecure) {}
+  // checked against the sites).
+  FedPrLLMService(JobQueue* jobs, std::shared_ptr<const AccessPolicy> policy, bool insecure)
+      : jobs_(jobs), policy_(std::move(policy)), insecure_(insecure) {}
 
   // Upload stream bounds (docs/round_protocol.md §9): a stream that carries no message for
   // `upload_idle_timeout_seconds` is finished with DEADLINE_EXCEEDED. Call before the server
@@ -54,7 +55,7 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
                                            const std::string* claimed_name = nullptr) const;
 
   JobQueue* const jobs_;
-  const std::set<std::string> sites_;
+  const std::shared_ptr<const AccessPolicy> policy_;
   const bool insecure_;
   int upload_idle_timeout_seconds_ = 60;
 };

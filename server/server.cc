@@ -24,6 +24,8 @@
 #include "server/job_queue.h"
 #include "server/server_metrics.h"
 #include "server/transport_limits.h"
+#include "server/access_policy.h"
+#include "tls/certificate_check.h"
 #include "tls/grpc_log.h"
 #include "tls/key_pair_check.h"
 
@@ -45,6 +47,9 @@ namespace {
 absl::Mutex current_queue_mu(absl::kConstInit);
 JobQueue* current_queue ABSL_GUARDED_BY(current_queue_mu) = nullptr;
 const char* shutdown_requested ABSL_GUARDED_BY(current_queue_mu) = nullptr;
+// What RequestServerReload updates, and from which file.
+std::shared_ptr<AccessPolicy> current_policy ABSL_GUARDED_BY(current_queue_mu);
+std::string current_config_path ABSL_GUARDED_BY(current_queue_mu);
 
 void CurrentQueue(JobQueue* queue) {
   absl::MutexLock lock(&current_queue_mu);
@@ -69,6 +74,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   return grpc::SslServerCredentials(options);
 }
 
+// Warns of a server or CA certificate that expires within 30 days.
+void WarnOfExpiringCertificate(const ServerConfig& config) {
+  if (config.insecure) return;
+  absl::StatusOr<std::vector<std::string>> expiring =
+      ExpiringCertificates(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, absl::Now());
+  if (!expiring.ok()) return;
+  for (const std::string& line : *expiring) spdlog::warn("certificate expires soon: {}", line);
+}
+
 // The health service's answer for the whole server and for the site service.
 void SetServing(grpc::Server* server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
@@ -80,7 +94,7 @@ void SetServing(grpc::Server* server, bool serving) {
 
 }  // namespace
 
-absl::Status RunServer(const ServerConfig& config) {
+absl::Status RunServer(const ServerConfig& config, const std::string& config_path) {
   // gRPC's own lines through spdlog; a failed TLS handshake as one line naming the client.
   InstallGrpcLogRouting({TlsRole::kServer});
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(config));
@@ -94,17 +108,19 @@ absl::Status RunServer(const ServerConfig& config) {
   JobQueue jobs(config, metrics.get(), job_log.get());
   RETURN_IF_ERROR(jobs.Load());
 
-  const std::set<std::string> sites(config.allowed_clients.begin(), config.allowed_clients.end());
-  const std::set<std::string> admins(config.admins.begin(), config.admins.end());
-  FedPrLLMService service(&jobs, sites, config.insecure);
-  AdminService admin(&jobs, admins, config.insecure);
+  auto policy = std::make_shared<AccessPolicy>();
+  RETURN_IF_ERROR(policy->Reload(config));
+  spdlog::info("access: {}", policy->Describe());
+  WarnOfExpiringCertificate(config);
+  FedPrLLMService service(&jobs, policy, config.insecure);
+  AdminService admin(&jobs, policy, config.insecure);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   // Bounds before trust (docs/round_protocol.md §9): a certificate without the role of the
   // service it calls is refused at the call's headers, before its request is read; message
   // size, memory quota, stream window and streams per connection bound what any peer can
   // make gRPC buffer; no SO_REUSEPORT, so a port in use fails here.
-  if (!config.insecure) credentials->SetAuthMetadataProcessor(std::make_shared<AllowlistAdmission>(sites, admins));
+  if (!config.insecure) credentials->SetAuthMetadataProcessor(std::make_shared<AllowlistAdmission>(policy));
   ApplyTransportLimits(config, &builder);
   service.SetUploadIdleTimeout(config.upload_idle_timeout_seconds);
   int port = 0;
@@ -122,14 +138,45 @@ absl::Status RunServer(const ServerConfig& config) {
                absl::StrJoin(config.admins, ", "));
   SetServing(server.get(), true);
 
+  {
+    absl::MutexLock lock(&current_queue_mu);
+    current_policy = policy;
+    current_config_path = config_path;
+  }
   CurrentQueue(&jobs);
   const absl::Status result = jobs.Run();
   CurrentQueue(nullptr);
+  {
+    absl::MutexLock lock(&current_queue_mu);
+    current_policy = nullptr;
+  }
   SetServing(server.get(), false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   spdlog::info("server exiting{}", result.ok() ? "" : absl::StrCat(": ", result.message()));
   return result;
+}
+
+void RequestServerReload() {
+  std::shared_ptr<AccessPolicy> policy;
+  std::string path;
+  {
+    absl::MutexLock lock(&current_queue_mu);
+    policy = current_policy;
+    path = current_config_path;
+  }
+  if (policy == nullptr || path.empty()) {
+    spdlog::warn("SIGHUP received before the server was serving; nothing reloaded");
+    return;
+  }
+  absl::StatusOr<ServerConfig> config = LoadServerConfig(path);
+  absl::Status reloaded = config.ok() ? policy->Reload(*config) : config.status();
+  if (!reloaded.ok()) {
+    spdlog::error("SIGHUP: {} not reloaded, the previous access rules stay: {}", path, std::string(reloaded.message()));
+    return;
+  }
+  spdlog::info("SIGHUP: reloaded allowed_clients, admins and tls.crl from {}: {}", path, policy->Describe());
+  WarnOfExpiringCertificate(*config);
 }
 
 void RequestServerShutdown(const char* signal_name) {

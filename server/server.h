@@ -1,7 +1,6 @@
-// RunServer: the whole fedprllm-server program after flag parsing. Loads the model, starts
-// the mTLS gRPC service and the job, serves until the job is done (pruned model and report
-// written) and every joined client has been told, or until a shutdown is requested, then
-// shuts down.
+// RunServer: the whole fedprllm-server program after flag parsing. Starts the mTLS gRPC
+// services (sites, admin, health), the metrics endpoint and the job queue, and serves until
+// a shutdown is requested (or, with exit_when_idle, until no job is left).
 #pragma once
 
 #include "absl/status/status.h"
@@ -12,11 +11,18 @@ namespace fedprllm {
 // Reads a PEM (or any small) file whole; errors name the config key it came from.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, const std::string& key);
 
-// OK when the job is DONE, or when a shutdown was requested (the job stays resumable);
-// otherwise the reason the job failed or could not start.
-absl::Status RunServer(const ServerConfig& config);
+// OK after a requested shutdown (the running job stays resumable), or, with
+// exit_when_idle, when every job is done; otherwise the first failed job's reason, or why
+// the server could not start. `config_path` is re-read by RequestServerReload.
+absl::Status RunServer(const ServerConfig& config, const std::string& config_path = "");
 
 // Asks RunServer to stop cleanly (from the SIGTERM/SIGINT handler; any thread).
 void RequestServerShutdown(const char* signal_name);
+
+// Re-reads the config file's access keys (allowed_clients, admins, tls.crl) without
+// stopping the running job; the next call of every peer is checked against them. Other
+// keys take effect at the next start; a config that does not load changes nothing (the
+// error is logged). From the SIGHUP handler; any thread.
+void RequestServerReload();
 
 }  // namespace fedprllm

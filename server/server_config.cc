@@ -17,6 +17,7 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"tls.cert", StoreIn(&c->tls.cert)},
       {"tls.key", StoreIn(&c->tls.key)},
       {"tls.ca", StoreIn(&c->tls.ca)},
+      {"tls.crl", StoreIn(&c->tls.crl)},
       {"insecure", StoreIn(&c->insecure)},
       {"allowed_clients", StoreIn(&c->allowed_clients)},
       {"admins", StoreIn(&c->admins)},

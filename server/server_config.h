@@ -23,6 +23,9 @@ struct ServerTlsConfig {
   std::string cert;
   std::string key;
   std::string ca;
+  // PEM CRL signed by that CA (`fedprllm-certs revoke`): a revoked client certificate is
+  // refused on every call. Re-read on SIGHUP. Default "" = none.
+  std::string crl;
 };
 
 struct ServerConfig {

@@ -35,7 +35,7 @@ absl::Status Run() {
     RETURN_IF_ERROR(config.Validate());
   }
   RETURN_IF_ERROR(ConfigureLogging("server", config.log_format));
-  return RunServer(config);
+  return RunServer(config, path);
 }
 
 // `check`: the preflight's lines on stdout; true if all passed.
@@ -54,6 +54,7 @@ bool Check() {
 
 int main(int argc, char** argv) {
   fedprllm::InstallShutdownHandler(fedprllm::RequestServerShutdown);
+  fedprllm::InstallReloadHandler(fedprllm::RequestServerReload);
   const std::vector<char*> args =
       fedprllm::ParseCommandLine(argc, argv, "fedprllm-server [check] --config server.yaml");
   fedprllm::UseAllCores();

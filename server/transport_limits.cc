@@ -55,12 +55,19 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
   const bool site_method = absl::StartsWith(method, "/fedprllm.v1.FedPrLLM/");
   const bool admin_method = absl::StartsWith(method, "/fedprllm.v1.FedPrLLMAdmin/");
   const bool health_method = absl::StartsWith(method, "/grpc.health.v1.Health/");
-  const bool is_site = MatchAllowlist(names, sites_).has_value();
-  const bool is_admin = MatchAllowlist(names, admins_).has_value();
-  if ((site_method && is_site) || (admin_method && is_admin) || (health_method && (is_site || is_admin))) {
+  const bool is_site = policy_->Site(names).has_value();
+  const bool is_admin = policy_->Admin(names).has_value();
+  bool revoked = false;
+  if (context != nullptr && (is_site || is_admin)) {
+    for (const grpc::string_ref& pem : context->FindPropertyValues("x509_pem_cert")) {
+      revoked = revoked || policy_->Revoked(std::string(pem.data(), pem.size()));
+    }
+  }
+  if (!revoked &&
+      ((site_method && is_site) || (admin_method && is_admin) || (health_method && (is_site || is_admin)))) {
     return grpc::Status::OK;
   }
-  const std::string list = admin_method ? "admins" : "allowed_clients";
+  const std::string list = revoked ? "tls.crl" : admin_method ? "admins" : "allowed_clients";
   const std::string who = DescribeNames(names);
   int64_t left_out = -1;  // -1: do not log this one
   {
@@ -77,8 +84,13 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
     }
   }
   if (left_out >= 0) {
-    spdlog::warn("{} refused: {} not in {} (at its headers, before its request was read){}", method, who, list,
+    spdlog::warn("{} refused: {} {} (at its headers, before its request was read){}", method, who,
+                 revoked ? "is revoked by tls.crl" : absl::StrCat("not in ", list),
                  left_out > 0 ? absl::StrCat("; ", left_out, " more refusals of it since the last such line") : "");
+  }
+  if (revoked) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat("client certificate (", who, ") is revoked by the federation CA (tls.crl)"));
   }
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                       absl::StrCat("client certificate identity (", who, ") is not in the server's ", list,

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/access_policy.h"
 #include "server/server_config.h"
 
 namespace fedprllm {
@@ -56,15 +58,14 @@ inline constexpr int kMaxConcurrentStreams = 16;
 // method and 30 s, then how many refusals were left out. Thread-safe; never blocks.
 class AllowlistAdmission final : public grpc::AuthMetadataProcessor {
  public:
-  AllowlistAdmission(std::set<std::string> sites, std::set<std::string> admins)
-      : sites_(std::move(sites)), admins_(std::move(admins)) {}
+  // A certificate that `policy` says is revoked is refused on every method.
+  explicit AllowlistAdmission(std::shared_ptr<const AccessPolicy> policy) : policy_(std::move(policy)) {}
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
                        OutputMetadata* consumed_auth_metadata, OutputMetadata* response_metadata) override;
 
  private:
-  const std::set<std::string> sites_;
-  const std::set<std::string> admins_;
+  const std::shared_ptr<const AccessPolicy> policy_;
   struct Refusals {
     absl::Time last_logged;
     int64_t unlogged = 0;

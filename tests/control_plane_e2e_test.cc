@@ -10,7 +10,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -301,6 +303,7 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
 TEST_F(ControlPlaneE2eTest, SubmittedJobResumesAfterTheServerIsKilledAndTheDaemonsStayUp) {
   const int port = FreePort();
   const std::string run = WriteLongRunningServer("resume", port, FreePort());
+  std::ofstream(run + "/server.yaml", std::ios::app) << "log_format: json\n";
   // Killed at the second commit of the job.
   auto server = StartServer(run, port, {"FEDPRLLM_CRASH_AT=committed#2"});
   ASSERT_TRUE(e2e::PortOpen(port)) << server->Log();
@@ -336,7 +339,22 @@ TEST_F(ControlPlaneE2eTest, SubmittedJobResumesAfterTheServerIsKilledAndTheDaemo
   const nlohmann::json done =
       WaitForStatus(run, "resumed", [](const nlohmann::json& s) { return JobState(s) == "JOB_STATE_DONE"; }, 180);
   ASSERT_EQ(JobState(done), "JOB_STATE_DONE") << done.dump() << "\n" << server->Log();
-  EXPECT_THAT(server->Log(), HasSubstr("job resumed was not finished when the server stopped; queued to resume"));
+  // log_format json: every line of the server's log is one JSON object (but the kill
+  // point's own line).
+  int lines = 0;
+  bool resumed_line = false;
+  std::istringstream log(server->Log());
+  for (std::string line; std::getline(log, line);) {
+    if (line.rfind("crash point ", 0) == 0) continue;
+    const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(entry.is_object()) << line;
+    EXPECT_EQ(entry.value("program", ""), "server") << line;
+    resumed_line = resumed_line || entry.value("msg", "") ==
+                                       "job resumed was not finished when the server stopped; queued to resume";
+    ++lines;
+  }
+  EXPECT_GT(lines, 10);
+  EXPECT_TRUE(resumed_line) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("resuming from"));
   EXPECT_EQ(Sha256OfFile(run + "/jobs/resumed/output/model/model.safetensors"), *reference_digest_);
   for (auto& site : sites) EXPECT_EQ(site->Wait(0), -1) << site->Log();
