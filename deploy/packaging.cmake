@@ -12,7 +12,6 @@ set(CPACK_PACKAGE_NAME fedprllm)
 set(CPACK_PACKAGE_VENDOR "FedPrLLM")
 set(CPACK_PACKAGE_CONTACT "FedPrLLM maintainers <fedprllm-maintainers@example.org>")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${CPACK_PACKAGE_CONTACT}")
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Federated pruning of LLaMA-family language models")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
@@ -35,12 +34,14 @@ foreach(component SERVER CLIENT TOOLS)
 endforeach()
 
 set(CPACK_DEBIAN_COMMON_PACKAGE_NAME fedprllm-common)
+# Each description: the first line is the synopsis, the rest the extended description.
 set(CPACK_COMPONENT_COMMON_DESCRIPTION
   "FedPrLLM shared files\nThe SentencePiece tokenizer module the FedPrLLM binaries load, and example\nconfigurations for the server, sites, operators and jobs.")
 
 set(CPACK_DEBIAN_SERVER_PACKAGE_NAME fedprllm-server)
 set(CPACK_COMPONENT_SERVER_DEPENDS common)
-set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "adduser")
+# procps: /bin/kill, the unit's ExecReload.
+set(CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS "adduser, procps")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_LIST_DIR}/debian/postinst)
 set(CPACK_COMPONENT_SERVER_DESCRIPTION
   "FedPrLLM aggregation server\nThe long-running mutual-TLS gRPC server of a federated pruning job: sites\ncalibrate on their private data and upload masks, the server aggregates them and\nwrites the pruned model. Runs as the fedprllm user under fedprllm-server.service.")

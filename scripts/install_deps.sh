@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs, with apt-get, every Debian 12 package FedPrLLM needs to build, test and run.
+# Installs, with apt-get, every Debian 12 package FedPrLLM needs to build, test, package
+# (cpack needs `file`) and run.
 # Does nothing when all are present. Needs root (or sudo) only when something is missing.
 # INSTALL_DEPS_EXCLUDE="pkg ..." leaves those out (docker/Dockerfile.client-cuda: libtorch-dev).
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake git pkg-config ccache
+  build-essential cmake git pkg-config ccache file
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libyaml-cpp-dev libssl-dev openssl

@@ -439,7 +439,8 @@ absl::StatusOr<std::string> FedPrLLMService::PeerIdentity(grpc::CallbackServerCo
   const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   const std::vector<std::string> names = auth ? PeerCertificateNames(*auth) : std::vector<std::string>{};
   if (std::optional<std::string> identity = policy_->Site(names)) {
-    jobs_->NoteSeen(*identity);
+    const std::vector<grpc::string_ref> pem = auth->FindPropertyValues("x509_pem_cert");
+    jobs_->NoteSeen(*identity, pem.empty() ? std::string() : std::string(pem.front().data(), pem.front().size()));
     return *identity;
   }
   spdlog::warn("{} from {} refused: {} not in allowed_clients", rpc, PeerAddress(context), DescribeNames(names));

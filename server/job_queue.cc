@@ -17,6 +17,7 @@
 #include "model/cpu_runtime.h"
 #include "model/tokenizer.h"
 #include "server/state_store.h"
+#include "tls/revocation_list.h"
 
 namespace fedprllm {
 namespace {
@@ -472,6 +473,11 @@ std::vector<v1::SiteSummary> JobQueue::Sites() const {
       }
     }
     if (activity.empty()) activity = connected ? "connected" : "not connected";
+    if (ever && seen->second.certificate_expires_ms != 0) {
+      s.set_certificate_expires_unix_ms(seen->second.certificate_expires_ms);
+      const int64_t days = (seen->second.certificate_expires_ms - now) / (int64_t{1000} * 86400);
+      if (days < 30) absl::StrAppend(&activity, "; certificate expires in ", days, " days");
+    }
     s.set_connected(connected);
     s.set_activity(activity);
     s.set_last_seen_seconds_ago(ago);
@@ -601,9 +607,26 @@ absl::Status JobQueue::Decline(const std::string& site, const std::string& job_i
   return absl::OkStatus();
 }
 
-void JobQueue::NoteSeen(const std::string& site) {
+void JobQueue::NoteSeen(const std::string& site, const std::string& certificate_pem) {
+  const size_t hash = certificate_pem.empty() ? 0 : std::hash<std::string>()(certificate_pem);
+  {
+    absl::MutexLock lock(&mu_);
+    SiteSeen& seen = seen_[site];
+    seen.last_seen_ms = clock_();
+    if (hash == 0 || hash == seen.certificate_hash) return;
+  }
+  // A certificate not seen before from this site (its first call, or a renewed one).
+  const absl::Time not_after = CertificateNotAfter(certificate_pem);
+  const int64_t not_after_ms = not_after == absl::InfiniteFuture() ? 0 : absl::ToUnixMillis(not_after);
+  if (not_after_ms != 0 && not_after < absl::Now() + absl::Hours(24 * 30)) {
+    spdlog::warn("site {}'s certificate expires in {} days ({}); issue it a new one (docs/pki.md)", site,
+                 absl::ToInt64Hours(not_after - absl::Now()) / 24,
+                 absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", not_after, absl::UTCTimeZone()));
+  }
   absl::MutexLock lock(&mu_);
-  seen_[site].last_seen_ms = clock_();
+  SiteSeen& seen = seen_[site];
+  seen.certificate_hash = hash;
+  seen.certificate_expires_ms = not_after_ms;
 }
 
 void JobQueue::TickerLoop() {

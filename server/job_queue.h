@@ -74,8 +74,10 @@ class JobQueue {
   uint64_t WaitForJob(const std::string& site, const v1::JobWaitRequest& request, OfferCallback done);
   void CancelJobWait(uint64_t id);
   absl::Status Decline(const std::string& site, const std::string& job_id, const std::string& reason);
-  // Any RPC of `site`: it is connected.
-  void NoteSeen(const std::string& site);
+  // Any RPC of `site`: it is connected. `certificate_pem`: the certificate it called with
+  // ("" in insecure mode); one expiring within 30 days is warned about once and shown by
+  // Sites().
+  void NoteSeen(const std::string& site, const std::string& certificate_pem = "");
 
  private:
   struct Entry {
@@ -97,6 +99,8 @@ class JobQueue {
   struct SiteSeen {
     int64_t last_seen_ms = 0;
     int held_polls = 0;
+    size_t certificate_hash = 0;           // of the PEM last seen
+    int64_t certificate_expires_ms = 0;    // its notAfter; 0 = not seen
   };
   using Reply = std::pair<OfferCallback, absl::StatusOr<v1::JobOffer>>;
 

@@ -222,8 +222,13 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   ASSERT_EQ(site_list.exit_code, 0) << site_list.err;
   const nlohmann::json listed = nlohmann::json::parse(site_list.out, nullptr, false);
   ASSERT_TRUE(listed.contains("sites")) << site_list.out;
+  const int64_t in_300_days_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() +
+      int64_t{300} * 86400 * 1000;
   for (const auto& s : listed["sites"]) {
     EXPECT_EQ(s.value("connected", false), s.value("identity", "") != "site-c") << s.dump();
+    // make_certs.sh issues for 365 days; the proto's JSON mapping writes int64 as a string.
+    EXPECT_GT(std::stoll(s.value("certificate_expires_unix_ms", std::string("0"))), in_300_days_ms) << s.dump();
   }
 
   // abort stops it; the server goes on serving, and the two live daemons stay up.

@@ -75,3 +75,13 @@ std::string CertificateSerialHex(const std::string& pem) {
 }
 
 }  // namespace fedprllm
+
+namespace fedprllm {
+
+absl::Time CertificateNotAfter(const std::string& pem) {
+  absl::StatusOr<std::vector<tls_internal::X509Ptr>> certs = tls_internal::ParseCertificates(pem, "peer certificate");
+  if (!certs.ok() || certs->empty()) return absl::InfiniteFuture();
+  return ToTime(X509_get0_notAfter(certs->front().get()));
+}
+
+}  // namespace fedprllm

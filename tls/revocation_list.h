@@ -30,4 +30,7 @@ absl::StatusOr<RevocationList> LoadRevocationList(const std::string& crl_path, c
 // if it cannot be read.
 std::string CertificateSerialHex(const std::string& pem);
 
+// The notAfter of the first certificate in `pem`; InfiniteFuture if it cannot be read.
+absl::Time CertificateNotAfter(const std::string& pem);
+
 }  // namespace fedprllm

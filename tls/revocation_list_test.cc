@@ -37,6 +37,12 @@ TEST(RevocationListTest, ListsTheRevokedSerialsOfTheCasCrl) {
   EXPECT_TRUE(list->Revokes(site_a));
   EXPECT_FALSE(list->Revokes(CertificateSerialHex(Read(certs.Path("server.crt")))));
   EXPECT_GT(list->next_update, absl::Now() + absl::Hours(24 * 6));
+  // make_certs.sh issues for 365 days; soon.crt expires in 10.
+  EXPECT_GT(CertificateNotAfter(Read(certs.Path("site-a.crt"))), absl::Now() + absl::Hours(24 * 300));
+  const absl::Duration soon = CertificateNotAfter(Read(certs.Path("soon.crt"))) - absl::Now();
+  EXPECT_GT(soon, absl::Hours(24 * 9));
+  EXPECT_LT(soon, absl::Hours(24 * 11));
+  EXPECT_EQ(CertificateNotAfter("garbage"), absl::InfiniteFuture());
 
   const std::string empty = certs.Path("empty.crl");
   ASSERT_TRUE(WriteTestCrl(certs.Path("ca.crt"), certs.Path("ca.key"), {}, empty));
