@@ -105,5 +105,25 @@ TEST(ClientTest, DecodesMaskAndScaleExactly) {
   EXPECT_THAT(DecodeDecisionStream({}, 0, OneTensorJob(false), {0}).status().message(), HasSubstr("no mask for"));
 }
 
+TEST(ClientConfigTest, TheExampleFileParses) {
+  absl::StatusOr<ClientConfig> config = LoadClientConfig(std::string(FEDPRLLM_SOURCE_DIR) + "/deploy/client.example.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->exit_after_jobs, 0);
+  EXPECT_TRUE(config->models.empty());
+  // A models map is a mapping under one key, not flattened like tls.
+  absl::StatusOr<ClientConfig> mapped =
+      ParseClientConfig("server_address: \"h:1\"\ninsecure: true\nname: a\ncalibration: [x.txt]\n"
+                        "models: {llama-2-7b: /m/7b, stories260K: /m/s.bin}\n",
+                        "mapped.yaml");
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_EQ(mapped->models.size(), 2u);
+  EXPECT_EQ(mapped->models.at("llama-2-7b"), "/m/7b");
+  EXPECT_THAT(ParseClientConfig("server_address: \"h:1\"\ninsecure: true\nname: a\ncalibration: [x.txt]\n",
+                                "nomodel.yaml")
+                  .status()
+                  .message(),
+              HasSubstr("'model': is required when 'models' lists no model"));
+}
+
 }  // namespace
 }  // namespace fedprllm

@@ -59,6 +59,7 @@ absl::StatusOr<JobDefinition> ParseJobYaml(const std::string& yaml_text, const s
   auto refuse = [&](const absl::Status& s) { return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message())); };
   if (job.job_name.empty()) return refuse(ConfigKeyError("name", "is required"));
   if (job.model.empty()) return refuse(ConfigKeyError("model", "is required"));
+  if (job.allowed_clients.empty()) job.allowed_clients = server.allowed_clients;  // sites: [] = all
   const std::set<std::string> allowed(server.allowed_clients.begin(), server.allowed_clients.end());
   for (const std::string& site : job.allowed_clients) {
     if (allowed.count(site) == 0) {

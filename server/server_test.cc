@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/job_config.h"
 #include "server/peer_identity.h"
 #include "server/server_config.h"
 #include "server/test_server_config.h"
@@ -142,6 +143,19 @@ TEST(StateStoreTest, HookFailureStopsTheWrite) {
   EXPECT_FALSE(store->Exists("rounds/0/round.json"));
   EXPECT_EQ(seen, (std::vector<std::string>{"job.json", "rounds/0/round.json"}));
   std::filesystem::remove_all(dir);
+}
+
+TEST(ServerConfigTest, TheExampleFilesParse) {
+  absl::StatusOr<ServerConfig> server = LoadServerConfig(std::string(FEDPRLLM_SOURCE_DIR) + "/deploy/server.example.yaml");
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ(server->admins, std::vector<std::string>{"operator"});
+  EXPECT_EQ(server->model_name, "stories260K");
+  std::ifstream in(std::string(FEDPRLLM_SOURCE_DIR) + "/deploy/job.example.yaml");
+  const std::string job_yaml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  absl::StatusOr<JobDefinition> job = ParseJobYaml(job_yaml, "deploy/job.example.yaml", *server);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->name, "nightly");
+  EXPECT_EQ(job->config.allowed_clients, server->allowed_clients);  // sites: [] = all of them
 }
 
 }  // namespace
