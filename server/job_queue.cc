@@ -61,7 +61,9 @@ JobQueue::~JobQueue() {
   std::vector<Reply> replies;
   {
     absl::MutexLock lock(&mu_);
-    for (OfferWaiter& w : offer_waiters_) replies.emplace_back(std::move(w.done), absl::UnavailableError("server is shutting down"));
+    for (OfferWaiter& w : offer_waiters_) {
+      replies.emplace_back(std::move(w.done), absl::UnavailableError("server is shutting down"));
+    }
     offer_waiters_.clear();
   }
   for (auto& [done, result] : replies) done(std::move(result));
@@ -89,46 +91,17 @@ absl::Status JobQueue::Load() {
     }
     std::sort(known.begin(), known.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     for (const auto& [seq, status] : known) {
-      const std::string name = status.value("name", "");
-      const std::string dir = absl::StrCat(server_.jobs_dir, "/", name);
-      auto entry = std::make_unique<Entry>();
-      entry->seq = seq;
-      entry->dir = dir;
-      entry->log_path = dir + "/server.log";
-      v1::JobSummary& s = entry->summary;
-      s.set_name(name);
-      s.set_job_id(status.value("job_id", ""));
-      s.set_state(ParseStateName(status.value("state", "")));
-      s.set_reason(status.value("reason", ""));
-      s.set_submitted_unix_ms(status.value("submitted_unix_ms", int64_t{0}));
-      s.set_started_unix_ms(status.value("started_unix_ms", int64_t{0}));
-      s.set_finished_unix_ms(status.value("finished_unix_ms", int64_t{0}));
-      s.set_rounds_closed(status.value("rounds_closed", 0));
-      s.set_rounds_total(status.value("rounds_total", 0));
-      absl::StatusOr<std::string> text = ReadConfigFile(dir + "/job.yaml");
-      absl::StatusOr<JobDefinition> definition =
-          text.ok() ? ParseJobYaml(*text, dir + "/job.yaml", server_) : absl::StatusOr<JobDefinition>(text.status());
-      if (definition.ok()) {
-        entry->definition = *std::move(definition);
-      } else {
-        entry->definition.name = name;
-        if (!HasEnded(s.state())) {
-          s.set_state(v1::JOB_STATE_FAILED);
-          s.set_reason(absl::StrCat("cannot be resumed: ", definition.status().message()));
-        }
-      }
-      if (!HasEnded(s.state())) {
-        s.set_state(v1::JOB_STATE_QUEUED);  // a RUNNING one resumes from its state directory
-        spdlog::info("job {} was not finished when the server stopped; queued to resume", name);
-      }
-      entries_.push_back(std::move(entry));
+      entries_.push_back(EntryFromStatus(status));
       (void)PersistLocked(*entries_.back());
     }
   }
   for (const std::string& path : server_.jobs) {
     ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
     absl::StatusOr<JobDefinition> definition = ParseJobYaml(text, path, server_);
-    if (!definition.ok()) return absl::Status(definition.status().code(), absl::StrCat("config key 'jobs': ", definition.status().message()));
+    if (!definition.ok()) {
+      return absl::Status(definition.status().code(),
+                          absl::StrCat("config key 'jobs': ", definition.status().message()));
+    }
     if (const Entry* known = FindLocked(definition->name)) {
       spdlog::info("job {} from {} is known already ({})", definition->name, path, StateName(known->summary.state()));
       continue;
@@ -137,6 +110,43 @@ absl::Status JobQueue::Load() {
   }
   UpdateJobCountsLocked();
   return absl::OkStatus();
+}
+
+std::unique_ptr<JobQueue::Entry> JobQueue::EntryFromStatus(const nlohmann::json& status) const {
+  const std::string name = status.value("name", "");
+  const std::string dir = absl::StrCat(server_.jobs_dir, "/", name);
+  auto entry = std::make_unique<Entry>();
+  entry->seq = status.value("seq", 0);
+  entry->dir = dir;
+  entry->log_path = dir + "/server.log";
+  v1::JobSummary& s = entry->summary;
+  s.set_name(name);
+  s.set_job_id(status.value("job_id", ""));
+  s.set_state(ParseStateName(status.value("state", "")));
+  s.set_reason(status.value("reason", ""));
+  s.set_submitted_unix_ms(status.value("submitted_unix_ms", int64_t{0}));
+  s.set_started_unix_ms(status.value("started_unix_ms", int64_t{0}));
+  s.set_finished_unix_ms(status.value("finished_unix_ms", int64_t{0}));
+  s.set_rounds_closed(status.value("rounds_closed", 0));
+  s.set_rounds_total(status.value("rounds_total", 0));
+  // The YAML as submitted, read with today's server config.
+  absl::StatusOr<std::string> text = ReadConfigFile(dir + "/job.yaml");
+  absl::StatusOr<JobDefinition> definition =
+      text.ok() ? ParseJobYaml(*text, dir + "/job.yaml", server_) : absl::StatusOr<JobDefinition>(text.status());
+  if (definition.ok()) {
+    entry->definition = *std::move(definition);
+  } else {
+    entry->definition.name = name;
+    if (!HasEnded(s.state())) {
+      s.set_state(v1::JOB_STATE_FAILED);
+      s.set_reason(absl::StrCat("cannot be resumed: ", definition.status().message()));
+    }
+  }
+  if (!HasEnded(s.state())) {
+    s.set_state(v1::JOB_STATE_QUEUED);  // a RUNNING one resumes from its state directory
+    spdlog::info("job {} was not finished when the server stopped; queued to resume", name);
+  }
+  return entry;
 }
 
 absl::Status JobQueue::AddLocked(JobDefinition definition, bool own, bool persist) {

@@ -108,6 +108,8 @@ class JobQueue {
   // Records an ended job (state, reason, times) and persists it.
   void Ended(Entry* entry, v1::JobState state, const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status AddLocked(JobDefinition definition, bool own, bool persist) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A job of jobs_dir from its status.json and job.yaml; one that had not ended is queued.
+  std::unique_ptr<Entry> EntryFromStatus(const nlohmann::json& status) const;
   absl::Status PersistLocked(const Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const Entry* FindLocked(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Entry* FindLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
