@@ -49,8 +49,19 @@ if ! podman image exists "$BASE" && ! podman pull -q "$BASE" >/dev/null 2>&1; th
   rm -rf "$OUT/rootfs"
 fi
 
-# The build stage copies the sources to this same path and uses this machine's ccache, so the
-# image build reuses what a bare-metal build of build-pkg compiled.
+# Both images are built from one snapshot of the working tree (tracked and untracked files
+# that git does not ignore, and .git for the version line), so they hold the same sources
+# even while the checkout changes, and the client image reuses the server's build stage.
+context=.
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  context=$OUT/context
+  mkdir -p "$context"
+  git ls-files -z --cached --others --exclude-standard |
+    tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$context" -xf -
+  cp -a "$(git rev-parse --git-dir)" "$context/.git"
+fi
+# The build stage copies the sources to this checkout's own path and uses this machine's
+# ccache, so the image build reuses what a bare-metal build of build-pkg compiled.
 ccache_dir=$(ccache -k cache_dir 2>/dev/null || echo "$OUT/ccache")
 mkdir -p "$ccache_dir"
 for image in server client; do
@@ -62,12 +73,12 @@ for image in server client; do
   buildah bud --isolation chroot --network host --layers --format docker \
     --build-arg SRC="$ROOT" --build-arg JOBS="$JOBS" --build-arg CCACHE_DIR=/ccache \
     --volume "$ccache_dir:/ccache" \
-    -f "docker/Dockerfile.$image" -t "fedprllm-$image" . >"$OUT/build-$image.log" 2>&1 ||
+    -f "$context/docker/Dockerfile.$image" -t "fedprllm-$image" "$context" >"$OUT/build-$image.log" 2>&1 ||
     { tail -n 30 "$OUT/build-$image.log" >&2; exit 1; }
   echo "   built in $((SECONDS - t)) s"
 done
-"${PODMAN[@]}" run --rm --network none fedprllm-server --version
-"${PODMAN[@]}" run --rm --network none fedprllm-client --version
+"${PODMAN[@]}" run --rm --network none --no-healthcheck fedprllm-server --version
+"${PODMAN[@]}" run --rm --network none --no-healthcheck fedprllm-client --version
 
 echo "== bare-metal binaries ($BUILD_DIR)"
 export CCACHE_BASEDIR=$ROOT
@@ -166,9 +177,12 @@ chown -R 10001:10001 "$ctr/certs" "$ctr/state"
 volumes=(-v "$ctr/certs:/certs:ro" -v "$ROOT/models:/models:ro" -v "$OUT/data:/data:ro")
 server_name=fedprllm-check-server-$TAG
 NAMES+=("$server_name")
-"${PODMAN[@]}" run -d --name "$server_name" --network host "${volumes[@]}" \
+# --health-interval disable: no systemd timer (there is no systemd here); the check is run
+# by hand below. podman still logs that it cannot reach systemd: that goes to podman.log.
+"${PODMAN[@]}" run -d --name "$server_name" --network host --health-interval disable "${volumes[@]}" \
   -v "$ctr/state:/var/lib/fedprllm" -v "$ctr/etc/server.yaml:/etc/fedprllm/server.yaml:ro" \
-  -v "$ctr/etc/health.yaml:/etc/fedprllm/health.yaml:ro" fedprllm-server >/dev/null
+  -v "$ctr/etc/health.yaml:/etc/fedprllm/health.yaml:ro" fedprllm-server >/dev/null 2>>"$OUT/podman.log" ||
+  { cat "$OUT/podman.log" >&2; exit 1; }
 # The image's HEALTHCHECK (fedprllm-admin health over mTLS) must pass before the sites start.
 healthy=0
 for _ in $(seq 60); do
@@ -182,8 +196,9 @@ for site in "${SITES[@]}"; do
   name=fedprllm-check-$site-$TAG
   NAMES+=("$name")
   site_names+=("$name")
-  "${PODMAN[@]}" run -d --name "$name" --network host "${volumes[@]}" \
-    -v "$ctr/etc/$site.yaml:/etc/fedprllm/site.yaml:ro" fedprllm-client >/dev/null
+  "${PODMAN[@]}" run -d --name "$name" --network host --health-interval disable "${volumes[@]}" \
+    -v "$ctr/etc/$site.yaml:/etc/fedprllm/site.yaml:ro" fedprllm-client >/dev/null 2>>"$OUT/podman.log" ||
+    { cat "$OUT/podman.log" >&2; exit 1; }
 done
 status=0
 for name in "${site_names[@]}" "$server_name"; do
