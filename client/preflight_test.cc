@@ -29,12 +29,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::TestCerts;
 
-// Certificates first: a check's `now` must not precede their notBefore.
-class MakeCertificatesFirst : public ::testing::Environment {
- public:
-  void SetUp() override { TestCerts::Get(); }
-};
-::testing::Environment* const kMakeCertificatesFirst = ::testing::AddGlobalTestEnvironment(new MakeCertificatesFirst);
+::testing::Environment* const kMakeCertificatesFirst =
+    ::testing::AddGlobalTestEnvironment(new testing::MakeCertificatesFirst);
 
 // The server's side of WhoAmI: the peer certificate's identity, "site" if allowlisted.
 class WhoAmIService final : public v1::FedPrLLM::Service {

@@ -93,7 +93,7 @@ for i in "${!SITES[@]}"; do
   "$BIN/tools/fedprllm-generate" --model "$ROOT/$MODEL_REL" --out "$OUT/data/${SITES[$i]}.txt" \
     --seed $((101 + i)) --streams 16 --tokens 160 --rounds 3 2>/dev/null
 done
-bash deploy/make_certs.sh "$OUT/certs" "${SITES[@]}" operator >/dev/null
+bash deploy/make_certs.sh "$OUT/certs" "${SITES[@]}" operator monitor >/dev/null
 
 # write_configs DIR CERTS MODELS DATA STATE PORT: server.yaml, health.yaml and one site
 # config per site in DIR, with the paths the processes see.
@@ -105,6 +105,7 @@ listen_address: "127.0.0.1:$port"
 tls: {cert: $certs/server.crt, key: $certs/server.key, ca: $certs/ca.crt}
 allowed_clients: [site-a, site-b, site-c]
 admins: [operator]
+monitors: [monitor]
 expected_clients: 3
 min_clients: 3
 model: $models/stories260K/stories260K.bin
@@ -120,7 +121,7 @@ YAML
   cat > "$dir/health.yaml" <<YAML
 server_address: "127.0.0.1:$port"
 server_name: localhost
-tls: {cert: $certs/operator.crt, key: $certs/operator.key, ca: $certs/ca.crt}
+tls: {cert: $certs/monitor.crt, key: $certs/monitor.key, ca: $certs/ca.crt}
 YAML
   local i
   for i in "${!SITES[@]}"; do

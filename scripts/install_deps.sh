@@ -15,6 +15,7 @@ PACKAGES=(
   prometheus-cpp-dev
   gnuplot-nox
   strace                 # tests/pki_test.sh traces the files fedprllm-certs sign opens
+  python3-yaml           # scripts/validate_k8s.py (ctest k8s_manifests_test)
 )
 
 missing=()

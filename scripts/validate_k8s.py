@@ -14,7 +14,7 @@ kustomization and the bases it names, skipping patches), then checks:
      its targetPorts are that workload's container ports; selectors match pod labels;
      probes have exactly one handler;
   4. the FedPrLLM configs in ConfigMaps: every file an exec probe or the container args
-     pass with --config is a key of a mounted ConfigMap, and every tls cert/key/ca path in
+     pass with --config is a key of a mounted ConfigMap, and every tls cert/key/ca/crl path in
      those configs is a key of a mounted Secret.
 Prints one line per kustomization and per problem; exits 0 only if there were none.
 Usage: scripts/validate_k8s.py [--install-schemas] [KUSTOMIZATION_DIR...]
@@ -255,6 +255,8 @@ def check_config_tls(text, path, mounts, by_kind, problems, where):
             problems.append(f"{where}: no tls.{key}")
             continue
         file_in_mounts(tls[key], mounts, by_kind, "secret", "Secret", "secretName", problems, f"{where}: tls.{key}")
+    if tls.get("crl"):
+        file_in_mounts(tls["crl"], mounts, by_kind, "secret", "Secret", "secretName", problems, f"{where}: tls.crl")
 
 
 def check_service(doc, workloads, problems):

@@ -7,6 +7,13 @@
 
 namespace fedprllm {
 
+bool IsReadOnlyAdminMethod(absl::string_view method) {
+  for (const char* rpc : {"ListJobs", "GetJobStatus", "ListSites", "StreamJobLog"}) {
+    if (method == absl::StrCat("/fedprllm.v1.FedPrLLMAdmin/", rpc)) return true;
+  }
+  return false;
+}
+
 absl::Status AccessPolicy::Reload(const ServerConfig& config) {
   RevocationList crl;
   if (!config.tls.crl.empty()) {
@@ -15,6 +22,7 @@ absl::Status AccessPolicy::Reload(const ServerConfig& config) {
   absl::MutexLock lock(&mu_);
   sites_ = std::set<std::string>(config.allowed_clients.begin(), config.allowed_clients.end());
   admins_ = std::set<std::string>(config.admins.begin(), config.admins.end());
+  monitors_ = std::set<std::string>(config.monitors.begin(), config.monitors.end());
   crl_ = std::move(crl);
   has_crl_ = !config.tls.crl.empty();
   return absl::OkStatus();
@@ -28,6 +36,11 @@ std::optional<std::string> AccessPolicy::Site(const std::vector<std::string>& na
 std::optional<std::string> AccessPolicy::Admin(const std::vector<std::string>& names) const {
   absl::MutexLock lock(&mu_);
   return MatchAllowlist(names, admins_);
+}
+
+std::optional<std::string> AccessPolicy::Monitor(const std::vector<std::string>& names) const {
+  absl::MutexLock lock(&mu_);
+  return MatchAllowlist(names, monitors_);
 }
 
 bool AccessPolicy::IsSite(const std::string& identity) const {
@@ -47,7 +60,8 @@ bool AccessPolicy::Revoked(const std::string& peer_pem) const {
 
 std::string AccessPolicy::Describe() const {
   absl::MutexLock lock(&mu_);
-  std::string out = absl::StrCat(sites_.size(), " sites, ", admins_.size(), " operators");
+  std::string out = absl::StrCat(sites_.size(), " sites, ", admins_.size(), " operators, ",
+                                 monitors_.size(), " monitors");
   if (has_crl_) {
     absl::StrAppend(&out, ", ", crl_.serials.size(), " revoked certificates (CRL next update ",
                     crl_.next_update == absl::InfiniteFuture()

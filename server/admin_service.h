@@ -33,8 +33,9 @@ class AdminService final : public v1::FedPrLLMAdmin::Service {
                             grpc::ServerWriter<v1::JobLogLines>* writer) override;
 
  private:
-  // The operator's identity ("operator" when insecure); PERMISSION_DENIED otherwise.
-  absl::StatusOr<std::string> Operator(grpc::ServerContext* context, const char* rpc) const;
+  // The caller's identity if it is an operator, or, for a `read_only` RPC, a monitor
+  // ("operator" when insecure); PERMISSION_DENIED otherwise.
+  absl::StatusOr<std::string> Caller(grpc::ServerContext* context, const char* rpc, bool read_only) const;
 
   JobQueue* const jobs_;
   const std::shared_ptr<const AccessPolicy> policy_;

@@ -79,6 +79,10 @@ TEST_F(JobQueueTest, ServerConfigRefusesAnIdentityInBothRolesAndNeedsAJobOrAJobs
   auto parse = [](const std::string& yaml) { return ParseServerConfig(yaml, "s.yaml").status(); };
   EXPECT_THAT(parse("insecure: true\nallowed_clients: [a, b]\nadmins: [b]\njobs_dir: j\n").message(),
               HasSubstr("'admins': \"b\" is also in allowed_clients"));
+  EXPECT_THAT(parse("insecure: true\nallowed_clients: [a]\nadmins: [o]\nmonitors: [m, o]\njobs_dir: j\n").message(),
+              HasSubstr("'monitors': \"o\" is also in admins"));
+  EXPECT_THAT(parse("insecure: true\nallowed_clients: [a]\nmonitors: [m, m]\njobs_dir: j\n").message(),
+              HasSubstr("'monitors': \"m\" is listed twice"));
   EXPECT_THAT(parse("insecure: true\nallowed_clients: [a]\n").message(), HasSubstr("'jobs_dir': is required"));
   EXPECT_THAT(parse("insecure: true\nallowed_clients: [a]\njobs: [x.yaml]\nmodel: m\noutput_dir: o\nstate_dir: s\n")
                   .message(),

@@ -10,8 +10,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -28,17 +26,9 @@
 #include "tls/certificate_check.h"
 #include "tls/grpc_log.h"
 #include "tls/key_pair_check.h"
+#include "tls/rotating_server_credentials.h"
 
 namespace fedprllm {
-
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, const std::string& key) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("config key '", key, "': cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  if (text.str().empty()) return absl::InvalidArgumentError(absl::StrCat("config key '", key, "': ", path, " is empty"));
-  return text.str();
-}
 
 namespace {
 
@@ -57,28 +47,30 @@ void CurrentQueue(JobQueue* queue) {
   if (queue != nullptr && shutdown_requested != nullptr) queue->RequestShutdown(shutdown_requested);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerConfig& config) {
+// What RequestServerReload rotates; null when insecure.
+RotatingServerCredentials* current_tls ABSL_GUARDED_BY(current_queue_mu) = nullptr;
+
+TlsFiles ServerTlsFiles(const ServerConfig& config) { return TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}; }
+
+// The listening port's credentials: rotating mutual TLS (client certificates required and
+// verified against tls.ca), or plaintext with `insecure`. A bad file is reported here, by
+// name and cause; gRPC would only fail to listen.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const ServerConfig& config, std::unique_ptr<RotatingServerCredentials>* tls) {
   if (config.insecure) {
     spdlog::warn("insecure: true: serving PLAINTEXT without client authentication; identities are self-declared "
                  "and anyone may call the admin API. Never use this outside a test.");
     return grpc::InsecureServerCredentials();
   }
-  // A bad file is reported here, by name and cause; gRPC would only fail to listen.
-  RETURN_IF_ERROR(CheckKeyPair(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, TlsRole::kServer));
-  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  ASSIGN_OR_RETURN(options.pem_root_certs, ReadSmallFile(config.tls.ca, "tls.ca"));
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  ASSIGN_OR_RETURN(pair.private_key, ReadSmallFile(config.tls.key, "tls.key"));
-  ASSIGN_OR_RETURN(pair.cert_chain, ReadSmallFile(config.tls.cert, "tls.cert"));
-  options.pem_key_cert_pairs.push_back(std::move(pair));
-  return grpc::SslServerCredentials(options);
+  ASSIGN_OR_RETURN(*tls, RotatingServerCredentials::Create(ServerTlsFiles(config)));
+  return (*tls)->credentials();
 }
 
 // Warns of a server or CA certificate that expires within 30 days.
 void WarnOfExpiringCertificate(const ServerConfig& config) {
   if (config.insecure) return;
   absl::StatusOr<std::vector<std::string>> expiring =
-      ExpiringCertificates(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, absl::Now());
+      ExpiringCertificates(ServerTlsFiles(config), absl::Now());
   if (!expiring.ok()) return;
   for (const std::string& line : *expiring) spdlog::warn("certificate expires soon: {}", line);
 }
@@ -97,7 +89,8 @@ void SetServing(grpc::Server* server, bool serving) {
 absl::Status RunServer(const ServerConfig& config, const std::string& config_path) {
   // gRPC's own lines through spdlog; a failed TLS handshake as one line naming the client.
   InstallGrpcLogRouting({TlsRole::kServer});
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(config));
+  std::unique_ptr<RotatingServerCredentials> tls;
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(config, &tls));
   std::unique_ptr<ServerMetrics> metrics;
   if (!config.metrics_address.empty()) {
     ASSIGN_OR_RETURN(metrics, ServerMetrics::Start(config.metrics_address));
@@ -142,6 +135,7 @@ absl::Status RunServer(const ServerConfig& config, const std::string& config_pat
     absl::MutexLock lock(&current_queue_mu);
     current_policy = policy;
     current_config_path = config_path;
+    current_tls = tls.get();
   }
   CurrentQueue(&jobs);
   const absl::Status result = jobs.Run();
@@ -149,6 +143,7 @@ absl::Status RunServer(const ServerConfig& config, const std::string& config_pat
   {
     absl::MutexLock lock(&current_queue_mu);
     current_policy = nullptr;
+    current_tls = nullptr;
   }
   SetServing(server.get(), false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -158,24 +153,30 @@ absl::Status RunServer(const ServerConfig& config, const std::string& config_pat
 }
 
 void RequestServerReload() {
-  std::shared_ptr<AccessPolicy> policy;
-  std::string path;
-  {
-    absl::MutexLock lock(&current_queue_mu);
-    policy = current_policy;
-    path = current_config_path;
-  }
-  if (policy == nullptr || path.empty()) {
+  absl::MutexLock lock(&current_queue_mu);
+  if (current_policy == nullptr || current_config_path.empty()) {
     spdlog::warn("SIGHUP received before the server was serving; nothing reloaded");
     return;
   }
-  absl::StatusOr<ServerConfig> config = LoadServerConfig(path);
-  absl::Status reloaded = config.ok() ? policy->Reload(*config) : config.status();
+  absl::StatusOr<ServerConfig> config = LoadServerConfig(current_config_path);
+  absl::Status reloaded = config.ok() ? current_policy->Reload(*config) : config.status();
   if (!reloaded.ok()) {
-    spdlog::error("SIGHUP: {} not reloaded, the previous access rules stay: {}", path, std::string(reloaded.message()));
+    spdlog::error("SIGHUP: {} not reloaded, the previous access rules and certificate stay: {}", current_config_path,
+                  std::string(reloaded.message()));
     return;
   }
-  spdlog::info("SIGHUP: reloaded allowed_clients, admins and tls.crl from {}: {}", path, policy->Describe());
+  spdlog::info("SIGHUP: reloaded allowed_clients, admins and tls.crl from {}: {}", current_config_path,
+               current_policy->Describe());
+  if (current_tls != nullptr) {
+    absl::StatusOr<std::string> rotated = current_tls->Rotate(ServerTlsFiles(*config));
+    if (rotated.ok()) {
+      spdlog::info("SIGHUP: tls.cert {}; new connections use it within {} s", *rotated,
+                   RotatingServerCredentials::kRefreshSeconds);
+    } else {
+      spdlog::error("SIGHUP: the server certificate is not rotated, the previous one stays: {}",
+                    std::string(rotated.status().message()));
+    }
+  }
   WarnOfExpiringCertificate(*config);
 }
 

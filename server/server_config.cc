@@ -21,6 +21,7 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"insecure", StoreIn(&c->insecure)},
       {"allowed_clients", StoreIn(&c->allowed_clients)},
       {"admins", StoreIn(&c->admins)},
+      {"monitors", StoreIn(&c->monitors)},
       {"jobs_dir", StoreIn(&c->jobs_dir)},
       {"jobs", StoreIn(&c->jobs)},
       {"exit_when_idle", StoreIn(&c->exit_when_idle)},
@@ -79,22 +80,28 @@ absl::Status ServerConfig::Validate() {
   if (allowed_clients.empty() || allowed_clients.size() > 1000) {
     return ConfigKeyError("allowed_clients", absl::StrCat("lists ", allowed_clients.size(), " names, expected 1..1000"));
   }
-  std::set<std::string> seen;
-  for (const std::string& name : allowed_clients) {
-    if (!ValidIdentity(name)) {
-      return ConfigKeyError("allowed_clients", absl::StrCat("\"", name, "\" is not a valid identity ([A-Za-z0-9._-], 1..64 bytes)"));
+  // Every identity has one role: a site's, an operator's or a monitor's.
+  std::map<std::string, const char*> role_of;
+  const auto check_role_list = [&role_of](const char* key, const std::vector<std::string>& names) -> absl::Status {
+    for (const std::string& name : names) {
+      if (!ValidIdentity(name)) {
+        return ConfigKeyError(key, absl::StrCat("\"", name, "\" is not a valid identity ([A-Za-z0-9._-], 1..64 bytes)"));
+      }
+      if (auto [it, added] = role_of.emplace(name, key); !added) {
+        if (it->second == key) return ConfigKeyError(key, absl::StrCat("\"", name, "\" is listed twice"));
+        return ConfigKeyError(key, absl::StrCat("\"", name, "\" is also in ", it->second,
+                                                "; an identity is a site's, an operator's or a monitor's"));
+      }
     }
-    if (!seen.insert(name).second) return ConfigKeyError("allowed_clients", absl::StrCat("\"", name, "\" is listed twice"));
-  }
+    return absl::OkStatus();
+  };
   if (admins.size() > 100) return ConfigKeyError("admins", absl::StrCat("lists ", admins.size(), " names, expected 0..100"));
-  for (const std::string& name : admins) {
-    if (!ValidIdentity(name)) {
-      return ConfigKeyError("admins", absl::StrCat("\"", name, "\" is not a valid identity ([A-Za-z0-9._-], 1..64 bytes)"));
-    }
-    if (seen.count(name) != 0) {
-      return ConfigKeyError("admins", absl::StrCat("\"", name, "\" is also in allowed_clients; an identity is a site's or an operator's"));
-    }
+  if (monitors.size() > 100) {
+    return ConfigKeyError("monitors", absl::StrCat("lists ", monitors.size(), " names, expected 0..100"));
   }
+  RETURN_IF_ERROR(check_role_list("allowed_clients", allowed_clients));
+  RETURN_IF_ERROR(check_role_list("admins", admins));
+  RETURN_IF_ERROR(check_role_list("monitors", monitors));
   if (!jobs.empty() && jobs_dir.empty()) return ConfigKeyError("jobs", "needs jobs_dir (where the jobs' state goes)");
   if (log_format != "text" && log_format != "json") {
     return ConfigKeyError("log_format", absl::StrCat("\"", log_format, "\": expected text or json"));

@@ -42,6 +42,10 @@ struct ServerConfig {
   // 0..100 names, none also in allowed_clients: a certificate is a site's or an operator's,
   // never both. Default [] (no admin API).
   std::vector<std::string> admins;
+  // Monitor identities: health checks and the admin API's read-only RPCs (ListJobs,
+  // GetJobStatus, ListSites, StreamJobLog), never SubmitJob or AbortJob. For probes and
+  // dashboards. Same syntax, 0..100 names, none also a site's or an operator's. Default [].
+  std::vector<std::string> monitors;
   // Where submitted jobs live: jobs_dir/NAME/{job.yaml,status.json,server.log,state/,output/}.
   // Default "" = jobs cannot be submitted, only the config's own job runs.
   std::string jobs_dir;

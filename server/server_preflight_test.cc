@@ -28,11 +28,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::TestCerts;
 
-class MakeCertificatesFirst : public ::testing::Environment {
- public:
-  void SetUp() override { TestCerts::Get(); }
-};
-::testing::Environment* const kMakeCertificatesFirst = ::testing::AddGlobalTestEnvironment(new MakeCertificatesFirst);
+::testing::Environment* const kMakeCertificatesFirst =
+    ::testing::AddGlobalTestEnvironment(new testing::MakeCertificatesFirst);
 
 // A TCP socket on 127.0.0.1 with a free port, listening while it lives if `listen`.
 class LoopbackPort {

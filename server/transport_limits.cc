@@ -57,14 +57,16 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
   const bool health_method = absl::StartsWith(method, "/grpc.health.v1.Health/");
   const bool is_site = policy_->Site(names).has_value();
   const bool is_admin = policy_->Admin(names).has_value();
+  const bool is_monitor = policy_->Monitor(names).has_value();
   bool revoked = false;
-  if (context != nullptr && (is_site || is_admin)) {
+  if (context != nullptr && (is_site || is_admin || is_monitor)) {
     for (const grpc::string_ref& pem : context->FindPropertyValues("x509_pem_cert")) {
       revoked = revoked || policy_->Revoked(std::string(pem.data(), pem.size()));
     }
   }
-  if (!revoked &&
-      ((site_method && is_site) || (admin_method && is_admin) || (health_method && (is_site || is_admin)))) {
+  const bool monitor_may = is_monitor && (health_method || IsReadOnlyAdminMethod(method));
+  if (!revoked && ((site_method && is_site) || (admin_method && is_admin) ||
+                   (health_method && (is_site || is_admin)) || monitor_may)) {
     return grpc::Status::OK;
   }
   const std::string list = revoked ? "tls.crl" : admin_method ? "admins" : "allowed_clients";
@@ -94,9 +96,10 @@ grpc::Status AllowlistAdmission::Process(const InputMetadata& auth_metadata, grp
   }
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                       absl::StrCat("client certificate identity (", who, ") is not in the server's ", list,
-                                   is_admin ? " (an operator certificate cannot act as a site)"
-                                   : is_site ? " (a site certificate cannot call the admin API)"
-                                             : ""));
+                                   is_admin     ? " (an operator certificate cannot act as a site)"
+                                   : is_site    ? " (a site certificate cannot call the admin API)"
+                                   : is_monitor ? " (a monitor certificate may only check health and read job status)"
+                                                : ""));
 }
 
 int64_t MaxUploadMessages(const std::map<std::string, std::vector<int64_t>>& tensors, int64_t max_chunk_bytes) {

@@ -84,7 +84,7 @@ class ControlPlaneE2eTest : public ::testing::Test {
     WriteAll(run + "/server.yaml",
              absl::StrCat("listen_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs, "/server.crt, key: ",
                           certs, "/server.key, ca: ", certs, "/ca.crt}\n", "allowed_clients: [site-a, site-b, site-c]\n",
-                          "admins: [operator]\njobs_dir: ", run, "/jobs\n", "poll_window_seconds: 2\n",
+                          "admins: [operator]\nmonitors: [monitor]\njobs_dir: ", run, "/jobs\n", "poll_window_seconds: 2\n",
                           "site_timeout_seconds: 3\nmetrics_address: \"127.0.0.1:", metrics_port, "\"\n"));
     WriteAll(run + "/admin.yaml", absl::StrCat("server_address: \"127.0.0.1:", port, "\"\n", "tls: {cert: ", certs,
                                                "/operator.crt, key: ", certs, "/operator.key, ca: ", certs, "/ca.crt}\n"));
@@ -259,7 +259,26 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
   EXPECT_THAT(log.out, HasSubstr("round 0 decided"));
   EXPECT_THAT(log.out, ::testing::Not(HasSubstr("job-two")));
 
-  // Roles: a site certificate cannot call the admin API, an operator's cannot act as a site.
+  // Roles: a site certificate cannot call the admin API, an operator's cannot act as a site,
+  // a monitor's may read and check health but not submit or abort.
+  {
+    auto monitor_stub = v1::FedPrLLMAdmin::NewStub(Channel(port, "monitor"));
+    grpc::ClientContext list_context;
+    v1::ListJobsResponse jobs;
+    const grpc::Status listed = monitor_stub->ListJobs(&list_context, v1::ListJobsRequest(), &jobs);
+    EXPECT_TRUE(listed.ok()) << listed.error_message();
+    EXPECT_GE(jobs.jobs_size(), 2);
+    grpc::ClientContext abort_context;
+    v1::AbortJobRequest abort;
+    abort.set_name("job-one");
+    v1::AbortJobResponse aborted;
+    const grpc::Status refused = monitor_stub->AbortJob(&abort_context, abort, &aborted);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED) << refused.error_message();
+    EXPECT_THAT(refused.error_message(), HasSubstr("a monitor certificate may only check health"));
+    absl::StatusOr<std::string> health = CheckHealth(Channel(port, "monitor"), "", 5);
+    ASSERT_TRUE(health.ok()) << health.status();
+    EXPECT_EQ(*health, "SERVING");
+  }
   {
     auto admin_stub = v1::FedPrLLMAdmin::NewStub(Channel(port, "site-a"));
     grpc::ClientContext context;

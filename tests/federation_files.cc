@@ -22,7 +22,7 @@ std::unique_ptr<FederationFiles> FederationFiles::Make() {
   char tmpl[] = "/tmp/fedprllm-e2e-XXXXXX";
   files->dir_ = ::mkdtemp(tmpl);
   const std::string cmd = absl::StrCat("bash ", FEDPRLLM_MAKE_CERTS, " ", files->Certs(),
-                                       " --rogue mallory site-a site-b site-c site-d site-e operator > ", files->dir_,
+                                       " --rogue mallory site-a site-b site-c site-d site-e operator monitor > ", files->dir_,
                                        "/make_certs.log 2>&1");
   if (std::system(cmd.c_str()) != 0) {
     files->error_ = "make_certs.sh failed: " + ReadAll(files->dir_ + "/make_certs.log");

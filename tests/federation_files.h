@@ -1,7 +1,7 @@
 // The files of a three-site federation on loopback, shared by the end-to-end tests: the
 // bundled model, certificates made by deploy/make_certs.sh (CA, server, site-a..site-e, an
-// "operator", a rogue "mallory" from another CA), one calibration shard per site, and server
-// and client configs for a run. Also starts fedprllm-server and fedprllm-client processes.
+// "operator", a "monitor", a rogue "mallory" from another CA), one calibration shard per
+// site, and server and client configs for a run. Also starts fedprllm-server and fedprllm-client processes.
 //
 //   auto files = FederationFiles::Make();                  // ASSERT files->ok()
 //   const std::string run = files->WriteServerConfig("oneshot", {}, port);

@@ -1,9 +1,15 @@
-// Revocation mid-job: a real fedprllm-server with tls.crl and three fedprllm-client processes
-// run an iterative job (one round per decoder layer) with min_clients 2. After round 1 opens,
-// the federation CA revokes site-c and the server gets SIGHUP: site-c's next call is refused
-// (on its already open connection too), site-c stops, and the job completes with site-a and
-// site-b, whose decisions the report lists.
+// Revocation and server-certificate rotation mid-job: a real fedprllm-server with tls.crl
+// and three fedprllm-client processes run an iterative job (one round per decoder layer)
+// with min_clients 2. After round 1 opens, the federation CA revokes site-c, a new server
+// certificate replaces the old files, and the server gets SIGHUP: site-c's next call is
+// refused (on its already open connection too), site-c stops, new connections see the new
+// server certificate, and the job completes with site-a and site-b, whose decisions the
+// report lists.
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -15,12 +21,14 @@
 #include "gtest/gtest.h"
 #include "tests/e2e_harness.h"
 #include "tests/federation_files.h"
+#include "tls/test_certs.h"
 #include "tls/test_crl.h"
 
 namespace fedprllm {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using e2e::ChildProcess;
 using e2e::FederationFiles;
 using e2e::FreePort;
@@ -29,6 +37,16 @@ using e2e::ReadAll;
 using e2e::StartClient;
 using e2e::StartServer;
 using e2e::WaitForText;
+
+// The serial of the certificate that a new TLS connection to 127.0.0.1:`port` sees, as
+// openssl prints it ("serial=99"), or openssl's error.
+std::string PresentedServerSerial(const std::string& certs, int port, const std::string& dir) {
+  const std::string out = dir + "/s_client.txt";
+  const std::string cmd = "openssl s_client -connect 127.0.0.1:" + std::to_string(port) + " -cert " + certs +
+                          "/site-a.crt -key " + certs + "/site-a.key -CAfile " + certs +
+                          "/ca.crt < /dev/null 2> " + out + ".err | openssl x509 -noout -serial > " + out + " 2>&1";
+  return std::system(cmd.c_str()) == 0 ? ReadAll(out) : ReadAll(out + ".err");
+}
 
 TEST(RevocationE2eTest, ARevokedSiteIsRefusedAfterSighupAndTheJobCompletesWithoutIt) {
   std::unique_ptr<FederationFiles> files = FederationFiles::Make();
@@ -49,18 +67,32 @@ TEST(RevocationE2eTest, ARevokedSiteIsRefusedAfterSighupAndTheJobCompletesWithou
   e2e::WriteAll(run + "/server.yaml", yaml);
   auto server = StartServer(run, port);
   ASSERT_TRUE(e2e::PortOpen(port)) << server->Log();
-  EXPECT_THAT(server->Log(), HasSubstr("access: 3 sites, 0 operators, 0 revoked certificates"));
+  EXPECT_THAT(server->Log(), HasSubstr("access: 3 sites, 0 operators, 0 monitors, 0 revoked certificates"));
   std::vector<std::unique_ptr<ChildProcess>> clients;
   for (const std::string& site : kSites) {
     clients.push_back(StartClient(files->WriteClientConfig(run, site, port, certs), run + "/" + site + ".log"));
   }
   ASSERT_TRUE(WaitForText(run + "/server.log", "round 1 opened", 120)) << server->Log();
 
-  // The CA revokes site-c; the server reloads its access rules.
+  EXPECT_THAT(PresentedServerSerial(certs, port, run), HasSubstr("serial="));
+  EXPECT_THAT(PresentedServerSerial(certs, port, run), Not(HasSubstr("serial=99")));
+
+  // The CA revokes site-c and issues a new server certificate; the server reloads both.
   ASSERT_TRUE(testing::WriteTestCrl(certs + "/ca.crt", certs + "/ca.key", {certs + "/site-c.crt"}, crl));
+  ASSERT_TRUE(testing::MakeServerCertificate(certs, "next", "99")) << ReadAll(certs + "/next.log");
+  std::filesystem::rename(certs + "/next.crt", certs + "/server.crt");
+  std::filesystem::rename(certs + "/next.key", certs + "/server.key");
   server->Signal(SIGHUP);
   ASSERT_TRUE(WaitForText(run + "/server.log", "SIGHUP: reloaded", 30)) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("1 revoked certificates"));
+  ASSERT_TRUE(WaitForText(run + "/server.log", "SIGHUP: tls.cert now certificate CN=localhost serial 99", 30))
+      << server->Log();
+  std::string presented;
+  for (int i = 0; i < 30 && presented.find("serial=99") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    presented = PresentedServerSerial(certs, port, run);
+  }
+  EXPECT_THAT(presented, HasSubstr("serial=99"));
 
   EXPECT_NE(clients[2]->Wait(120), 0) << clients[2]->Log();
   EXPECT_THAT(clients[2]->Log(), HasSubstr("revoked by the federation CA"));

@@ -17,12 +17,8 @@ using testing::TestCerts;
 // The certificates are made before any test runs: CheckKeyPair's default `now` may be
 // evaluated before a Files(...) argument that would make them, and then lie a second before
 // their notBefore.
-class MakeCertificatesFirst : public ::testing::Environment {
- public:
-  void SetUp() override { TestCerts::Get(); }
-};
 ::testing::Environment* const kMakeCertificatesFirst =
-    ::testing::AddGlobalTestEnvironment(new MakeCertificatesFirst);
+    ::testing::AddGlobalTestEnvironment(new testing::MakeCertificatesFirst);
 
 TlsFiles Files(const std::string& cert, const std::string& key, const std::string& ca = "ca.crt") {
   const TestCerts& c = TestCerts::Get();

@@ -74,4 +74,27 @@ class TestCerts {
   std::string log_;
 };
 
+// Makes `name`.key and `name`.crt in `dir`: a new EC key and a server certificate for
+// localhost and 127.0.0.1 with serial `serial_hex`, valid for 30 days, signed by
+// `dir`/ca.{crt,key} (as deploy/make_certs.sh lays them out). False if openssl failed; its
+// output is in `dir`/`name`.log.
+inline bool MakeServerCertificate(const std::string& dir, const std::string& name, const std::string& serial_hex) {
+  const std::string n = dir + "/" + name;
+  const std::string cmd =
+      "printf 'extendedKeyUsage=serverAuth\\nsubjectAltName=DNS:localhost,IP:127.0.0.1\\n' > " + n + ".cnf" +
+      " && openssl ecparam -name prime256v1 -genkey -noout -out " + n + ".key" +
+      " && openssl req -new -key " + n + ".key -subj /CN=localhost -out " + n + ".csr" +
+      " && openssl x509 -req -in " + n + ".csr -CA " + dir + "/ca.crt -CAkey " + dir + "/ca.key -set_serial 0x" +
+      serial_hex + " -days 30 -extfile " + n + ".cnf -out " + n + ".crt";
+  return std::system(("(" + cmd + ") > " + n + ".log 2>&1").c_str()) == 0;
+}
+
+// Makes the certificates before the first test, so that a check's `now` does not precede
+// their notBefore. Register it once per test binary that needs them:
+//   ::testing::Environment* const kCerts = ::testing::AddGlobalTestEnvironment(new testing::MakeCertificatesFirst);
+class MakeCertificatesFirst : public ::testing::Environment {
+ public:
+  void SetUp() override { TestCerts::Get(); }
+};
+
 }  // namespace fedprllm::testing
