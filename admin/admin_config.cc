@@ -29,9 +29,7 @@ absl::Status AdminConfig::Validate() const {
     return ConfigKeyError("server_address", absl::StrCat("\"", server_address, "\" is not host:port"));
   }
   if (!insecure) {
-    RETURN_IF_ERROR(RequireConfigValue("tls.cert", tls.cert, "(or set insecure: true for a plaintext test)"));
-    RETURN_IF_ERROR(RequireConfigValue("tls.key", tls.key));
-    RETURN_IF_ERROR(RequireConfigValue("tls.ca", tls.ca));
+    RETURN_IF_ERROR(RequireTlsPaths(tls.cert, tls.key, tls.ca));
   }
   return absl::OkStatus();
 }

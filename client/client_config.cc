@@ -49,9 +49,7 @@ absl::Status ClientConfig::Validate() {
     return ConfigKeyError("server_address", absl::StrCat("\"", server_address, "\" is not host:port"));
   }
   if (!insecure) {
-    RETURN_IF_ERROR(RequireConfigValue("tls.cert", tls.cert, "(or set insecure: true for a plaintext test)"));
-    RETURN_IF_ERROR(RequireConfigValue("tls.key", tls.key));
-    RETURN_IF_ERROR(RequireConfigValue("tls.ca", tls.ca));
+    RETURN_IF_ERROR(RequireTlsPaths(tls.cert, tls.key, tls.ca));
   } else if (name.empty()) {
     return ConfigKeyError("name", "is required in insecure mode (it is the client's identity)");
   }

@@ -59,4 +59,11 @@ absl::Status RequireConfigValue(absl::string_view key, const std::string& value,
   return ConfigKeyError(key, hint.empty() ? "is required" : absl::StrCat("is required ", hint));
 }
 
+absl::Status RequireTlsPaths(const std::string& cert, const std::string& key, const std::string& ca) {
+  const char* hint = "(or set insecure: true for a plaintext test)";
+  if (absl::Status s = RequireConfigValue("tls.cert", cert, hint); !s.ok()) return s;
+  if (absl::Status s = RequireConfigValue("tls.key", key, hint); !s.ok()) return s;
+  return RequireConfigValue("tls.ca", ca, hint);
+}
+
 }  // namespace fedprllm

@@ -56,4 +56,8 @@ absl::Status CheckConfigRange(absl::string_view key, T value, T lo, T hi) {
 // ConfigKeyError("... is required", plus `hint` when given) if value is empty.
 absl::Status RequireConfigValue(absl::string_view key, const std::string& value, absl::string_view hint = "");
 
+// OK if tls.cert, tls.key and tls.ca are all set; else names the first that is missing
+// ("config key 'tls.cert': is required (or set insecure: true for a plaintext test)").
+absl::Status RequireTlsPaths(const std::string& cert, const std::string& key, const std::string& ca);
+
 }  // namespace fedprllm

@@ -81,12 +81,14 @@ grpc::Status AdminService::ListSites(grpc::ServerContext* context, const v1::Lis
 grpc::Status AdminService::StreamJobLog(grpc::ServerContext* context, const v1::JobLogRequest* request,
                                         grpc::ServerWriter<v1::JobLogLines>* writer) {
   if (absl::StatusOr<std::string> by = Caller(context, "StreamJobLog", /*read_only=*/true); !by.ok()) return ToGrpcStatus(by.status());
-  int64_t next = std::max<int64_t>(0, request->from_line());
+  LogPosition next;
+  next.line = std::max<int64_t>(0, request->from_line());
   while (!context->IsCancelled()) {
     absl::StatusOr<std::pair<std::string, bool>> log = jobs_->LogOf(request->name());
     if (!log.ok()) return ToGrpcStatus(log.status());
     const bool ended = log->second;  // read before the lines: an ended job's log is complete
-    absl::StatusOr<std::vector<std::string>> lines = ReadLogLines(log->first, next, 1000);
+    const int64_t first_line = next.line;
+    absl::StatusOr<std::vector<std::string>> lines = ReadLogLines(log->first, &next, 1000);
     if (!lines.ok()) {
       if (!request->follow() || ended) return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
                                            "job ", request->name(), " has no log yet (it has not started)")));
@@ -94,9 +96,8 @@ grpc::Status AdminService::StreamJobLog(grpc::ServerContext* context, const v1::
     }
     if (!lines->empty()) {
       v1::JobLogLines message;
-      message.set_first_line(next);
+      message.set_first_line(first_line);
       for (std::string& line : *lines) message.add_lines(std::move(line));
-      next += message.lines_size();
       if (!writer->Write(message)) return grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away");
       continue;
     }

@@ -11,27 +11,11 @@
 namespace fedprllm {
 namespace {
 
+// A job file's keys: the pruning job's, its name and its sites.
 std::map<std::string, YamlSetter> JobSetters(ServerConfig* c) {
-  return {
-      {"name", StoreIn(&c->job_name)},
-      {"model", StoreIn(&c->model)},
-      {"model_name", StoreIn(&c->model_name)},
-      {"tokenizer", StoreIn(&c->tokenizer)},
-      {"output_dir", StoreIn(&c->output_dir)},
-      {"sites", StoreIn(&c->allowed_clients)},
-      {"expected_clients", StoreIn(&c->expected_clients)},
-      {"min_clients", StoreIn(&c->min_clients)},
-      {"sparsity", StoreIn(&c->sparsity)},
-      {"pattern", StoreIn(&c->pattern)},
-      {"group", StoreIn(&c->group)},
-      {"strategy", StoreIn(&c->strategy)},
-      {"weight_scaling", StoreIn(&c->weight_scaling)},
-      {"tie_break", StoreIn(&c->tie_break)},
-      {"seed", StoreIn(&c->seed)},
-      {"join_timeout_seconds", StoreIn(&c->join_timeout_seconds)},
-      {"round_deadline_seconds", StoreIn(&c->round_deadline_seconds)},
-      {"max_round_extensions", StoreIn(&c->max_round_extensions)},
-  };
+  std::map<std::string, YamlSetter> setters = PruningJobSetters(c);
+  setters.insert({{"name", StoreIn(&c->job_name)}, {"sites", StoreIn(&c->allowed_clients)}});
+  return setters;
 }
 
 }  // namespace

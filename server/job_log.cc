@@ -46,15 +46,31 @@ void JobLogSink::flush_() {
   if (file_ != nullptr) std::fflush(file_);
 }
 
-absl::StatusOr<std::vector<std::string>> ReadLogLines(const std::string& path, int64_t from_line, int64_t max_lines) {
+absl::StatusOr<std::vector<std::string>> ReadLogLines(const std::string& path, LogPosition* position,
+                                                      int64_t max_lines) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("no log at ", path));
-  std::vector<std::string> lines;
   std::string line;
-  int64_t index = 0;
+  if (position->offset >= 0) {
+    in.seekg(position->offset);
+  } else {
+    int64_t skipped = 0;
+    std::streamoff offset = 0;
+    while (skipped < position->line && std::getline(in, line) && !in.eof()) {
+      ++skipped;
+      offset = in.tellg();
+    }
+    if (skipped < position->line) return std::vector<std::string>();  // not written yet
+    position->offset = offset;
+    in.clear();
+    in.seekg(offset);
+  }
+  std::vector<std::string> lines;
   while (static_cast<int64_t>(lines.size()) < max_lines && std::getline(in, line)) {
     if (in.eof()) break;  // no '\n' yet: still being written
-    if (index++ >= from_line) lines.push_back(line);
+    lines.push_back(std::move(line));
+    position->offset = in.tellg();
+    ++position->line;
   }
   return lines;
 }

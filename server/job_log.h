@@ -39,9 +39,17 @@ class JobLogSink final : public spdlog::sinks::base_sink<std::mutex> {
   std::FILE* file_ = nullptr;  // guarded by base_sink's mutex
 };
 
-// Lines [from_line, from_line + max_lines) of a log file (0-based), without their '\n'; a
-// last line without '\n' (being written) is left out. Fewer, or none, at the end. NOT_FOUND
-// if the file does not exist.
-absl::StatusOr<std::vector<std::string>> ReadLogLines(const std::string& path, int64_t from_line, int64_t max_lines);
+// Where the next line of a log file starts: its number (0-based) and, once a read has found
+// it, its byte offset, so that following a log reads only what was appended.
+struct LogPosition {
+  int64_t line = 0;
+  int64_t offset = -1;  // unknown: the next read counts `line` lines from the start
+};
+
+// Up to `max_lines` lines from `*position` on, without their '\n', and moves `*position`
+// past them; a last line without '\n' (being written) is left out. None at the end.
+// NOT_FOUND if the file does not exist.
+absl::StatusOr<std::vector<std::string>> ReadLogLines(const std::string& path, LogPosition* position,
+                                                      int64_t max_lines);
 
 }  // namespace fedprllm

@@ -12,7 +12,8 @@ namespace fedprllm {
 namespace {
 
 std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
-  return {
+  std::map<std::string, YamlSetter> setters = PruningJobSetters(c);
+  setters.insert({
       {"listen_address", StoreIn(&c->listen_address)},
       {"tls.cert", StoreIn(&c->tls.cert)},
       {"tls.key", StoreIn(&c->tls.key)},
@@ -28,13 +29,27 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"metrics_address", StoreIn(&c->metrics_address)},
       {"log_format", StoreIn(&c->log_format)},
       {"job_name", StoreIn(&c->job_name)},
-      {"model_name", StoreIn(&c->model_name)},
-      {"expected_clients", StoreIn(&c->expected_clients)},
-      {"min_clients", StoreIn(&c->min_clients)},
+      {"state_dir", StoreIn(&c->state_dir)},
+      {"poll_window_seconds", StoreIn(&c->poll_window_seconds)},
+      {"site_timeout_seconds", StoreIn(&c->site_timeout_seconds)},
+      {"resume_grace_seconds", StoreIn(&c->resume_grace_seconds)},
+      {"max_chunk_bytes", StoreIn(&c->max_chunk_bytes)},
+      {"upload_idle_timeout_seconds", StoreIn(&c->upload_idle_timeout_seconds)},
+      {"transport_memory_bytes", StoreIn(&c->transport_memory_bytes)},
+  });
+  return setters;
+}
+
+}  // namespace
+
+std::map<std::string, YamlSetter> PruningJobSetters(ServerConfig* c) {
+  return {
       {"model", StoreIn(&c->model)},
+      {"model_name", StoreIn(&c->model_name)},
       {"tokenizer", StoreIn(&c->tokenizer)},
       {"output_dir", StoreIn(&c->output_dir)},
-      {"state_dir", StoreIn(&c->state_dir)},
+      {"expected_clients", StoreIn(&c->expected_clients)},
+      {"min_clients", StoreIn(&c->min_clients)},
       {"sparsity", StoreIn(&c->sparsity)},
       {"pattern", StoreIn(&c->pattern)},
       {"group", StoreIn(&c->group)},
@@ -45,16 +60,8 @@ std::map<std::string, YamlSetter> Setters(ServerConfig* c) {
       {"join_timeout_seconds", StoreIn(&c->join_timeout_seconds)},
       {"round_deadline_seconds", StoreIn(&c->round_deadline_seconds)},
       {"max_round_extensions", StoreIn(&c->max_round_extensions)},
-      {"poll_window_seconds", StoreIn(&c->poll_window_seconds)},
-      {"site_timeout_seconds", StoreIn(&c->site_timeout_seconds)},
-      {"resume_grace_seconds", StoreIn(&c->resume_grace_seconds)},
-      {"max_chunk_bytes", StoreIn(&c->max_chunk_bytes)},
-      {"upload_idle_timeout_seconds", StoreIn(&c->upload_idle_timeout_seconds)},
-      {"transport_memory_bytes", StoreIn(&c->transport_memory_bytes)},
   };
 }
-
-}  // namespace
 
 bool ValidIdentity(const std::string& name) {
   if (name.empty() || name.size() > 64) return false;
@@ -73,9 +80,7 @@ absl::Status ServerConfig::Validate() {
     return ConfigKeyError("listen_address", absl::StrCat("\"", listen_address, "\" is not host:port with a nonzero port"));
   }
   if (!insecure) {
-    RETURN_IF_ERROR(RequireConfigValue("tls.cert", tls.cert));
-    RETURN_IF_ERROR(RequireConfigValue("tls.key", tls.key));
-    RETURN_IF_ERROR(RequireConfigValue("tls.ca", tls.ca));
+    RETURN_IF_ERROR(RequireTlsPaths(tls.cert, tls.key, tls.ca));
   }
   if (allowed_clients.empty() || allowed_clients.size() > 1000) {
     return ConfigKeyError("allowed_clients", absl::StrCat("lists ", allowed_clients.size(), " names, expected 1..1000"));

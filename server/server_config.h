@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "config/yaml_config.h"
 #include "engine/federation.h"
 #include "engine/mask_selection.h"
 #include "engine/vote_aggregation.h"
@@ -148,6 +150,11 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, con
 
 // True for 1..64 bytes of [A-Za-z0-9._-] not starting with '.', '_' or '-'.
 bool ValidIdentity(const std::string& name);
+
+// The keys of one pruning job (model, model_name, tokenizer, output_dir, the client counts,
+// the pruning settings and the job's timeouts), shared by the server config's own job and
+// a job file (server/job_config.h), each storing into `c`.
+std::map<std::string, YamlSetter> PruningJobSetters(ServerConfig* c);
 
 // A model path's file or directory name without extension: the default model_name.
 std::string DefaultModelName(const std::string& model_path);
