@@ -147,37 +147,104 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view byte
   return absl::OkStatus();
 }
 
+uint64_t SafetensorsEntry::bytes() const {
+  uint64_t numel = 1;
+  for (int64_t d : shape) numel *= static_cast<uint64_t>(d);
+  return numel * at::elementSize(dtype);
+}
+
+namespace {
+
+// write(2) of all of `bytes`, retrying short writes and EINTR.
+absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, std::min<size_t>(bytes.size() - done, 1 << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
+    const std::string& path, std::vector<SafetensorsEntry> entries, const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  header["__metadata__"] = {{"format", "pt"}};
+  for (const auto& [key, value] : metadata) header["__metadata__"][key] = value;
+  uint64_t offset = 0;
+  for (const SafetensorsEntry& e : entries) {
+    if (e.dtype != at::kFloat && e.dtype != at::kHalf && e.dtype != at::kBFloat16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", e.name, " has dtype ", at::toString(e.dtype), "; F32, F16 and BF16 can be written"));
+    }
+    if (e.name == "__metadata__" || header.contains(e.name)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor name ", e.name, " is reserved or given twice"));
+    }
+    header[e.name] = {{"dtype", SafetensorsDtypeName(e.dtype)}, {"shape", e.shape},
+                      {"data_offsets", {offset, offset + e.bytes()}}};
+    offset += e.bytes();
+  }
+  std::string header_text = header.dump();
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps tensor data 8-aligned
+  const uint64_t header_len = header_text.size();
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+  std::unique_ptr<SafetensorsWriter> writer(new SafetensorsWriter(path, tmp, fd, offset));
+  RETURN_IF_ERROR(WriteAll(fd, absl::string_view(reinterpret_cast<const char*>(&header_len), 8), tmp));
+  RETURN_IF_ERROR(WriteAll(fd, header_text, tmp));
+  return writer;
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+absl::Status SafetensorsWriter::Append(absl::string_view bytes) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(path_, ": written after Finish"));
+  if (bytes.size() > remaining()) {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": ", bytes.size(), " bytes appended, ", remaining(),
+                                                      " expected before the end of the last tensor"));
+  }
+  RETURN_IF_ERROR(WriteAll(fd_, bytes, tmp_));
+  written_ += bytes.size();
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Finish() {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(path_, ": finished twice"));
+  if (remaining() != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": ", remaining(), " bytes of tensor data missing"));
+  }
+  const int fd = fd_;
+  fd_ = -1;
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    return absl::InternalError(absl::StrCat("cannot flush ", tmp_, ": ", std::strerror(errno)));
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp_, " to ", path_, ": ", std::strerror(errno)));
+  }
+  tmp_.clear();
+  return absl::OkStatus();
+}
+
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors) {
   return TorchCall(absl::StrCat("writing ", path), [&]() -> absl::Status {
-    nlohmann::json header = nlohmann::json::object();
-    header["__metadata__"] = {{"format", "pt"}};
-    std::vector<at::Tensor> contiguous;
-    uint64_t offset = 0;
+    std::vector<SafetensorsEntry> entries;
     for (const auto& [name, tensor] : tensors) {
-      const at::ScalarType dtype = tensor.scalar_type();
-      if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
-                                                       at::toString(dtype), "; F32, F16 and BF16 can be written"));
-      }
-      at::Tensor t = tensor.to(at::kCPU).contiguous();
-      const uint64_t bytes = t.numel() * t.element_size();
-      header[name] = {{"dtype", SafetensorsDtypeName(t.scalar_type())},
-                      {"shape", t.sizes().vec()},
-                      {"data_offsets", {offset, offset + bytes}}};
-      offset += bytes;
-      contiguous.push_back(std::move(t));
+      entries.push_back({name, tensor.scalar_type(), tensor.sizes().vec()});
     }
-    std::string header_text = header.dump();
-    header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps tensor data 8-aligned
-    std::string out;
-    out.reserve(8 + header_text.size() + offset);
-    const uint64_t header_len = header_text.size();
-    out.append(reinterpret_cast<const char*>(&header_len), 8);
-    out.append(header_text);
-    for (const at::Tensor& t : contiguous) {
-      out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+    ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer, SafetensorsWriter::Create(path, std::move(entries)));
+    for (const auto& [name, tensor] : tensors) {
+      const at::Tensor t = tensor.to(at::kCPU).contiguous();
+      RETURN_IF_ERROR(writer->Append(
+          absl::string_view(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size())));
     }
-    return WriteFileAtomically(path, out);
+    return writer->Finish();
   });
 }
 

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -21,9 +22,55 @@ using TensorMap = std::map<std::string, at::Tensor>;
 // the tensor.
 absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path);
 
-// Writes `tensors` (contiguous copies of them, in their own dtype) to `path` atomically
-// (temporary file, fsync, rename). Supports F32, F16 and BF16.
+// Writes `tensors` (in their own dtype) to `path` atomically (temporary file, fsync,
+// rename), one tensor at a time: memory beyond the tensors themselves is one contiguous
+// copy of a non-contiguous tensor at most. Supports F32, F16 and BF16.
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors);
+
+// One tensor of a safetensors file, as its header describes it.
+struct SafetensorsEntry {
+  std::string name;
+  at::ScalarType dtype;  // kFloat, kHalf or kBFloat16
+  std::vector<int64_t> shape;
+  uint64_t bytes() const;
+};
+
+// A safetensors file written as a stream, in bounded memory: the header is fixed when the
+// writer is created, then the tensors' bytes follow in the entries' order, split any way.
+// The file appears at `path` only when Finish succeeds (temporary file `path`.tmp.PID, fsync,
+// rename); a writer destroyed before that removes its temporary file.
+//
+//   ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(path, entries));
+//   for (...) RETURN_IF_ERROR(writer->Append(bytes));
+//   RETURN_IF_ERROR(writer->Finish());
+class SafetensorsWriter {
+ public:
+  // `metadata` goes into the header's __metadata__ (with "format": "pt"). Errors: a dtype
+  // that cannot be written, a name given twice, a file that cannot be created.
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
+      const std::string& path, std::vector<SafetensorsEntry> entries,
+      const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+
+  // The next bytes of the tensor data; FAILED_PRECONDITION past the last tensor's end.
+  absl::Status Append(absl::string_view bytes);
+  // Bytes of tensor data still expected.
+  uint64_t remaining() const { return data_bytes_ - written_; }
+  // FAILED_PRECONDITION unless every tensor's bytes were appended; then fsync and rename.
+  absl::Status Finish();
+
+ private:
+  SafetensorsWriter(std::string path, std::string tmp, int fd, uint64_t data_bytes)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), data_bytes_(data_bytes) {}
+
+  std::string path_;
+  std::string tmp_;
+  int fd_ = -1;
+  uint64_t data_bytes_ = 0;
+  uint64_t written_ = 0;
+};
 
 // Writes `bytes` to `path` atomically (temporary file + fsync + rename).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view bytes);
