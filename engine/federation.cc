@@ -39,7 +39,7 @@ GlobalPruner::GlobalPruner(LlamaModel model, AggregationOptions options)
   report_["tensors"] = nlohmann::json::object();
 }
 
-absl::Status GlobalPruner::OpenRound(int64_t round, std::vector<int64_t> layers) {
+absl::Status GlobalPruner::OpenRound(int64_t round, std::vector<int64_t> layers, int max_clients) {
   if (round <= round_) return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not after round ", round_));
   votes_.clear();
   clients_.clear();
@@ -49,7 +49,7 @@ absl::Status GlobalPruner::OpenRound(int64_t round, std::vector<int64_t> layers)
     }
     for (const char* linear : kLinearNames) {
       const std::string name = LayerTensorName(layer, linear);
-      votes_.emplace(name, VoteCounter(model_.tensors().at(name).sizes().vec()));
+      votes_.emplace(name, VoteCounter(model_.tensors().at(name).sizes().vec(), max_clients));
     }
   }
   round_ = round;
@@ -90,8 +90,9 @@ absl::Status GlobalPruner::AddClient(const std::string& client_id, const std::ma
                                                      ShapeToString(it->second.shape()), ", expected ",
                                                      ShapeToString(counter.shape())));
     }
-    if (counter.num_clients() >= VoteCounter::kMaxClients) {
-      return absl::ResourceExhaustedError("vote counters are full (65,535 clients)");
+    if (counter.num_clients() >= counter.max_clients()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("round ", round_, " already counts its maximum of ", counter.max_clients(), " clients"));
     }
   }
   // Validated above, so every Add succeeds and the update is all-or-nothing.
@@ -148,7 +149,7 @@ absl::StatusOr<LlamaModel> AggregateOneShot(const LlamaModel& base,
                                             const std::vector<std::vector<LayerMasks>>& client_masks,
                                             const AggregationOptions& options, nlohmann::json* report) {
   GlobalPruner pruner(base, options);
-  RETURN_IF_ERROR(pruner.OpenRound(0, AllLayers(base)));
+  RETURN_IF_ERROR(pruner.OpenRound(0, AllLayers(base), static_cast<int>(client_masks.size())));
   for (size_t c = 0; c < client_masks.size(); ++c) {
     std::map<std::string, PackedMask> all;
     for (const LayerMasks& layer : client_masks[c]) all.insert(layer.begin(), layer.end());
@@ -181,7 +182,7 @@ absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const 
     sites.push_back(std::move(site));
   }
   for (int64_t layer = 0; layer < base.config().num_hidden_layers; ++layer) {
-    RETURN_IF_ERROR(pruner.OpenRound(layer, {layer}));
+    RETURN_IF_ERROR(pruner.OpenRound(layer, {layer}, static_cast<int>(sites.size())));
     for (size_t c = 0; c < sites.size(); ++c) {
       ASSIGN_OR_RETURN(LayerMasks masks, sites[c].ComputeMasks());
       RETURN_IF_ERROR(pruner.AddClient(absl::StrCat("client-", c), ToMap(masks)));

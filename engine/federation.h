@@ -41,8 +41,9 @@ class GlobalPruner {
  public:
   GlobalPruner(LlamaModel model, AggregationOptions options);
 
-  // Starts a round that aggregates `layers` (one-shot: all decoder layers; iterative: one).
-  absl::Status OpenRound(int64_t round, std::vector<int64_t> layers);
+  // Starts a round that aggregates `layers` (one-shot: all decoder layers; iterative: one),
+  // from at most `max_clients` clients: up to 255 the counters take 1 byte per weight, else 2.
+  absl::Status OpenRound(int64_t round, std::vector<int64_t> layers, int max_clients = VoteCounter::kMaxClients);
   // Names and shapes of the masks each client must send in the open round.
   std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors() const;
   // Adds one client's masks for every tensor of the round. All-or-nothing: any missing,

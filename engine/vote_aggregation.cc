@@ -1,9 +1,11 @@
-// Vote aggregation: uint16 vote counters, most-voted selection through a composite int64 key
+// Vote aggregation: byte-wide or uint16 vote counters added 8 or 4 at a time, most-voted selection through a composite int64 key
 // (votes, tie-break priority) fed to SelectLowest, and mask application with scaling.
 #include "engine/vote_aggregation.h"
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <type_traits>
 
@@ -21,13 +23,11 @@ uint64_t Fnv1a64(std::string_view text) {
 
 constexpr int64_t kGrain = 1 << 16;
 
-// key[i] = (kMaxClients - votes[i]) << 32 | priority[i], so the lowest keys are the most-voted
-// weights and, among equal votes, the lowest tie-break priority (a value < 2^32).
-at::Tensor BuildKey(const VoteCounter& votes, const at::Tensor& weight,
-                    const AggregationOptions& options, std::string_view tensor_name) {
-  at::Tensor key = at::empty(votes.shape(), at::TensorOptions().dtype(at::kLong));
+// BuildKey's loop over one counter width.
+template <typename Count>
+void FillKey(const VoteCounter& votes, const Count* counts, const at::Tensor& weight,
+             const AggregationOptions& options, std::string_view tensor_name, at::Tensor& key) {
   int64_t* out = key.data_ptr<int64_t>();
-  const uint16_t* counts = votes.counts().data();
   const auto high = [counts](int64_t i) {
     return static_cast<int64_t>(VoteCounter::kMaxClients - counts[i]) << 32;
   };
@@ -51,13 +51,51 @@ at::Tensor BuildKey(const VoteCounter& votes, const at::Tensor& weight,
       }
     });
   }
+}
+
+// key[i] = (kMaxClients - votes[i]) << 32 | priority[i], so the lowest keys are the most-voted
+// weights and, among equal votes, the lowest tie-break priority (a value < 2^32).
+at::Tensor BuildKey(const VoteCounter& votes, const at::Tensor& weight,
+                    const AggregationOptions& options, std::string_view tensor_name) {
+  at::Tensor key = at::empty(votes.shape(), at::TensorOptions().dtype(at::kLong));
+  votes.VisitCounts([&](const auto* counts) { FillKey(votes, counts, weight, options, tensor_name, key); });
   return key;
 }
 
+// kSpread8[b]: byte j is bit j of b. Added to 8 byte-wide counters at once (no carry can
+// cross a byte: a counter never exceeds 255).
+constexpr std::array<uint64_t, 256> MakeSpread8() {
+  std::array<uint64_t, 256> table{};
+  for (int b = 0; b < 256; ++b) {
+    for (int j = 0; j < 8; ++j) table[b] |= static_cast<uint64_t>((b >> j) & 1) << (8 * j);
+  }
+  return table;
+}
+constexpr std::array<uint64_t, 256> kSpread8 = MakeSpread8();
+
+// kSpread16[n]: 16-bit lane j is bit j of the nibble n, for 4 uint16 counters at once.
+constexpr std::array<uint64_t, 16> MakeSpread16() {
+  std::array<uint64_t, 16> table{};
+  for (int n = 0; n < 16; ++n) {
+    for (int j = 0; j < 4; ++j) table[n] |= static_cast<uint64_t>((n >> j) & 1) << (16 * j);
+  }
+  return table;
+}
+constexpr std::array<uint64_t, 16> kSpread16 = MakeSpread16();
+
 }  // namespace
 
-VoteCounter::VoteCounter(std::vector<int64_t> shape)
-    : shape_(std::move(shape)), counts_(NumElements(shape_), 0) {}
+VoteCounter::VoteCounter(std::vector<int64_t> shape, int max_clients)
+    : shape_(std::move(shape)),
+      numel_(NumElements(shape_)),
+      max_clients_(std::clamp(max_clients, 1, kMaxClients)),
+      narrow_(max_clients_ <= 255) {
+  if (narrow_) {
+    narrow_counts_.assign(numel_, 0);
+  } else {
+    wide_counts_.assign(numel_, 0);
+  }
+}
 
 absl::Status VoteCounter::Add(const PackedMask& mask) {
   if (mask.shape() != shape_) {
@@ -70,25 +108,43 @@ absl::Status VoteCounter::Add(const PackedMask& mask) {
     return absl::InvalidArgumentError(
         absl::StrCat("mask has ", mask.bytes().size(), " bytes, expected ", (n + 7) / 8));
   }
-  if (num_clients_ >= kMaxClients) {
+  if (num_clients_ >= max_clients_) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("vote counter already holds the maximum of ", kMaxClients, " clients"));
+        absl::StrCat("vote counter already holds the maximum of ", max_clients_, " clients"));
   }
   const uint8_t* bytes = mask.bytes().data();
-  uint16_t* counts = counts_.data();
-  at::parallel_for(0, n / 8, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      for (int j = 0; j < 8; ++j) counts[8 * b + j] += (bytes[b] >> j) & 1;
-    }
-  });
-  for (int64_t i = n / 8 * 8; i < n; ++i) counts[i] += mask.Get(i);
+  const int64_t full_bytes = n / 8;
+  if (narrow_) {
+    uint8_t* counts = narrow_counts_.data();
+    at::parallel_for(0, full_bytes, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        uint64_t lanes;
+        std::memcpy(&lanes, counts + 8 * b, 8);
+        lanes += kSpread8[bytes[b]];
+        std::memcpy(counts + 8 * b, &lanes, 8);
+      }
+    });
+    for (int64_t i = full_bytes * 8; i < n; ++i) counts[i] += mask.Get(i);
+  } else {
+    uint16_t* counts = wide_counts_.data();
+    at::parallel_for(0, full_bytes, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        uint64_t lanes[2];
+        std::memcpy(lanes, counts + 8 * b, 16);
+        lanes[0] += kSpread16[bytes[b] & 15];
+        lanes[1] += kSpread16[bytes[b] >> 4];
+        std::memcpy(counts + 8 * b, lanes, 16);
+      }
+    });
+    for (int64_t i = full_bytes * 8; i < n; ++i) counts[i] += mask.Get(i);
+  }
   ++num_clients_;
   return absl::OkStatus();
 }
 
 at::Tensor VoteCounter::votes() const {
   at::Tensor out = at::empty(shape_, at::TensorOptions().dtype(at::kInt));
-  std::copy(counts_.begin(), counts_.end(), out.data_ptr<int32_t>());
+  VisitCounts([&](const auto* counts) { std::copy(counts, counts + numel_, out.data_ptr<int32_t>()); });
   return out;
 }
 
@@ -148,18 +204,19 @@ at::Tensor ApplyDecision(const at::Tensor& weight, const PackedMask& mask,
   for (int v = 0; v <= clients; ++v) {
     scale_of[v] = static_cast<float>(clients - v) / static_cast<float>(clients);
   }
-  const uint16_t* counts = votes_for_scaling->counts().data();
   const uint8_t* bits = mask.bytes().data();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "ApplyDecision", [&] {
-    using Acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const scalar_t* w = in.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, in.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const float scale = scale_of[counts[i]];
-        o[i] = ((bits[i >> 3] >> (i & 7)) & 1) ? scalar_t(0)
-                                               : scalar_t(static_cast<Acc>(w[i]) * Acc(scale));
-      }
+  votes_for_scaling->VisitCounts([&](const auto* counts) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "ApplyDecision", [&] {
+      using Acc = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      const scalar_t* w = in.data_ptr<scalar_t>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      at::parallel_for(0, in.numel(), kGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const float scale = scale_of[counts[i]];
+          o[i] = ((bits[i >> 3] >> (i & 7)) & 1) ? scalar_t(0)
+                                                 : scalar_t(static_cast<Acc>(w[i]) * Acc(scale));
+        }
+      });
     });
   });
   return out.to(weight.device());

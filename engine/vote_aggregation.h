@@ -22,31 +22,45 @@
 
 namespace fedprllm {
 
-// Prune-vote counters for one tensor: one uint16 per weight (2 bytes per parameter).
-// Not thread-safe; Add calls must be serialized by the caller.
+// Prune-vote counters for one tensor: one byte per weight when at most 255 clients can
+// vote, else two. Not thread-safe; Add calls must be serialized by the caller.
 class VoteCounter {
  public:
   static constexpr int kMaxClients = 65535;
 
-  // All counters zero, no clients. `shape` is the tensor's shape.
-  explicit VoteCounter(std::vector<int64_t> shape);
+  // All counters zero, no clients. `shape` is the tensor's shape; at most `max_clients`
+  // (1..kMaxClients; clamped) masks can be added.
+  explicit VoteCounter(std::vector<int64_t> shape, int max_clients = kMaxClients);
 
   // Adds one client's mask (bit set = that client prunes the weight). Fails without changing
-  // state if the mask's shape or byte count does not match, or if kMaxClients masks were
+  // state if the mask's shape or byte count does not match, or if max_clients masks were
   // already added. Padding bits are ignored.
   absl::Status Add(const PackedMask& mask);
 
   int num_clients() const { return num_clients_; }
+  int max_clients() const { return max_clients_; }
   const std::vector<int64_t>& shape() const { return shape_; }
-  int64_t numel() const { return static_cast<int64_t>(counts_.size()); }
+  int64_t numel() const { return numel_; }
+  // 1 or 2.
+  int bytes_per_weight() const { return narrow_ ? 1 : 2; }
   // Per-weight vote counts (0..num_clients) as a new int32 tensor of shape().
   at::Tensor votes() const;
-  // Raw counters, row-major, one per weight.
-  const std::vector<uint16_t>& counts() const { return counts_; }
+  // Calls `f` with a const pointer to the counters, row-major, one per weight: a
+  // const uint8_t* when bytes_per_weight() is 1, a const uint16_t* otherwise. Returns what
+  // `f` returns.
+  template <typename F>
+  decltype(auto) VisitCounts(F&& f) const {
+    return narrow_ ? f(static_cast<const uint8_t*>(narrow_counts_.data()))
+                   : f(static_cast<const uint16_t*>(wide_counts_.data()));
+  }
 
  private:
   std::vector<int64_t> shape_;
-  std::vector<uint16_t> counts_;
+  int64_t numel_ = 0;
+  int max_clients_ = kMaxClients;
+  bool narrow_ = false;
+  std::vector<uint8_t> narrow_counts_;  // when narrow_
+  std::vector<uint16_t> wide_counts_;   // otherwise
   int num_clients_ = 0;
 };
 

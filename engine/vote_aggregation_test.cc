@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/test_groups.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace fedprllm {
@@ -90,6 +91,51 @@ TEST(VoteCounterTest, CountsMatchBruteForce) {
   for (int k = 0; k <= 9; ++k) {
     EXPECT_EQ(hist[k].item<int64_t>(), std::count(expect.begin(), expect.end(), k)) << k;
   }
+}
+
+TEST(VoteCounterTest, OneAndTwoByteCountersCountAlike) {
+  std::mt19937 rng(5);
+  const std::vector<int64_t> shape = {5, 37};  // 185 weights: full bytes and a partial one
+  VoteCounter narrow(shape, /*max_clients=*/255);
+  VoteCounter wide(shape, /*max_clients=*/256);
+  EXPECT_EQ(narrow.bytes_per_weight(), 1);
+  EXPECT_EQ(wide.bytes_per_weight(), 2);
+  EXPECT_EQ(VoteCounter(shape).bytes_per_weight(), 2);
+  std::vector<int> expect(185, 0);
+  for (int c = 0; c < 40; ++c) {
+    PackedMask m = RandomMask(shape, rng, 0.3 + 0.01 * c);
+    for (int64_t i = 0; i < 185; ++i) expect[i] += m.Get(i);
+    ASSERT_TRUE(narrow.Add(m).ok());
+    ASSERT_TRUE(wide.Add(m).ok());
+  }
+  const at::Tensor v = narrow.votes().view({-1});
+  for (int64_t i = 0; i < 185; ++i) ASSERT_EQ(v[i].item<int>(), expect[i]) << i;
+  EXPECT_TRUE(at::equal(narrow.votes(), wide.votes()));
+
+  // The same decisions from either width, with and without scaling.
+  const at::Tensor w = at::randn({5, 37});
+  for (ComparisonGroup group : {ComparisonGroup::kLayer, ComparisonGroup::kRow}) {
+    AggregationOptions o;
+    o.group = group;
+    absl::StatusOr<PackedMask> a = ChooseMask(narrow, w, o, "t");
+    absl::StatusOr<PackedMask> b = ChooseMask(wide, w, o, "t");
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->bytes(), b->bytes());
+    EXPECT_TRUE(at::equal(ApplyDecision(w, *a, &narrow), ApplyDecision(w, *b, &wide)));
+  }
+}
+
+TEST(VoteCounterTest, AOneByteCounterHolds255VotesWithoutSpillingIntoItsNeighbours) {
+  VoteCounter counter({2, 8}, /*max_clients=*/255);
+  PackedMask even({2, 8});
+  for (int i = 0; i < 16; i += 2) even.Set(i, true);
+  for (int c = 0; c < 255; ++c) ASSERT_TRUE(counter.Add(even).ok()) << c;
+  const at::Tensor v = counter.votes().view({-1});
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(v[i].item<int>(), i % 2 == 0 ? 255 : 0) << i;
+  const absl::Status s = counter.Add(even);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("maximum of 255 clients"));
+  EXPECT_EQ(counter.num_clients(), 255);
 }
 
 TEST(VoteCounterTest, RejectsMismatchedMaskWithoutChange) {

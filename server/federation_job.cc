@@ -926,7 +926,8 @@ FederationJob::Round FederationJob::NewRound(int index) const {
 
 absl::Status FederationJob::OpenRound(int index) {
   Round r = NewRound(index);
-  RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(r.layers.begin(), r.layers.end())));
+  RETURN_IF_ERROR(pruner_.OpenRound(index, std::vector<int64_t>(r.layers.begin(), r.layers.end()),
+                                    static_cast<int>(config_.allowed_clients.size())));
   const size_t num_tensors = r.tensors->size();
   const int64_t weights = r.weights;
   RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), RoundRecordJson(r)));

@@ -151,7 +151,8 @@ absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
                                             absl::StrJoin(saved.layers, ","), "] are not the round's [",
                                             absl::StrJoin(r.layers, ","), "]"));
   }
-  RETURN_IF_ERROR(pruner_.OpenRound(saved.index, std::vector<int64_t>(r.layers.begin(), r.layers.end())));
+  RETURN_IF_ERROR(pruner_.OpenRound(saved.index, std::vector<int64_t>(r.layers.begin(), r.layers.end()),
+                                    static_cast<int>(config_.allowed_clients.size())));
   for (const nlohmann::json& record : saved.commits) {
     ASSIGN_OR_RETURN(auto masks, ReadCommittedUpload(store_, saved.index, record));
     const std::string client = record["client"].get<std::string>();
