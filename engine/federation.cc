@@ -2,6 +2,9 @@
 // federation used by the simulator and by the networked run's reference test.
 #include "engine/federation.h"
 
+#include <algorithm>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "model/torch_wall.h"
@@ -41,19 +44,21 @@ GlobalPruner::GlobalPruner(LlamaModel model, AggregationOptions options)
 
 absl::Status GlobalPruner::OpenRound(int64_t round, std::vector<int64_t> layers, int max_clients) {
   if (round <= round_) return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not after round ", round_));
-  votes_.clear();
+  shapes_.clear();
   clients_.clear();
+  sources_.clear();
   for (int64_t layer : layers) {
     if (layer < 0 || layer >= model_.config().num_hidden_layers) {
       return absl::OutOfRangeError(absl::StrCat("round ", round, ": no decoder layer ", layer));
     }
     for (const char* linear : kLinearNames) {
       const std::string name = LayerTensorName(layer, linear);
-      votes_.emplace(name, VoteCounter(model_.tensors().at(name).sizes().vec(), max_clients));
+      shapes_.emplace(name, model_.tensors().at(name).sizes().vec());
     }
   }
   round_ = round;
   layers_ = std::move(layers);
+  max_clients_ = std::clamp(max_clients, 1, VoteCounter::kMaxClients);
   return absl::OkStatus();
 }
 
@@ -62,7 +67,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GlobalPruner::Expected
   for (int64_t layer : layers_) {
     for (const char* linear : kLinearNames) {
       const std::string name = LayerTensorName(layer, linear);
-      out.emplace_back(name, votes_.at(name).shape());
+      out.emplace_back(name, shapes_.at(name));
     }
   }
   return out;
@@ -70,41 +75,63 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GlobalPruner::Expected
 
 int GlobalPruner::num_clients_in_round() const { return static_cast<int>(clients_.size()); }
 
-absl::Status GlobalPruner::AddClient(const std::string& client_id, const std::map<std::string, PackedMask>& masks) {
+absl::Status GlobalPruner::AddClient(const std::string& client_id, std::map<std::string, PackedMask> masks) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> provided;
+  for (const auto& [name, mask] : masks) provided.emplace_back(name, mask.shape());
+  auto held = std::make_shared<const std::map<std::string, PackedMask>>(std::move(masks));
+  return AddClientSource(client_id, provided, [held](const std::string& name) -> absl::StatusOr<PackedMask> {
+    auto it = held->find(name);
+    if (it == held->end()) return absl::NotFoundError(absl::StrCat("no mask for ", name));
+    return it->second;
+  });
+}
+
+absl::Status GlobalPruner::AddClientSource(const std::string& client_id,
+                                           const std::vector<std::pair<std::string, std::vector<int64_t>>>& provided,
+                                           MaskSource source) {
   if (std::find(clients_.begin(), clients_.end(), client_id) != clients_.end()) {
     return absl::AlreadyExistsError(absl::StrCat("client ", client_id, " is already counted in round ", round_));
   }
-  for (const auto& [name, mask] : masks) {
-    if (votes_.find(name) == votes_.end()) {
+  std::map<std::string, const std::vector<int64_t>*> given;
+  for (const auto& [name, shape] : provided) {
+    if (shapes_.find(name) == shapes_.end()) {
       return absl::InvalidArgumentError(absl::StrCat("client ", client_id, " sent a mask for ", name,
                                                      ", which round ", round_, " does not aggregate"));
     }
+    given[name] = &shape;
   }
-  for (const auto& [name, counter] : votes_) {
-    auto it = masks.find(name);
-    if (it == masks.end()) {
+  for (const auto& [name, shape] : shapes_) {
+    auto it = given.find(name);
+    if (it == given.end()) {
       return absl::InvalidArgumentError(absl::StrCat("client ", client_id, " sent no mask for ", name));
     }
-    if (it->second.shape() != counter.shape()) {
+    if (*it->second != shape) {
       return absl::InvalidArgumentError(absl::StrCat("client ", client_id, ": mask for ", name, " has shape ",
-                                                     ShapeToString(it->second.shape()), ", expected ",
-                                                     ShapeToString(counter.shape())));
-    }
-    if (counter.num_clients() >= counter.max_clients()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("round ", round_, " already counts its maximum of ", counter.max_clients(), " clients"));
+                                                     ShapeToString(*it->second), ", expected ", ShapeToString(shape)));
     }
   }
-  // Validated above, so every Add succeeds and the update is all-or-nothing.
-  for (auto& [name, counter] : votes_) RETURN_IF_ERROR(counter.Add(masks.at(name)));
+  if (static_cast<int>(clients_.size()) >= max_clients_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("round ", round_, " already counts its maximum of ", max_clients_, " clients"));
+  }
   clients_.push_back(client_id);
+  sources_.push_back(std::move(source));
   return absl::OkStatus();
 }
 
 absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
   if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
   RoundDecision decisions;
-  for (const auto& [name, counter] : votes_) {
+  for (const auto& [name, shape] : shapes_) {
+    VoteCounter counter(shape, max_clients_);
+    for (size_t c = 0; c < sources_.size(); ++c) {
+      absl::StatusOr<PackedMask> mask = sources_[c](name);
+      absl::Status added = mask.ok() ? counter.Add(*mask) : mask.status();
+      if (!added.ok()) {
+        return absl::DataLossError(absl::StrCat("round ", round_, ": the mask of ", clients_[c], " for ", name,
+                                                " cannot be counted: ", added.message()));
+      }
+    }
     const at::Tensor weight = model_.tensors().at(name);
     TensorDecision decision;
     decision.name = name;
@@ -128,6 +155,7 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
     decisions.push_back(std::move(decision));
   }
   report_["rounds"].push_back({{"round", round_}, {"layers", layers_}, {"clients", clients_}});
+  sources_.clear();  // the masks held for in-memory clients
   return decisions;
 }
 

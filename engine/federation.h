@@ -4,6 +4,7 @@
 // in-process runs call exactly these functions, so their results agree bit for bit.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,7 +37,13 @@ using RoundDecision = std::vector<TensorDecision>;
 // (in float32, cast back once). The server and every client use this one function.
 absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const TensorDecision& decision);
 
-// The server's side: the global model and the votes of the open round.
+// One client's mask for a tensor of the open round, produced when the round closes (the
+// server reads it from the client's committed upload file).
+using MaskSource = std::function<absl::StatusOr<PackedMask>(const std::string& tensor_name)>;
+
+// The server's side: the global model and the votes of the open round. Votes are counted
+// when the round closes, one tensor at a time, so a round holds one tensor's counters at
+// most, whatever the model's size.
 class GlobalPruner {
  public:
   GlobalPruner(LlamaModel model, AggregationOptions options);
@@ -46,9 +53,16 @@ class GlobalPruner {
   absl::Status OpenRound(int64_t round, std::vector<int64_t> layers, int max_clients = VoteCounter::kMaxClients);
   // Names and shapes of the masks each client must send in the open round.
   std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors() const;
-  // Adds one client's masks for every tensor of the round. All-or-nothing: any missing,
-  // unexpected or mis-shaped mask, or a client already counted, leaves the votes unchanged.
-  absl::Status AddClient(const std::string& client_id, const std::map<std::string, PackedMask>& masks);
+  // Adds one client's masks for every tensor of the round (kept until the round closes).
+  // All-or-nothing: any missing, unexpected or mis-shaped mask, a client already counted,
+  // or a round already at its max_clients leaves the round unchanged.
+  absl::Status AddClient(const std::string& client_id, std::map<std::string, PackedMask> masks);
+  // The same for a client whose masks `source` yields when the round closes; `provided`
+  // names the tensors and shapes it yields, checked as AddClient checks the masks. A mask
+  // from `source` that does not have its tensor's shape fails CloseRound.
+  absl::Status AddClientSource(const std::string& client_id,
+                               const std::vector<std::pair<std::string, std::vector<int64_t>>>& provided,
+                               MaskSource source);
   int num_clients_in_round() const;
   // Chooses every tensor's mask from the votes, applies it to the global model, and
   // returns the decisions. Requires at least one client.
@@ -63,8 +77,10 @@ class GlobalPruner {
   AggregationOptions options_;
   int64_t round_ = -1;
   std::vector<int64_t> layers_;
-  std::map<std::string, VoteCounter> votes_;
+  int max_clients_ = VoteCounter::kMaxClients;
+  std::map<std::string, std::vector<int64_t>> shapes_;  // the round's tensors
   std::vector<std::string> clients_;
+  std::vector<MaskSource> sources_;  // one per client, in clients_ order
   nlohmann::json report_ = nlohmann::json::object();
 };
 

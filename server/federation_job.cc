@@ -1,6 +1,7 @@
 // The server's job: joins, the round state machine, validated uploads committed to the vote
 // counters, decisions, persistence to the state directory, and the final model and report.
 #include "server/federation_job.h"
+#include "server/job_recovery.h"
 
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
@@ -712,7 +713,11 @@ void FederationJob::ProcessCommit(CommitTask task) {
     return;
   }
   CrashPoint("committed");
-  if (absl::Status added = pruner_.AddClient(t.client, task.masks); !added.ok()) {
+  // The votes are read back from the file when the round closes; the masks in memory go.
+  task.masks.clear();
+  absl::StatusOr<std::shared_ptr<const MaskSetFile>> upload =
+      OpenCommittedUpload(store_, t.round, record, /*check_sha256=*/false);
+  if (absl::Status added = upload.ok() ? CountUpload(t.client, *std::move(upload)) : upload.status(); !added.ok()) {
     task.done(absl::InternalError(absl::StrCat("committed upload could not be counted: ", added.message())));
     Fail(absl::StrCat("internal error counting the votes of ", t.client, ": ", added.message()));
     return;

@@ -217,6 +217,9 @@ class FederationJob {
   // job_recovery.cc: rebuilds the rounds, the votes and the global model from `state`.
   absl::Status Resume(const RecoveredJob& state);
   absl::Status ReplayRound(const RoundRecord& saved, bool closed);
+  // Adds a committed upload's votes to the open round, read from its file when the round
+  // closes (server/job_recovery.cc).
+  absl::Status CountUpload(const std::string& client, std::shared_ptr<const MaskSetFile> upload);
   nlohmann::json Manifest() const;
 
   void WorkerLoop();

@@ -130,19 +130,27 @@ absl::StatusOr<RecoveredJob> ReadJobState(const StateStore& store, const nlohman
   return job;
 }
 
-absl::StatusOr<std::map<std::string, PackedMask>> ReadCommittedUpload(const StateStore& store, int round,
-                                                                       const nlohmann::json& record) {
+absl::StatusOr<std::shared_ptr<const MaskSetFile>> OpenCommittedUpload(const StateStore& store, int round,
+                                                                        const nlohmann::json& record,
+                                                                        bool check_sha256) {
   const std::string client = record["client"].get<std::string>();
   const std::string file = StateStore::UploadFile(round, client);
-  absl::StatusOr<std::string> bytes = store.ReadBytes(file);
-  if (!bytes.ok()) return Corrupt(store, file, absl::StrCat("committed upload unreadable: ", bytes.status().message()));
-  if (Sha256Hex(*bytes) != record["masks_sha256"].get<std::string>()) {
-    return Corrupt(store, file, "SHA-256 differs from its commit record");
+  absl::StatusOr<std::shared_ptr<const MaskSetFile>> opened = MaskSetFile::Open(
+      absl::StrCat(store.dir(), "/", file), check_sha256 ? record["masks_sha256"].get<std::string>() : "");
+  if (!opened.ok() && opened.status().code() != absl::StatusCode::kDataLoss) {
+    return Corrupt(store, file, absl::StrCat("committed upload unreadable: ", opened.status().message()));
   }
-  return DecodeMaskSet(*bytes, absl::StrCat(store.dir(), "/", file));
+  return opened;
 }
 
 // ---- FederationJob's side ------------------------------------------------------------------
+
+absl::Status FederationJob::CountUpload(const std::string& client, std::shared_ptr<const MaskSetFile> upload) {
+  const auto tensors = upload->tensors();
+  return pruner_.AddClientSource(client, tensors, [upload = std::move(upload)](const std::string& name) {
+    return upload->Mask(name);
+  });
+}
 
 absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   Round r = NewRound(saved.index);
@@ -154,9 +162,9 @@ absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   RETURN_IF_ERROR(pruner_.OpenRound(saved.index, std::vector<int64_t>(r.layers.begin(), r.layers.end()),
                                     static_cast<int>(config_.allowed_clients.size())));
   for (const nlohmann::json& record : saved.commits) {
-    ASSIGN_OR_RETURN(auto masks, ReadCommittedUpload(store_, saved.index, record));
+    ASSIGN_OR_RETURN(std::shared_ptr<const MaskSetFile> upload, OpenCommittedUpload(store_, saved.index, record));
     const std::string client = record["client"].get<std::string>();
-    if (absl::Status s = pruner_.AddClient(client, masks); !s.ok()) {
+    if (absl::Status s = CountUpload(client, upload); !s.ok()) {
       return absl::DataLossError(absl::StrCat(store_.dir(), "/", StateStore::UploadFile(saved.index, client),
                                               ": does not fit the round: ", s.message()));
     }

@@ -56,8 +56,10 @@ nlohmann::json RoundRecordJson(const RoundRecord& round);
 // format says, or inconsistent with the others.
 absl::StatusOr<RecoveredJob> ReadJobState(const StateStore& store, const nlohmann::json& manifest);
 
-// The masks of one commit record of `round`, checked against the record's masks_sha256.
-absl::StatusOr<std::map<std::string, PackedMask>> ReadCommittedUpload(const StateStore& store, int round,
-                                                                       const nlohmann::json& record);
+// The upload file of one commit record of `round`, mapped and checked (CRC32C, and the
+// record's masks_sha256 when `check_sha256`), its masks read one at a time.
+absl::StatusOr<std::shared_ptr<const MaskSetFile>> OpenCommittedUpload(const StateStore& store, int round,
+                                                                        const nlohmann::json& record,
+                                                                        bool check_sha256 = true);
 
 }  // namespace fedprllm

@@ -184,7 +184,7 @@ TEST(JobRecoveryTest, RefusesStateOfAnotherJobAndCorruptFiles) {
   auto saved = ReadJobState(*store, manifest);
   ASSERT_TRUE(saved.ok()) << saved.status();
   ASSERT_EQ(saved->rounds.size(), 1u);
-  const auto upload = ReadCommittedUpload(*store, 0, saved->rounds[0].commits[0]);
+  const auto upload = OpenCommittedUpload(*store, 0, saved->rounds[0].commits[0]);
   EXPECT_EQ(upload.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(upload.status().message(), ::testing::HasSubstr("SHA-256 differs from its commit record"));
   // A CLOSED round without its decision.

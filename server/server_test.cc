@@ -99,6 +99,35 @@ TEST(StateStoreTest, MaskSetRoundTripsAndDetectsCorruption) {
   EXPECT_EQ(DecodeMaskSet(bytes.substr(0, bytes.size() - 1), "f").status().code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(StateStoreTest, MaskSetFileReadsOneMaskAtATimeAndChecksTheFile) {
+  std::map<std::string, PackedMask> masks;
+  PackedMask a({3, 5});
+  a.Set(2, true);
+  a.Set(13, true);
+  masks.emplace("a", a);
+  PackedMask b({9});
+  b.Set(8, true);
+  masks.emplace("b", b);
+  const std::string bytes = EncodeMaskSet(masks);
+  const std::string path = ::testing::TempDir() + "/mask_set_file_test.bin";
+  ASSERT_TRUE(AtomicWriteFile(path, bytes).ok());
+  auto file = MaskSetFile::Open(path, Sha256Hex(bytes));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->tensors().size(), 2u);
+  EXPECT_EQ((*file)->tensors()[0], (std::pair<std::string, std::vector<int64_t>>{"a", {3, 5}}));
+  EXPECT_EQ(*(*file)->Mask("a"), a);
+  EXPECT_EQ(*(*file)->Mask("b"), b);
+  EXPECT_EQ((*file)->Mask("c").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(MaskSetFile::Open(path, std::string(64, '0')).status().message()),
+              HasSubstr("SHA-256 differs"));
+  std::string bad = bytes;
+  bad[bytes.size() / 2] ^= 0x10;
+  ASSERT_TRUE(AtomicWriteFile(path, bad).ok());
+  EXPECT_EQ(MaskSetFile::Open(path).status().code(), absl::StatusCode::kDataLoss);
+  std::filesystem::remove(path);
+  EXPECT_FALSE(MaskSetFile::Open(path).ok());
+}
+
 void WriteFileForTest(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(StateStoreTest, AtomicWritesReopenAndCleanUp) {

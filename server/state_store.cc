@@ -14,6 +14,7 @@
 #include "common/crash_point.h"
 #include "common/crc32c.h"
 #include "common/status_macros.h"
+#include "model/mapped_file.h"
 
 namespace fedprllm {
 namespace {
@@ -141,8 +142,17 @@ std::string EncodeFloatSet(const std::map<std::string, FloatTensor>& tensors) {
   return Seal(std::move(out));
 }
 
-absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_view bytes,
-                                                                const std::string& label) {
+namespace {
+
+// One entry of a mask set, its bytes a view into the file's bytes.
+struct MaskSetEntry {
+  std::string name;
+  std::vector<int64_t> shape;
+  absl::string_view bytes;
+};
+
+// Checks a mask set file's magic, CRC, version and kind, and lists its entries.
+absl::StatusOr<std::vector<MaskSetEntry>> ParseMaskSet(absl::string_view bytes, const std::string& label) {
   auto bad = [&](absl::string_view why) { return absl::DataLossError(absl::StrCat(label, ": ", why)); };
   if (bytes.size() < 20 || bytes.substr(0, 4) != absl::string_view(kMagic, 4)) return bad("not a mask set file");
   const absl::string_view body = bytes.substr(0, bytes.size() - 4);
@@ -154,7 +164,7 @@ absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_vie
   uint32_t version, kind, count;
   if (!r.U32(&version) || !r.U32(&kind) || !r.U32(&count)) return bad("truncated header");
   if (version != kVersion || kind != kKindMasks) return bad(absl::StrCat("version ", version, " kind ", kind));
-  std::map<std::string, PackedMask> out;
+  std::vector<MaskSetEntry> out;
   for (uint32_t i = 0; i < count; ++i) {
     uint32_t name_len, rank;
     absl::string_view name;
@@ -168,12 +178,54 @@ absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_vie
     uint64_t nbytes;
     absl::string_view data;
     if (!r.U64(&nbytes) || !r.Bytes(nbytes, &data)) return bad("truncated entry");
-    auto mask = PackedMask::FromBytes(shape, std::vector<uint8_t>(data.begin(), data.end()));
-    if (!mask.ok()) return bad(mask.status().message());
-    out.emplace(std::string(name), *std::move(mask));
+    if (static_cast<int64_t>(nbytes) != (NumElements(shape) + 7) / 8) {
+      return bad(absl::StrCat("entry ", name, " has ", nbytes, " bytes for shape ", ShapeToString(shape)));
+    }
+    out.push_back({std::string(name), std::move(shape), data});
   }
   if (r.remaining() != 0) return bad("trailing bytes");
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_view bytes,
+                                                                const std::string& label) {
+  ASSIGN_OR_RETURN(std::vector<MaskSetEntry> entries, ParseMaskSet(bytes, label));
+  std::map<std::string, PackedMask> out;
+  for (MaskSetEntry& e : entries) {
+    auto mask = PackedMask::FromBytes(e.shape, std::vector<uint8_t>(e.bytes.begin(), e.bytes.end()));
+    if (!mask.ok()) return absl::DataLossError(absl::StrCat(label, ": ", mask.status().message()));
+    out.emplace(std::move(e.name), *std::move(mask));
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const MaskSetFile>> MaskSetFile::Open(const std::string& path,
+                                                                      const std::string& expected_sha256) {
+  ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> mapped, MappedFile::Open(path));
+  const absl::string_view bytes(reinterpret_cast<const char*>(mapped->data()), mapped->size());
+  if (!expected_sha256.empty() && Sha256Hex(bytes) != expected_sha256) {
+    return absl::DataLossError(absl::StrCat(path, ": SHA-256 differs from its commit record"));
+  }
+  ASSIGN_OR_RETURN(std::vector<MaskSetEntry> entries, ParseMaskSet(bytes, path));
+  auto file = std::shared_ptr<MaskSetFile>(new MaskSetFile());
+  file->mapping_ = mapped;
+  file->path_ = path;
+  for (MaskSetEntry& e : entries) {
+    file->tensors_.emplace_back(e.name, e.shape);
+    if (!file->entries_.emplace(e.name, Entry{std::move(e.shape), e.bytes}).second) {
+      return absl::DataLossError(absl::StrCat(path, ": entry ", e.name, " appears twice"));
+    }
+  }
+  return std::shared_ptr<const MaskSetFile>(std::move(file));
+}
+
+absl::StatusOr<PackedMask> MaskSetFile::Mask(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return absl::NotFoundError(absl::StrCat(path_, " has no mask for ", name));
+  const absl::string_view b = it->second.bytes;
+  return PackedMask::FromBytes(it->second.shape, std::vector<uint8_t>(b.begin(), b.end()));
 }
 
 absl::StatusOr<StateStore> StateStore::Open(const std::string& state_dir, const std::string& job_id,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,6 +38,32 @@ std::string EncodeMaskSet(const std::map<std::string, PackedMask>& masks);
 // Fails (DATA_LOSS) on a bad magic, version, kind, CRC or truncation; `label` names the file.
 absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_view bytes,
                                                                 const std::string& label);
+
+// A mask set file, memory-mapped, whose masks are read one at a time: memory holds the one
+// mask asked for, never the whole set (the mapped pages are the page cache's). Immutable
+// and thread-compatible after Open.
+class MaskSetFile {
+ public:
+  // Maps `path` and checks it as DecodeMaskSet does, and its SHA-256 when
+  // `expected_sha256` is not empty (DATA_LOSS naming the file otherwise).
+  static absl::StatusOr<std::shared_ptr<const MaskSetFile>> Open(const std::string& path,
+                                                                  const std::string& expected_sha256 = "");
+  // Names and shapes of the masks, in file order.
+  const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors() const { return tensors_; }
+  // A copy of the mask of `name`; NOT_FOUND if the file has none.
+  absl::StatusOr<PackedMask> Mask(const std::string& name) const;
+
+ private:
+  struct Entry {
+    std::vector<int64_t> shape;
+    absl::string_view bytes;  // into the mapping
+  };
+  std::shared_ptr<void> mapping_;
+  std::string path_;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors_;
+  std::map<std::string, Entry> entries_;
+};
+
 // Float32 values per tensor with their shapes (weight scales), kind 5.
 struct FloatTensor {
   std::vector<int64_t> shape;
