@@ -142,8 +142,7 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
         return counter.votes().to(at::kFloat).neg().add(clients).div(clients).reshape(weight.sizes());
       }));
     }
-    ASSIGN_OR_RETURN(at::Tensor pruned, ApplyTensorDecision(weight, decision));
-    RETURN_IF_ERROR(model_.SetTensor(name, pruned));
+    decided_[name] = decision;
     ASSIGN_OR_RETURN(at::Tensor histogram, TorchCall("vote histogram", [&] { return VoteHistogram(counter); }));
     const at::Tensor h = histogram.to(at::kLong).contiguous();
     report_["tensors"][name] = {
@@ -157,6 +156,23 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
   report_["rounds"].push_back({{"round", round_}, {"layers", layers_}, {"clients", clients_}});
   sources_.clear();  // the masks held for in-memory clients
   return decisions;
+}
+
+absl::StatusOr<LlamaModel> GlobalPruner::PrunedModel() const {
+  LlamaModel pruned = model_;
+  for (const auto& [name, decision] : decided_) {
+    ASSIGN_OR_RETURN(at::Tensor weight, ApplyTensorDecision(model_.tensors().at(name), decision));
+    RETURN_IF_ERROR(pruned.SetTensor(name, weight));
+  }
+  return pruned;
+}
+
+absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const {
+  return model_.SaveHf(dir, tokenizer_path, [this](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<at::Tensor> {
+    auto it = decided_.find(name);
+    if (it == decided_.end()) return stored;
+    return ApplyTensorDecision(stored, it->second);
+  });
 }
 
 namespace {
@@ -185,7 +201,7 @@ absl::StatusOr<LlamaModel> AggregateOneShot(const LlamaModel& base,
   }
   RETURN_IF_ERROR(pruner.CloseRound().status());
   if (report != nullptr) *report = pruner.report();
-  return pruner.model();
+  return pruner.PrunedModel();
 }
 
 absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const std::vector<at::Tensor>& client_samples,
@@ -229,7 +245,7 @@ absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const 
     say(absl::StrCat("layer ", layer, " aggregated"));
   }
   if (report != nullptr) *report = pruner.report();
-  return pruner.model();
+  return pruner.PrunedModel();
 }
 
 }  // namespace fedprllm

@@ -64,11 +64,17 @@ class GlobalPruner {
                                const std::vector<std::pair<std::string, std::vector<int64_t>>>& provided,
                                MaskSource source);
   int num_clients_in_round() const;
-  // Chooses every tensor's mask from the votes, applies it to the global model, and
-  // returns the decisions. Requires at least one client.
+  // Chooses every tensor's mask from the votes, keeps it for the global model, and returns
+  // the decisions. Requires at least one client.
   absl::StatusOr<RoundDecision> CloseRound();
 
-  const LlamaModel& model() const { return model_; }
+  // The dense model the rounds decide on.
+  const LlamaModel& base_model() const { return model_; }
+  // The base model with every decision so far applied (a copy of the decided tensors).
+  absl::StatusOr<LlamaModel> PrunedModel() const;
+  // Writes PrunedModel() in Hugging Face layout (LlamaModel::SaveHf), applying each decision
+  // while its tensor is written: memory holds one pruned tensor at a time.
+  absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const;
   // Per-matrix sparsity, vote histograms and contributing clients per round.
   const nlohmann::json& report() const { return report_; }
 
@@ -81,6 +87,7 @@ class GlobalPruner {
   std::map<std::string, std::vector<int64_t>> shapes_;  // the round's tensors
   std::vector<std::string> clients_;
   std::vector<MaskSource> sources_;  // one per client, in clients_ order
+  std::map<std::string, TensorDecision> decided_;  // every round's decisions so far
   nlohmann::json report_ = nlohmann::json::object();
 };
 

@@ -66,7 +66,8 @@ TEST(GlobalPrunerTest, SourcesAndInMemoryMasksDecideAlike) {
       EXPECT_EQ((*a)[i].scale.defined(), scaling);
       if (scaling) EXPECT_TRUE(at::equal((*a)[i].scale, (*b)[i].scale));
     }
-    EXPECT_EQ(in_memory.model().Fingerprint(), from_sources.model().Fingerprint());
+    EXPECT_EQ(in_memory.PrunedModel()->Fingerprint(), from_sources.PrunedModel()->Fingerprint());
+    EXPECT_NE(in_memory.PrunedModel()->Fingerprint(), in_memory.base_model().Fingerprint());
     EXPECT_EQ(in_memory.report(), from_sources.report());
   }
 }

@@ -349,11 +349,12 @@ std::string LlamaModel::Fingerprint() const {
   return hex;
 }
 
-absl::Status LlamaModel::SaveHf(const std::string& dir, const std::string& tokenizer_path) const {
+absl::Status LlamaModel::SaveHf(const std::string& dir, const std::string& tokenizer_path,
+                                const TensorTransform& transform) const {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  RETURN_IF_ERROR(WriteSafetensors((fs::path(dir) / "model.safetensors").string(), tensors_));
+  RETURN_IF_ERROR(WriteSafetensors((fs::path(dir) / "model.safetensors").string(), tensors_, transform));
   RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "config.json").string(), config_.ToHfJson().dump(2) + "\n"));
   const nlohmann::json generation = {{"bos_token_id", config_.bos_token_id}, {"eos_token_id", config_.eos_token_id}};
   RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));

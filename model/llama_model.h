@@ -116,7 +116,9 @@ class LlamaModel {
   // Writes the model in Hugging Face layout into `dir` (created if needed): config.json,
   // model.safetensors in the model's dtype and, when given, the tokenizer file copied as
   // tokenizer.model.
-  absl::Status SaveHf(const std::string& dir, const std::string& tokenizer_path = "") const;
+  // With `transform`, each tensor is written as transform(name, tensor), one at a time.
+  absl::Status SaveHf(const std::string& dir, const std::string& tokenizer_path = "",
+                      const TensorTransform& transform = nullptr) const;
 
  private:
   LlamaModel(LlamaConfig config, TensorMap tensors, std::string source)

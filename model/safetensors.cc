@@ -233,6 +233,10 @@ absl::Status SafetensorsWriter::Finish() {
 }
 
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors) {
+  return WriteSafetensors(path, tensors, nullptr);
+}
+
+absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors, const TensorTransform& transform) {
   return TorchCall(absl::StrCat("writing ", path), [&]() -> absl::Status {
     std::vector<SafetensorsEntry> entries;
     for (const auto& [name, tensor] : tensors) {
@@ -240,7 +244,14 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors)
     }
     ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer, SafetensorsWriter::Create(path, std::move(entries)));
     for (const auto& [name, tensor] : tensors) {
-      const at::Tensor t = tensor.to(at::kCPU).contiguous();
+      at::Tensor value = tensor;
+      if (transform) {
+        ASSIGN_OR_RETURN(value, transform(name, tensor));
+        if (value.sizes() != tensor.sizes() || value.scalar_type() != tensor.scalar_type()) {
+          return absl::InternalError(absl::StrCat("tensor ", name, " changed its shape or dtype while being written"));
+        }
+      }
+      const at::Tensor t = value.to(at::kCPU).contiguous();
       RETURN_IF_ERROR(writer->Append(
           absl::string_view(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size())));
     }

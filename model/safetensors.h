@@ -2,6 +2,7 @@
 // JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian tensor bytes.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,6 +27,12 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path);
 // rename), one tensor at a time: memory beyond the tensors themselves is one contiguous
 // copy of a non-contiguous tensor at most. Supports F32, F16 and BF16.
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors);
+
+// What is written for a tensor instead of its stored value (same shape and dtype); called
+// once per tensor, in name order, while it is written.
+using TensorTransform = std::function<absl::StatusOr<at::Tensor>(const std::string& name, const at::Tensor& stored)>;
+// WriteSafetensors of `transform`'s results: memory holds one transformed tensor at a time.
+absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors, const TensorTransform& transform);
 
 // One tensor of a safetensors file, as its header describes it.
 struct SafetensorsEntry {

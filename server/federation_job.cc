@@ -1026,7 +1026,7 @@ absl::Status FederationJob::WriteModel() {
   RETURN_IF_ERROR(store_.BeforeWrite("output/model"));
   std::error_code ec;
   std::filesystem::remove_all(partial, ec);
-  RETURN_IF_ERROR(pruner_.model().SaveHf(partial.string(), tokenizer_path_));
+  RETURN_IF_ERROR(pruner_.SavePrunedHf(partial.string(), tokenizer_path_));
   CrashPoint("model-partial");
   std::filesystem::remove_all(model_dir, ec);
   std::filesystem::rename(partial, model_dir, ec);
@@ -1036,7 +1036,7 @@ absl::Status FederationJob::WriteModel() {
   }
   const double write_seconds = SecondsSince(start);
   spdlog::info("pruned model written to {} ({}, {:.2f} s)", model_dir.string(),
-               TorchDtypeName(pruner_.model().config().dtype), write_seconds);
+               TorchDtypeName(pruner_.base_model().config().dtype), write_seconds);
   CrashPoint("model-written");
   {
     absl::MutexLock lock(&mu_);
