@@ -15,12 +15,6 @@
 namespace fedprllm {
 namespace {
 
-uint64_t Fnv1a64(std::string_view text) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : text) h = (h ^ c) * 0x100000001B3ull;
-  return h;
-}
-
 constexpr int64_t kGrain = 1 << 16;
 
 // BuildKey's loop over one counter width.

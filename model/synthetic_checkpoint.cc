@@ -46,12 +46,6 @@ constexpr Architecture kArchitectures[] = {
     {"tiny-test", "LlamaForCausalLM", 64, 176, 2, 4, 2, 512, 256, 1e4, 1e-5, 1, 2},
 };
 
-uint64_t Fnv1a64(absl::string_view text) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : text) h = (h ^ c) * 0x100000001B3ull;
-  return h;
-}
-
 // The standard deviation of tensor `name`'s weights (0: all ones, a norm).
 double WeightStd(const std::string& name, const std::vector<int64_t>& shape, const LlamaConfig& config) {
   if (shape.size() == 1) return 0.0;
