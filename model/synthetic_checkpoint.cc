@@ -80,8 +80,6 @@ absl::Status WriteTensor(const SafetensorsEntry& entry, const LlamaConfig& confi
   return absl::OkStatus();
 }
 
-absl::Status WriteText(const std::string& path, const std::string& text) { return WriteFileAtomically(path, text); }
-
 }  // namespace
 
 std::vector<std::string> SyntheticArchitectureNames() {
@@ -176,17 +174,17 @@ absl::Status WriteSyntheticCheckpoint(const LlamaConfig& config, const Synthetic
   }
   if (n > 1) {
     const nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-    RETURN_IF_ERROR(WriteText((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n"));
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n"));
   }
-  RETURN_IF_ERROR(WriteText((fs::path(dir) / "config.json").string(), config.ToHfJson().dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "config.json").string(), config.ToHfJson().dump(2) + "\n"));
   const nlohmann::json generation = {{"bos_token_id", config.bos_token_id}, {"eos_token_id", config.eos_token_id}};
-  RETURN_IF_ERROR(WriteText((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
   if (!options.tokenizer.empty()) {
     std::ifstream in(options.tokenizer, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat("cannot read tokenizer ", options.tokenizer));
     std::stringstream buffer;
     buffer << in.rdbuf();
-    RETURN_IF_ERROR(WriteText((fs::path(dir) / "tokenizer.model").string(), buffer.str()));
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "tokenizer.model").string(), buffer.str()));
   }
   return absl::OkStatus();
 }

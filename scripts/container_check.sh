@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source scripts/federation_lib.sh
 OUT=${1:-out/container-check}
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
@@ -151,19 +152,8 @@ cleanup() {
   for name in "${NAMES[@]}"; do "${PODMAN[@]}" rm -f -t 5 "$name" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
-"$BIN/server/fedprllm-server" --config "$bare/server.yaml" >"$bare/logs/server.log" 2>&1 &
-server_pid=$!
-PIDS+=("$server_pid")
-sleep 1
-client_pids=()
-for site in "${SITES[@]}"; do
-  "$BIN/client/fedprllm-client" --config "$bare/$site.yaml" >"$bare/logs/$site.log" 2>&1 &
-  client_pids+=($!)
-  PIDS+=($!)
-done
 status=0
-for pid in "${client_pids[@]}"; do wait "$pid" || status=1; done
-wait "$server_pid" || status=1
+run_local_federation "$bare" "$BIN" "${SITES[@]}" || status=1
 PIDS=()
 if ((status)); then tail -n 20 "$bare"/logs/*.log >&2; echo "bare-metal federation failed" >&2; exit 1; fi
 

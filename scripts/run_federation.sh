@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source scripts/federation_lib.sh
 OUT=${1:-out/main-job}
 STRATEGY=${STRATEGY:-one-shot}
 GROUP=${GROUP:-layer}
@@ -75,20 +76,9 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-echo "== starting fedprllm-server on 127.0.0.1:$PORT (log: $OUT/logs/server.log)"
-"$BIN/server/fedprllm-server" --config "$OUT/server.yaml" >"$OUT/logs/server.log" 2>&1 &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-sleep 1
-CLIENT_PIDS=()
-for site in "${SITES[@]}"; do
-  "$BIN/client/fedprllm-client" --config "$OUT/$site.yaml" >"$OUT/logs/$site.log" 2>&1 &
-  CLIENT_PIDS+=($!)
-  PIDS+=($!)
-done
+echo "== starting fedprllm-server and the sites on 127.0.0.1:$PORT (logs: $OUT/logs)"
 status=0
-for pid in "${CLIENT_PIDS[@]}"; do wait "$pid" || status=1; done
-wait "$SERVER_PID" || status=1
+run_local_federation "$OUT" "$BIN" "${SITES[@]}" || status=1
 echo "== server log"
 cat "$OUT/logs/server.log"
 if [ "$status" -ne 0 ]; then

@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source scripts/federation_lib.sh
 OUT=$(realpath -m "${1:-out/scale-check}")
 ARCH=${ARCH:-llama-2-7b}
 NSITES=${SITES:-3}
@@ -100,20 +101,9 @@ cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 echo "== fedprllm-server and $NSITES fedprllm-clients on 127.0.0.1:$PORT (logs: $OUT/logs)"
 t_start=$(now)
-"$BIN/server/fedprllm-server" --config "$OUT/server.yaml" > "$OUT/logs/server.log" 2>&1 &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-watch_memory "$SERVER_PID" server &
-CLIENT_PIDS=()
-for ((i = 0; i < NSITES; ++i)); do
-  "$BIN/client/fedprllm-client" --config "$OUT/site-$i.yaml" > "$OUT/logs/site-$i.log" 2>&1 &
-  CLIENT_PIDS+=($!)
-  PIDS+=($!)
-  watch_memory "$!" "site-$i" &
-done
+on_federation_process() { watch_memory "$1" "$2" & }
 status=0
-for pid in "${CLIENT_PIDS[@]}"; do wait "$pid" || status=1; done
-wait "$SERVER_PID" || status=1
+run_local_federation "$OUT" "$BIN" "${SITE_NAMES[@]}" || status=1
 t_end=$(now)
 sleep 1
 if [[ "$status" -ne 0 ]]; then

@@ -3,7 +3,6 @@
 // fail the check change nothing.
 #include "tls/rotating_server_credentials.h"
 
-#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
@@ -40,25 +39,6 @@ void MakeRotatedServerCertificate() {
   static const bool made = testing::MakeServerCertificate(TestCerts::Get().dir(), "next", "99");
   ASSERT_TRUE(made) << ReadAll(TestCerts::Get().Path("next.log"));
 }
-
-class Server {
- public:
-  explicit Server(const std::shared_ptr<grpc::ServerCredentials>& credentials) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", credentials, &port_);
-    builder.RegisterCallbackGenericService(&service_);
-    server_ = builder.BuildAndStart();
-  }
-  ~Server() {
-    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  }
-  int port() const { return port_; }
-
- private:
-  grpc::CallbackGenericService service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
-};
 
 // The serial of the certificate the server presents to a new connection from site-a, "" if
 // the handshake fails.
@@ -100,7 +80,7 @@ TEST(RotatingServerCredentialsTest, NewConnectionsSeeTheRotatedCertificate) {
   MakeRotatedServerCertificate();
   auto tls = RotatingServerCredentials::Create(ServerFiles());
   ASSERT_TRUE(tls.ok()) << tls.status();
-  Server server((*tls)->credentials());
+  testing::TestGrpcServer server((*tls)->credentials());
   ASSERT_GT(server.port(), 0);
   const std::string first = CertificateSerialHex(ReadAll(TestCerts::Get().Path("server.crt")));
   EXPECT_EQ(PresentedSerial(server.port()), first);
@@ -128,7 +108,7 @@ TEST(RotatingServerCredentialsTest, FilesThatFailTheCheckAreNotPublished) {
   MakeRotatedServerCertificate();
   auto tls = RotatingServerCredentials::Create(ServerFiles());
   ASSERT_TRUE(tls.ok()) << tls.status();
-  Server server((*tls)->credentials());
+  testing::TestGrpcServer server((*tls)->credentials());
   const std::string first = CertificateSerialHex(ReadAll(TestCerts::Get().Path("server.crt")));
 
   // A key that is not the certificate's; a client certificate for the server role.

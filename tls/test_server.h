@@ -1,6 +1,6 @@
 // An in-process gRPC server on 127.0.0.1 with the server credentials fedprllm-server uses
-// (mutual TLS, client certificates required and verified against the federation CA), or
-// plaintext. It serves no methods (a generic service answers UNIMPLEMENTED): the tls tests
+// (mutual TLS, client certificates required and verified against the federation CA),
+// plaintext, or credentials of the test's own. It serves no methods (a generic service answers UNIMPLEMENTED): the tls tests
 // need only its handshakes. Header-only: tests include it.
 #pragma once
 
@@ -24,14 +24,9 @@ inline std::string ReadAll(const std::string& path) {
 class TestGrpcServer {
  public:
   // TLS with `dir`/server.{crt,key} and `dir`/ca.crt; plaintext if `dir` is empty.
-  explicit TestGrpcServer(const std::string& dir) {
-    std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-    if (!dir.empty()) {
-      grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-      options.pem_root_certs = ReadAll(dir + "/ca.crt");
-      options.pem_key_cert_pairs.push_back({ReadAll(dir + "/server.key"), ReadAll(dir + "/server.crt")});
-      credentials = grpc::SslServerCredentials(options);
-    }
+  explicit TestGrpcServer(const std::string& dir) : TestGrpcServer(Credentials(dir)) {}
+  // With the given credentials.
+  explicit TestGrpcServer(const std::shared_ptr<grpc::ServerCredentials>& credentials) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", credentials, &port_);
     builder.RegisterCallbackGenericService(&service_);
@@ -46,6 +41,14 @@ class TestGrpcServer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
+  static std::shared_ptr<grpc::ServerCredentials> Credentials(const std::string& dir) {
+    if (dir.empty()) return grpc::InsecureServerCredentials();
+    grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    options.pem_root_certs = ReadAll(dir + "/ca.crt");
+    options.pem_key_cert_pairs.push_back({ReadAll(dir + "/server.key"), ReadAll(dir + "/server.crt")});
+    return grpc::SslServerCredentials(options);
+  }
+
   grpc::CallbackGenericService service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
