@@ -56,6 +56,7 @@ v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, St
   }
   spec.set_weight_scaling(aggregation.weight_scaling);
   spec.set_max_chunk_bytes(static_cast<uint32_t>(config.max_chunk_bytes));
+  spec.set_upload_idle_timeout_seconds(static_cast<uint32_t>(config.upload_idle_timeout_seconds));
   return spec;
 }
 
