@@ -241,12 +241,13 @@ absl::StatusOr<MaskAssembler> MaskAssembler::Create(PayloadHeader header,
             PatternToString(header.pattern), ", expected ", expected_count));
       }
     }
-    raw_bytes += (numel + 7) / 8;
-    // 5. The receiver's bound, before the sum can grow further.
-    if (raw_bytes > expect.max_raw_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(header.Label(), "masks need at least ", raw_bytes,
-                                                       " bytes, above the limit of ", expect.max_raw_bytes));
+    // 5. The receiver's bound on one tensor (the memory it holds while decoding).
+    if ((numel + 7) / 8 > expect.max_tensor_raw_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(Label(name), "mask needs ", (numel + 7) / 8,
+                                                       " bytes, above the limit of ", expect.max_tensor_raw_bytes,
+                                                       " per tensor"));
     }
+    raw_bytes += (numel + 7) / 8;
   }
   // 5. Raw size.
   if (header.raw_bytes != raw_bytes) {
@@ -313,14 +314,14 @@ absl::Status ZstdDecodeExact(const std::string& label, const std::string& encode
 
 namespace internal {
 
-PayloadReceiver::PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes)
-    : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes) {
-  buffer_.reserve(static_cast<size_t>(header_.encoded_bytes));
+PayloadReceiver::PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes, bool keep_bytes)
+    : header_(std::move(header)), max_chunk_bytes_(max_chunk_bytes), keep_bytes_(keep_bytes) {
+  if (keep_bytes_) buffer_.reserve(static_cast<size_t>(header_.encoded_bytes));
 }
 
 absl::Status PayloadReceiver::AddChunk(const PayloadChunk& chunk) {
   const std::string label = absl::StrCat(header_.Label(), "chunk ", chunk.chunk_index, ": ");
-  const int64_t received = static_cast<int64_t>(buffer_.size());
+  const int64_t received = received_;
   const int64_t size = static_cast<int64_t>(chunk.data.size());
   // 8. Nothing after the last chunk.
   if (complete_ || finished_) {
@@ -360,21 +361,25 @@ absl::Status PayloadReceiver::AddChunk(const PayloadChunk& chunk) {
         chunk.last ? "is marked last but ends at byte " : "is not marked last but ends at byte ",
         received + size, " of ", header_.encoded_bytes));
   }
-  buffer_.append(chunk.data);
+  if (keep_bytes_) buffer_.append(chunk.data);
+  received_ += size;
   ++next_chunk_index_;
   complete_ = ends;
   return absl::OkStatus();
 }
 
+absl::Status PayloadReceiver::CheckComplete() const {
+  // 14. Complete.
+  if (complete_) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(header_.Label(), "truncated: received ", received_, " of ",
+                                                 header_.encoded_bytes, " bytes in ", next_chunk_index_,
+                                                 " chunks, the last chunk is missing"));
+}
+
 absl::StatusOr<std::string> PayloadReceiver::TakeRawLayout(bool zstd, absl::string_view encoding_name) {
   const std::string label = header_.Label();
   if (finished_) return absl::FailedPreconditionError(label + "Finish() called twice");
-  // 14. Complete.
-  if (!complete_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(label, "truncated: received ", buffer_.size(), " of ", header_.encoded_bytes,
-                     " bytes in ", next_chunk_index_, " chunks, the last chunk is missing"));
-  }
+  RETURN_IF_ERROR(CheckComplete());
   finished_ = true;
   std::string encoded = std::move(buffer_);
   buffer_.clear();
@@ -387,33 +392,169 @@ absl::StatusOr<std::string> PayloadReceiver::TakeRawLayout(bool zstd, absl::stri
 
 }  // namespace internal
 
-absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) { return receiver_.AddChunk(chunk); }
+// Decoding state of one mask payload: the tensor being filled, the checked masks not yet
+// taken, and (ZSTD_BITS) the streaming decompressor.
+struct MaskAssembler::Decoder {
+  struct FreeDctx {
+    void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+  };
+  std::unique_ptr<ZSTD_DCtx, FreeDctx> zstd;
+  size_t tensor = 0;             // index of the header tensor being filled
+  std::vector<uint8_t> current;  // its raw layout, `filled` bytes of it received
+  size_t filled = 0;
+  int64_t produced = 0;          // raw bytes decoded so far
+  bool frame_ended = false;      // the zstd frame is complete
+  bool first_chunk = true;
+  std::vector<PackedMask> decoded;
+  absl::Status failed;           // set by a failed AddChunk: every later call fails
+  bool finished = false;
+};
+
+namespace {
+// Frames whose window exceeds 2^24 bytes are refused: it bounds the decompressor's memory.
+// The sender (level 3) uses at most 2^21.
+constexpr int kZstdMaxWindowLog = 24;
+// ZSTD_FRAMEHEADERSIZE_MAX: a frame header is complete within this many bytes.
+constexpr size_t kZstdFrameHeaderMaxBytes = 18;
+
+size_t TensorRawBytes(const PayloadTensor& t) { return static_cast<size_t>((NumElements(t.shape) + 7) / 8); }
+}  // namespace
+
+MaskAssembler::MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes)
+    : receiver_(std::move(header), max_chunk_bytes, /*keep_bytes=*/false), decoder_(std::make_unique<Decoder>()) {
+  if (receiver_.header().encoding == PayloadEncoding::kZstdBits) {
+    decoder_->zstd.reset(ZSTD_createDCtx());
+    ZSTD_DCtx_setParameter(decoder_->zstd.get(), ZSTD_d_windowLogMax, kZstdMaxWindowLog);
+  }
+  decoder_->current.resize(TensorRawBytes(receiver_.header().tensors.front()));
+}
+MaskAssembler::MaskAssembler(MaskAssembler&&) noexcept = default;
+MaskAssembler& MaskAssembler::operator=(MaskAssembler&&) noexcept = default;
+MaskAssembler::~MaskAssembler() = default;
+
+absl::Status MaskAssembler::AddChunk(const PayloadChunk& chunk) {
+  if (!decoder_->failed.ok()) return absl::FailedPreconditionError(absl::StrCat("payload already failed: ", decoder_->failed.message()));
+  RETURN_IF_ERROR(receiver_.AddChunk(chunk));
+  if (absl::Status s = Decode(chunk.data); !s.ok()) {
+    decoder_->failed = s;
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MaskAssembler::Decode(absl::string_view data) {
+  if (decoder_->zstd != nullptr) return DecodeZstd(data);
+  Decoder& d = *decoder_;
+  const size_t tensors = receiver_.header().tensors.size();
+  while (!data.empty()) {
+    if (d.tensor == tensors) return absl::InternalError("raw bytes beyond the payload's tensors");  // encoded == raw
+    const size_t n = std::min(data.size(), d.current.size() - d.filled);
+    std::memcpy(d.current.data() + d.filled, data.data(), n);
+    d.filled += n;
+    d.produced += static_cast<int64_t>(n);
+    data.remove_prefix(n);
+    if (d.filled == d.current.size()) RETURN_IF_ERROR(CompleteTensor());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MaskAssembler::DecodeZstd(absl::string_view data) {
+  Decoder& d = *decoder_;
+  const PayloadHeader& header = receiver_.header();
+  const std::string label = absl::StrCat(header.Label(), "ZSTD_BITS: ");
+  if (d.first_chunk) {
+    d.first_chunk = false;
+    static constexpr char kZstdMagic[4] = {'\x28', '\xB5', '\x2F', '\xFD'};  // 0xFD2FB528, little-endian
+    if (data.size() >= 4 && data.substr(0, 4) != absl::string_view(kZstdMagic, 4)) {
+      return absl::InvalidArgumentError(label + "zstd payload is not a zstd frame");
+    }
+    if (data.size() >= kZstdFrameHeaderMaxBytes) {
+      const unsigned long long declared = ZSTD_getFrameContentSize(data.data(), data.size());
+      if (declared == ZSTD_CONTENTSIZE_ERROR) return absl::InvalidArgumentError(label + "zstd payload is not a zstd frame");
+      if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != static_cast<unsigned long long>(header.raw_bytes)) {
+        return absl::InvalidArgumentError(absl::StrCat(label, "zstd frame declares ", declared,
+                                                       " bytes of content, expected raw_bytes ", header.raw_bytes));
+      }
+    }
+  }
+  ZSTD_inBuffer in{data.data(), data.size(), 0};
+  while (true) {
+    if (d.frame_ended) {
+      if (in.pos == in.size) return absl::OkStatus();
+      return absl::InvalidArgumentError(absl::StrCat(label, "zstd payload is not exactly one zstd frame (frame ends at byte ",
+                                                     receiver_.bytes_received() - static_cast<int64_t>(in.size - in.pos), ")"));
+    }
+    const bool all_produced = d.tensor == header.tensors.size();
+    uint8_t spare = 0;
+    ZSTD_outBuffer out = all_produced ? ZSTD_outBuffer{&spare, 1, 0}
+                                      : ZSTD_outBuffer{d.current.data() + d.filled, d.current.size() - d.filled, 0};
+    const size_t ret = ZSTD_decompressStream(d.zstd.get(), &out, &in);
+    if (ZSTD_isError(ret)) {
+      return absl::InvalidArgumentError(absl::StrCat(label, "zstd decompression failed: ", ZSTD_getErrorName(ret),
+                                                     " (output limited to raw_bytes ", header.raw_bytes, ")"));
+    }
+    if (all_produced && out.pos > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, "zstd frame decompresses to more than raw_bytes ", header.raw_bytes));
+    }
+    d.filled += out.pos;
+    d.produced += static_cast<int64_t>(out.pos);
+    const bool output_full = out.pos == out.size;
+    if (!all_produced && d.filled == d.current.size()) RETURN_IF_ERROR(CompleteTensor());
+    if (ret == 0) {
+      d.frame_ended = true;
+      continue;
+    }
+    if (in.pos == in.size && !output_full) return absl::OkStatus();  // needs the next chunk
+  }
+}
+
+absl::Status MaskAssembler::CompleteTensor() {
+  Decoder& d = *decoder_;
+  const PayloadHeader& header = receiver_.header();
+  const PayloadTensor& t = header.tensors[d.tensor];
+  const std::string tensor_label = Label(t.name);
+  // 16. Size and padding (PackedMask::FromBytes checks both).
+  auto mask = PackedMask::FromBytes(t.shape, std::move(d.current));
+  if (!mask.ok()) return absl::InvalidArgumentError(tensor_label + std::string(mask.status().message()));
+  // 17. Count.
+  const int64_t ones = mask->CountOnes();
+  if (ones != t.declared_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tensor_label, "mask has ", ones, " pruned weights, declared_count is ", t.declared_count));
+  }
+  // 18. N:M.
+  RETURN_IF_ERROR(CheckMaskPattern(t.name, *mask, header.pattern));
+  d.decoded.push_back(*std::move(mask));
+  ++d.tensor;
+  d.filled = 0;
+  d.current = std::vector<uint8_t>(d.tensor < header.tensors.size() ? TensorRawBytes(header.tensors[d.tensor]) : 0);
+  return absl::OkStatus();
+}
+
+std::vector<PackedMask> MaskAssembler::TakeDecoded() {
+  std::vector<PackedMask> out;
+  out.swap(decoder_->decoded);
+  return out;
+}
 
 absl::StatusOr<std::vector<PackedMask>> MaskAssembler::Finish() {
+  Decoder& d = *decoder_;
   const PayloadHeader& header = receiver_.header();
-  ASSIGN_OR_RETURN(const std::string raw,
-                   receiver_.TakeRawLayout(header.encoding == PayloadEncoding::kZstdBits, "ZSTD_BITS"));
-  std::vector<PackedMask> masks;
-  size_t offset = 0;
-  for (const PayloadTensor& t : header.tensors) {
-    const std::string tensor_label = Label(t.name);
-    const size_t bytes = static_cast<size_t>((NumElements(t.shape) + 7) / 8);  // shape checked by Create
-    // 16. Size and padding (PackedMask::FromBytes checks both).
-    auto mask = PackedMask::FromBytes(
-        t.shape, std::vector<uint8_t>(raw.begin() + offset, raw.begin() + offset + bytes));
-    if (!mask.ok()) return absl::InvalidArgumentError(tensor_label + std::string(mask.status().message()));
-    offset += bytes;
-    // 17. Count.
-    const int64_t ones = mask->CountOnes();
-    if (ones != t.declared_count) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          tensor_label, "mask has ", ones, " pruned weights, declared_count is ", t.declared_count));
-    }
-    // 18. N:M.
-    RETURN_IF_ERROR(CheckMaskPattern(t.name, *mask, header.pattern));
-    masks.push_back(*std::move(mask));
+  if (d.finished) return absl::FailedPreconditionError(header.Label() + "Finish() called twice");
+  if (!d.failed.ok()) return absl::FailedPreconditionError(absl::StrCat("payload already failed: ", d.failed.message()));
+  d.finished = true;
+  RETURN_IF_ERROR(receiver_.CheckComplete());
+  // 15. The zstd frame ended, with exactly raw_bytes decoded.
+  if (d.zstd != nullptr && !d.frame_ended) {
+    return absl::InvalidArgumentError(absl::StrCat(header.Label(), "ZSTD_BITS: zstd frame is truncated: it decompressed to ",
+                                                   d.produced, " bytes, expected raw_bytes ", header.raw_bytes));
   }
-  return masks;
+  if (d.produced != header.raw_bytes || d.tensor != header.tensors.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(header.Label(), "zstd decompressed to ", d.produced,
+                                                   " bytes, expected raw_bytes ", header.raw_bytes));
+  }
+  return TakeDecoded();
 }
 
 absl::StatusOr<std::vector<PackedMask>> DecodeMasks(const EncodedPayload& payload,

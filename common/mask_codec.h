@@ -13,13 +13,17 @@
 //   expect.shapes = round_tensor_shapes;  // name -> shape of every tensor it accepts
 //   expect.pattern = job_pattern;
 //   ASSIGN_OR_RETURN(MaskAssembler a, MaskAssembler::Create(header, expect));
-//   for each received chunk: RETURN_IF_ERROR(a.AddChunk(chunk));
-//   ASSIGN_OR_RETURN(std::vector<PackedMask> masks, a.Finish());  // header order
+//   for each received chunk: {
+//     RETURN_IF_ERROR(a.AddChunk(chunk));
+//     for (PackedMask& m : a.TakeDecoded()) Store(m);  // optional: tensors checked so far
+//   }
+//   ASSIGN_OR_RETURN(std::vector<PackedMask> rest, a.Finish());  // the ones not yet taken
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,8 +135,9 @@ struct MaskExpectations {
   std::map<std::string, std::vector<int64_t>> shapes;
   // The job's pattern. The header must match it exactly.
   MaskPattern pattern;
-  // Largest raw layout accepted, in bytes. Default: 1 GiB (8.6e9 weights).
-  int64_t max_raw_bytes = int64_t{1} << 30;
+  // Largest raw layout of one tensor, in bytes. Default: 1 GiB (8.6e9 weights). A payload's
+  // total has no limit: the receiver holds one tensor at a time.
+  int64_t max_tensor_raw_bytes = int64_t{1} << 30;
   // Largest chunk accepted, in bytes. Default: 1 MiB.
   int64_t max_chunk_bytes = static_cast<int64_t>(kDefaultMaxChunkBytes);
 };
@@ -142,11 +147,15 @@ namespace internal {
 // accepted so far. A rejected chunk changes nothing.
 class PayloadReceiver {
  public:
-  PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes);
+  // `keep_bytes`: whether AddChunk stores the chunks' bytes for TakeRawLayout, or only checks
+  // them (the caller decodes each chunk as it arrives).
+  PayloadReceiver(PayloadHeader header, int64_t max_chunk_bytes, bool keep_bytes = true);
   // Checks 8-13, then stores the chunk.
   absl::Status AddChunk(const PayloadChunk& chunk);
   bool complete() const { return complete_; }
-  int64_t bytes_received() const { return static_cast<int64_t>(buffer_.size()); }
+  // Check 14: the last chunk was stored.
+  absl::Status CheckComplete() const;
+  int64_t bytes_received() const { return received_; }
   const PayloadHeader& header() const { return header_; }
   // Checks 14 and 15: not taken before, the last chunk stored. Releases the buffered bytes
   // and returns the raw layout: the bytes themselves, or (zstd) their decoding into exactly
@@ -156,25 +165,35 @@ class PayloadReceiver {
  private:
   PayloadHeader header_;
   int64_t max_chunk_bytes_;
-  std::string buffer_;  // Encoded bytes received so far; at most header_.encoded_bytes.
+  bool keep_bytes_;
+  std::string buffer_;  // Encoded bytes received so far (keep_bytes_); at most encoded_bytes.
+  int64_t received_ = 0;
   int64_t next_chunk_index_ = 0;
   bool complete_ = false;
   bool finished_ = false;
 };
 }  // namespace internal
 
-// Reassembles one mask payload from its header and chunks. Not thread-safe; one per
-// payload. A failed Create() or AddChunk() changes nothing (a rejected chunk is
-// not stored); the caller reports the error and drops the whole upload.
+// Reassembles one mask payload from its header and chunks, decoding each chunk as it
+// arrives: memory holds the tensor being filled and the checked masks not yet taken, never
+// the payload's encoded bytes. Not thread-safe; one per payload. A failed Create() changes
+// nothing; after a failed AddChunk() the assembler refuses every later call, and the caller
+// reports the error and drops the whole upload.
 class MaskAssembler {
  public:
   // Validates `header` against `expect` (spec §6, checks 1-7). Errors: UNIMPLEMENTED for
-  // an unhandled kind, RESOURCE_EXHAUSTED above max_raw_bytes, else INVALID_ARGUMENT.
+  // an unhandled kind, RESOURCE_EXHAUSTED for a tensor above max_tensor_raw_bytes, else
+  // INVALID_ARGUMENT.
   static absl::StatusOr<MaskAssembler> Create(PayloadHeader header,
                                               const MaskExpectations& expect);
+  MaskAssembler(MaskAssembler&&) noexcept;
+  MaskAssembler& operator=(MaskAssembler&&) noexcept;
+  ~MaskAssembler();
 
-  // Validates and stores the next chunk (checks 8-13). Errors: DATA_LOSS on a CRC
-  // mismatch, RESOURCE_EXHAUSTED above max_chunk_bytes, else INVALID_ARGUMENT.
+  // Validates the next chunk (checks 8-13) and decodes it; every tensor whose raw layout it
+  // completes is checked (16-18) and queued for TakeDecoded(). Errors: DATA_LOSS on a CRC
+  // mismatch, RESOURCE_EXHAUSTED above max_chunk_bytes, else INVALID_ARGUMENT (also for
+  // zstd data that is corrupt, would exceed raw_bytes or follows the frame).
   absl::Status AddChunk(const PayloadChunk& chunk);
 
   // True once the last chunk has been stored.
@@ -182,16 +201,26 @@ class MaskAssembler {
   int64_t bytes_received() const { return receiver_.bytes_received(); }
   const PayloadHeader& header() const { return receiver_.header(); }
 
-  // Decodes and validates the whole payload (checks 14-18) and returns one mask per header
-  // tensor, in header order. Once the last chunk is stored it may be called once: it
-  // releases the buffered bytes, whatever the result. Errors: INVALID_ARGUMENT (truncated,
-  // bad zstd, size, padding, count or N:M), FAILED_PRECONDITION when called twice.
+  // The masks checked so far and not yet taken, in header order (tensor i of the header
+  // is the i-th mask taken over all calls and Finish()).
+  std::vector<PackedMask> TakeDecoded();
+
+  // Checks 14 and 15 (every chunk received; the zstd frame ended exactly at raw_bytes) and
+  // returns the masks not yet taken. May be called once. Errors: INVALID_ARGUMENT
+  // (truncated, short zstd frame), FAILED_PRECONDITION when called twice or after a failed
+  // AddChunk.
   absl::StatusOr<std::vector<PackedMask>> Finish();
 
  private:
-  MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes) : receiver_(std::move(header), max_chunk_bytes) {}
+  struct Decoder;
+  MaskAssembler(PayloadHeader header, int64_t max_chunk_bytes);
+  absl::Status Decode(absl::string_view data);
+  absl::Status DecodeZstd(absl::string_view data);
+  // Checks the filled tensor (16-18), queues it and starts the next one.
+  absl::Status CompleteTensor();
 
   internal::PayloadReceiver receiver_;
+  std::unique_ptr<Decoder> decoder_;
 };
 
 // Convenience: runs a MaskAssembler over a whole in-memory payload.

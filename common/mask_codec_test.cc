@@ -304,7 +304,7 @@ TEST_F(RejectTest, WrongShape) {
 
 TEST_F(RejectTest, SizeFieldsAndLimits) {
   MaskExpectations e = Expect({64, 100});
-  e.max_raw_bytes = 799;
+  e.max_tensor_raw_bytes = 799;
   EXPECT_EQ(Decode(e).code(), absl::StatusCode::kResourceExhausted);
   payload_.header.raw_bytes = 801;
   EXPECT_THAT(Decode().message(), HasSubstr("raw_bytes is 801, expected 800"));
@@ -378,7 +378,12 @@ TEST(MaskCodecRejectTest, ZstdBombAndGarbage) {
   auto hidden = Handmade(shape, PayloadEncoding::kZstdBits, Zstd(zeros_1mb, false), 0);
   absl::Status s = DecodeMask(hidden, Expect(shape)).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("zstd decompression failed"));
+  EXPECT_THAT(s.message(), HasSubstr("zstd frame decompresses to more than raw_bytes 1000"));
+  // Corrupt data after a valid frame header.
+  std::string corrupt = Zstd(std::string(1000, '\0'), true);
+  for (size_t i = 12; i < corrupt.size(); ++i) corrupt[i] = static_cast<char>(0xA5);
+  auto broken = Handmade(shape, PayloadEncoding::kZstdBits, corrupt, 0);
+  EXPECT_EQ(DecodeMask(broken, Expect(shape)).status().code(), absl::StatusCode::kInvalidArgument);
   // Too short.
   auto shorter =
       Handmade(shape, PayloadEncoding::kZstdBits, Zstd(std::string(999, '\0'), false), 0);
@@ -396,6 +401,10 @@ TEST(MaskCodecRejectTest, ZstdBombAndGarbage) {
   const std::string half = Zstd(std::string(500, '\0'), true);
   auto two = Handmade(shape, PayloadEncoding::kZstdBits, half + half, 0);
   EXPECT_THAT(DecodeMask(two, Expect(shape)).status().message(),
+              HasSubstr("zstd frame declares 500 bytes of content, expected raw_bytes 1000"));
+  const std::string half_unsized = Zstd(std::string(500, '\0'), false);
+  auto two_unsized = Handmade(shape, PayloadEncoding::kZstdBits, half_unsized + half_unsized, 0);
+  EXPECT_THAT(DecodeMask(two_unsized, Expect(shape)).status().message(),
               HasSubstr("is not exactly one zstd frame (frame ends at byte"));
   // And the honest one decodes.
   auto honest = Handmade(shape, PayloadEncoding::kZstdBits, Zstd(std::string(1000, '\0'), true), 0);
@@ -507,6 +516,47 @@ TEST(MultiTensorPayloadTest, RoundTripsInHeaderOrder) {
       ASSERT_EQ(back->size(), masks.size());
       for (size_t i = 0; i < masks.size(); ++i) EXPECT_EQ((*back)[i], masks[i].second) << i;
     }
+  }
+}
+
+// The receiver decodes as chunks arrive: a tensor is handed out as soon as its raw layout is
+// complete, long before the payload's last chunk, for raw and zstd payloads alike.
+TEST(MultiTensorPayloadTest, HandsOutEachTensorOnceItsBytesArrived) {
+  std::vector<std::pair<std::string, PackedMask>> masks;
+  for (int i = 0; i < 6; ++i) {
+    // Sparse masks compress, so the same test covers ZSTD_BITS; dense ones stay raw.
+    masks.emplace_back(absl::StrCat("model.layers.0.t", i, ".weight"), RandomMask({1024, 512}, i < 3 ? 0.5 : 0.01, 40 + i));
+  }
+  for (bool compressible : {false, true}) {
+    std::vector<std::pair<std::string, PackedMask>> sent;
+    for (size_t i = 0; i < masks.size(); ++i) {
+      if (((i >= 3) == compressible)) sent.push_back(masks[i]);
+    }
+    auto p = EncodeMasks(sent, {}, 500);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->header.encoding, compressible ? PayloadEncoding::kZstdBits : PayloadEncoding::kRawBits);
+    MaskExpectations expect = ExpectAll(sent, {});
+    // zstd hands out whole blocks (at most 128 KiB of content): 3 tensors of 64 KiB span 2.
+    expect.max_tensor_raw_bytes = 1024 * 512 / 8;  // one tensor: the whole payload is 3 times that
+    auto a = MaskAssembler::Create(p->header, expect);
+    ASSERT_TRUE(a.ok()) << a.status();
+    std::vector<PackedMask> got;
+    size_t first_out_at_chunk = 0;
+    for (size_t c = 0; c < p->chunks.size(); ++c) {
+      ASSERT_TRUE(a->AddChunk(p->chunks[c]).ok());
+      for (PackedMask& m : a->TakeDecoded()) {
+        if (got.empty()) first_out_at_chunk = c;
+        got.push_back(std::move(m));
+      }
+    }
+    auto rest = a->Finish();
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    for (PackedMask& m : *rest) got.push_back(std::move(m));
+    ASSERT_EQ(got.size(), sent.size());
+    for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i], sent[i].second) << i;
+    EXPECT_LT(first_out_at_chunk + 1, p->chunks.size()) << "the first tensor came out only at the end";
+    expect.max_tensor_raw_bytes = 1024 * 512 / 8 - 1;
+    EXPECT_EQ(MaskAssembler::Create(p->header, expect).status().code(), absl::StatusCode::kResourceExhausted);
   }
 }
 
