@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 
@@ -585,12 +586,20 @@ void FederationJob::AbortUpload(const UploadTicket& ticket) {
   }
 }
 
-void FederationJob::CommitUpload(UploadTicket ticket, std::map<std::string, PackedMask> masks, UploadStats stats,
+absl::StatusOr<std::unique_ptr<MaskSetWriter>> FederationJob::NewUploadSpool(const UploadTicket& ticket) const {
+  static std::atomic<uint64_t> next_spool{0};
+  ASSIGN_OR_RETURN(MaskSetWriter writer,
+                   store_.NewMaskSet(StateStore::UploadFile(ticket.round, ticket.client),
+                                     static_cast<uint32_t>(ticket.tensors->size()), absl::StrCat("spool", next_spool++)));
+  return std::make_unique<MaskSetWriter>(std::move(writer));
+}
+
+void FederationJob::CommitUpload(UploadTicket ticket, std::unique_ptr<MaskSetWriter> spool, UploadStats stats,
                                  AckCallback done) {
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      queue_.push_back(CommitTask{std::move(ticket), std::move(masks), stats, std::move(done)});
+      queue_.push_back(CommitTask{std::move(ticket), std::move(spool), stats, std::move(done)});
       return;
     }
   }
@@ -689,8 +698,14 @@ void FederationJob::ProcessCommit(CommitTask task) {
   }
   // Durable first (upload file, then round.json: the commit point), then counted. Nothing
   // can refuse the masks after the commit point: they were validated against the round.
-  const std::string bytes = EncodeMaskSet(task.masks);
-  absl::Status s = store_.WriteBytes(StateStore::UploadFile(t.round, t.client), bytes);
+  const std::string upload_file = StateStore::UploadFile(t.round, t.client);
+  absl::StatusOr<std::string> sha = absl::InternalError("upload has no spool");
+  if (task.spool != nullptr) {
+    absl::Status before = store_.BeforeWrite(upload_file);
+    sha = before.ok() ? task.spool->Commit(StateStore::TornWritePoint(upload_file)) : before;
+  }
+  task.spool.reset();
+  absl::Status s = sha.status();
   nlohmann::json record = {{"client", t.client},
                            {"committed_unix_ms", now},
                            {"tensors", task.stats.tensors},
@@ -699,7 +714,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
                            {"payload_bytes", task.stats.payload_bytes},
                            {"upload_seconds", task.stats.seconds},
                            {"bits_per_weight", 8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights)},
-                           {"masks_sha256", Sha256Hex(bytes)}};
+                           {"masks_sha256", sha.ok() ? *sha : std::string()}};
   if (s.ok()) {
     CrashPoint("commit-point");
     absl::MutexLock lock(&mu_);
@@ -714,8 +729,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
     return;
   }
   CrashPoint("committed");
-  // The votes are read back from the file when the round closes; the masks in memory go.
-  task.masks.clear();
+  // The votes are read back from the file when the round closes.
   absl::StatusOr<std::shared_ptr<const MaskSetFile>> upload =
       OpenCommittedUpload(store_, t.round, record, /*check_sha256=*/false);
   if (absl::Status added = upload.ok() ? CountUpload(t.client, *std::move(upload)) : upload.status(); !added.ok()) {

@@ -157,11 +157,14 @@ class FederationJob {
   // Releases a ticket whose stream failed (nothing was counted). Idempotent.
   void AbortUpload(const UploadTicket& ticket);
   using AckCallback = std::function<void(absl::StatusOr<v1::UploadAck>)>;
-  // Queues a validated upload (exactly the ticket's tensors, each checked by MaskAssembler)
-  // for the committer; `done` is called once the commit is durable, or with the reason it
-  // was refused (then no vote changed).
-  void CommitUpload(UploadTicket ticket, std::map<std::string, PackedMask> masks, UploadStats stats,
-                    AckCallback done);
+  // Where a (non-duplicate) ticket's masks go as they arrive: a mask set file with one
+  // entry per tensor of the round, in the job's state directory under a name of its own
+  // (a .tmp removed when dropped or at the next start); the commit publishes it.
+  absl::StatusOr<std::unique_ptr<MaskSetWriter>> NewUploadSpool(const UploadTicket& ticket) const;
+  // Queues a validated upload (its spool holds exactly the ticket's tensors, each checked by
+  // MaskAssembler; null for a duplicate) for the committer; `done` is called once the commit
+  // is durable, or with the reason it was refused (then no vote changed).
+  void CommitUpload(UploadTicket ticket, std::unique_ptr<MaskSetWriter> spool, UploadStats stats, AckCallback done);
 
   // The encoded decision of a CLOSED round. Errors: UNAUTHENTICATED, NOT_FOUND (no such
   // round), FAILED_PRECONDITION (not decided yet).
@@ -190,7 +193,7 @@ class FederationJob {
   };
   struct CommitTask {
     UploadTicket ticket;
-    std::map<std::string, PackedMask> masks;
+    std::unique_ptr<MaskSetWriter> spool;
     UploadStats stats;
     AckCallback done;
   };

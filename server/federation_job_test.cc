@@ -103,10 +103,11 @@ class DeadlineTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     ASSERT_TRUE(ticket.ok()) << ticket.status();
-    std::map<std::string, PackedMask> masks;
-    for (const auto& [name, shape] : *ticket->tensors) masks.emplace(name, PackedMask(shape));
+    auto spool = job_->NewUploadSpool(*ticket);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    for (const auto& [name, shape] : *ticket->tensors) ASSERT_TRUE((*spool)->Add(name, PackedMask(shape)).ok());
     std::promise<absl::StatusOr<v1::UploadAck>> acked;
-    job_->CommitUpload(*std::move(ticket), std::move(masks), UploadStats{},
+    job_->CommitUpload(*std::move(ticket), *std::move(spool), UploadStats{},
                        [&acked](absl::StatusOr<v1::UploadAck> ack) { acked.set_value(std::move(ack)); });
     const absl::StatusOr<v1::UploadAck> ack = acked.get_future().get();
     ASSERT_TRUE(ack.ok()) << ack.status();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -25,14 +26,16 @@ namespace {
 absl::Status NoRunningJob() { return absl::UnauthenticatedError("no job is running; join again"); }
 
 // UploadPayloads: validates each message as it arrives (token and round fixed by the first
-// message; every header and chunk through MaskAssembler), keeps the decoded masks of this
-// stream only, and hands the complete upload to the job's committer at end of stream. Any
-// error finishes the call at once and drops everything this stream carried.
+// message; every header and chunk through MaskAssembler), writes each mask to the stream's
+// spool file as soon as it is decoded and checked, and hands the complete spool to the
+// job's committer at end of stream. Memory holds one tensor at a time. Any error finishes
+// the call at once and drops everything this stream carried (the spool is deleted).
 //
 // Bounds (docs/round_protocol.md §9): a stream waiting longer than `idle_timeout` for its
 // next message (the first included) is finished with DEADLINE_EXCEEDED by an alarm; a
 // stream carrying more messages than MaxUploadMessages() of its round, a drained duplicate
-// included, is refused with RESOURCE_EXHAUSTED.
+// included, or more keepalives than one per second of its age plus 10, is refused with
+// RESOURCE_EXHAUSTED.
 //
 // Threads: gRPC runs OnReadDone and OnDone, the alarm runs OnIdleAlarm on gRPC's executor.
 // Exactly one path calls Finish (ClaimFinish). The alarm claims only while a read is
@@ -159,12 +162,16 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
 
   absl::Status Consume() {
     stats_.wire_bytes += GrpcMessageBytes(message_);
+    if (message_.body_case() == v1::UploadChunk::kKeepalive) return Keepalive();
     ++messages_;
     if (!ticket_.has_value()) {
       ASSIGN_OR_RETURN(UploadTicket ticket, job_->BeginUpload(message_.session_token(), peer_, message_.round()));
       ticket_ = std::move(ticket);
       token_ = message_.session_token();
       max_messages_ = MaxUploadMessages(*ticket_->tensors, ticket_->max_chunk_bytes);
+      if (!ticket_->duplicate) {
+        ASSIGN_OR_RETURN(spool_, job_->NewUploadSpool(*ticket_));
+      }
     } else if (messages_ > max_messages_) {
       // Checked before the duplicate drain below, so a drained stream is bounded too.
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -190,6 +197,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
         const int64_t size = static_cast<int64_t>(message_.chunk().data().size());
         RETURN_IF_ERROR(current_->AddChunk(ChunkFromProto(message_.mutable_chunk())));
         stats_.payload_bytes += size;
+        RETURN_IF_ERROR(Spool(current_->TakeDecoded()));
         if (current_->complete()) return FinishPayload();
         return absl::OkStatus();
       }
@@ -213,7 +221,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
       if (ticket_->tensors->count(t.name) == 0) {
         return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is not part of round ", ticket_->round));
       }
-      if (masks_.count(t.name) != 0) {
+      if (!received_.insert(t.name).second) {
         return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' sent twice in one upload"));
       }
     }
@@ -227,13 +235,36 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
   }
 
   absl::Status FinishPayload() {
-    const std::vector<PayloadTensor> tensors = current_->header().tensors;
-    ASSIGN_OR_RETURN(std::vector<PackedMask> masks, current_->Finish());
+    ASSIGN_OR_RETURN(std::vector<PackedMask> rest, current_->Finish());
+    RETURN_IF_ERROR(Spool(std::move(rest)));
     current_.reset();
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      stats_.weights += masks[i].numel();
+    spooled_in_payload_ = 0;
+    return absl::OkStatus();
+  }
+
+  // Appends the current payload's next decoded masks (header order) to the spool.
+  absl::Status Spool(std::vector<PackedMask> masks) {
+    const std::vector<PayloadTensor>& tensors = current_->header().tensors;
+    for (PackedMask& mask : masks) {
+      const PayloadTensor& t = tensors[spooled_in_payload_++];
+      RETURN_IF_ERROR(spool_->Add(t.name, mask));
+      stats_.weights += mask.numel();
       ++stats_.tensors;
-      masks_.emplace(tensors[i].name, std::move(masks[i]));
+    }
+    return absl::OkStatus();
+  }
+
+  // A keepalive between payloads: counted against the stream's allowance only.
+  absl::Status Keepalive() {
+    if (current_.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(current_->header().Label(),
+                                                     "keepalive arrived before this payload's last chunk"));
+    }
+    const double age = std::chrono::duration<double>(Clock::now() - start_).count();
+    if (++keepalives_ > static_cast<int64_t>(age) + 10) {
+      return absl::ResourceExhaustedError(absl::StrCat("upload stream sent ", keepalives_, " keepalives in ",
+                                                       static_cast<int64_t>(age),
+                                                       " s, more than one per second plus 10"));
     }
     return absl::OkStatus();
   }
@@ -252,14 +283,14 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
           return;
         }
       }
-      if (masks_.size() != ticket_->tensors->size()) {
+      if (received_.size() != ticket_->tensors->size()) {
         std::string missing;
         int count = 0;
         for (const auto& [name, shape] : *ticket_->tensors) {
-          if (masks_.count(name) == 0 && count++ < 3) absl::StrAppend(&missing, count > 1 ? ", " : "", name);
+          if (received_.count(name) == 0 && count++ < 3) absl::StrAppend(&missing, count > 1 ? ", " : "", name);
         }
         RefuseClaimed(absl::InvalidArgumentError(absl::StrCat("upload for round ", ticket_->round, " is missing ",
-                                                       ticket_->tensors->size() - masks_.size(), " of ",
+                                                       ticket_->tensors->size() - received_.size(), " of ",
                                                        ticket_->tensors->size(), " tensors (", missing,
                                                        count > 3 ? ", ..." : "", ")")));
         return;
@@ -267,7 +298,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     }
     handed_off_ = true;
     UploadStats stats = stats_;
-    job_->CommitUpload(*ticket_, std::move(masks_), stats, [this](absl::StatusOr<v1::UploadAck> result) {
+    job_->CommitUpload(*ticket_, std::move(spool_), stats, [this](absl::StatusOr<v1::UploadAck> result) {
       if (result.ok()) {
         *ack_ = *result;
         if (ack_->duplicate()) {
@@ -282,19 +313,19 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     if (ClaimFinish()) RefuseClaimed(status);
   }
 
-  // Logs, releases the ticket, drops the stream's masks and finishes with `status`. Only
-  // after ClaimFinish() returned true.
+  // Logs, deletes the spool, releases the ticket and finishes with `status`. Only after
+  // ClaimFinish() returned true.
   void RefuseClaimed(const absl::Status& status) {
     spdlog::warn("upload from {} for round {} refused ({} messages, {} bytes dropped, no vote changed): {}: {}",
                  ticket_.has_value() ? ticket_->client : (peer_.empty() ? "unauthenticated peer" : peer_),
                  ticket_.has_value() ? ticket_->round : message_.round(), messages_, stats_.wire_bytes,
                  absl::StatusCodeToString(status.code()), std::string(status.message()));
+    current_.reset();
+    spool_.reset();  // before the ticket is released: a retry may start its own spool at once
     if (ticket_.has_value()) {
       job_->AbortUpload(*ticket_);
       handed_off_ = true;  // released already
     }
-    masks_.clear();
-    current_.reset();
     Finish(ToGrpcStatus(status));
   }
 
@@ -309,9 +340,12 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
   std::optional<UploadTicket> ticket_;
   std::string token_;
   std::optional<MaskAssembler> current_;
-  std::map<std::string, PackedMask> masks_;
+  std::unique_ptr<MaskSetWriter> spool_;  // null for a duplicate
+  std::set<std::string> received_;         // tensors whose payload header was accepted
+  size_t spooled_in_payload_ = 0;          // masks of current_ already in the spool
   UploadStats stats_;
-  int64_t messages_ = 0;      // received on this stream, the first included
+  int64_t messages_ = 0;      // received on this stream, the first included; keepalives not
+  int64_t keepalives_ = 0;
   int64_t max_messages_ = 0;  // MaxUploadMessages of the ticket's round
   bool handed_off_ = false;
 

@@ -111,12 +111,17 @@ class CrashReplayTest : public ::testing::TestWithParam<std::string> {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     if (!ticket.ok() || crashed) return;
-    std::map<std::string, PackedMask> masks;
+    std::unique_ptr<MaskSetWriter> spool;
     if (!ticket->duplicate) {
-      for (const auto& [name, shape] : *ticket->tensors) masks.emplace(name, SiteMask(site, name, shape));
+      absl::StatusOr<std::unique_ptr<MaskSetWriter>> opened = job->NewUploadSpool(*ticket);
+      if (!opened.ok()) return;  // the state directory is gone: the test's crash
+      spool = *std::move(opened);
+      for (const auto& [name, shape] : *ticket->tensors) {
+        if (!spool->Add(name, SiteMask(site, name, shape)).ok()) return;
+      }
     }
     std::promise<void> acked;
-    job->CommitUpload(*std::move(ticket), std::move(masks), UploadStats{},
+    job->CommitUpload(*std::move(ticket), std::move(spool), UploadStats{},
                       [&acked](absl::StatusOr<v1::UploadAck>) { acked.set_value(); });
     acked.get_future().wait();
   }

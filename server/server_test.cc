@@ -128,6 +128,48 @@ TEST(StateStoreTest, MaskSetFileReadsOneMaskAtATimeAndChecksTheFile) {
   EXPECT_FALSE(MaskSetFile::Open(path).ok());
 }
 
+// The streaming writer produces the bytes EncodeMaskSet does (entries in the order added),
+// publishes only on Commit, and refuses a count other than the one it was created for.
+TEST(StateStoreTest, MaskSetWriterStreamsTheSameFile) {
+  std::map<std::string, PackedMask> masks;
+  PackedMask a({3, 5});
+  a.Set(7, true);
+  masks.emplace("a", a);
+  masks.emplace("b", PackedMask({9}));
+  const std::string path = ::testing::TempDir() + "/mask_set_writer_test.bin";
+  std::filesystem::remove(path);
+  {
+    auto writer = MaskSetWriter::Create(path, 2);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE(writer->Add("a", a).ok());
+    EXPECT_EQ(writer->Commit().status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp")) << "an abandoned writer leaves nothing";
+  auto writer = MaskSetWriter::Create(path, 2);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  for (const auto& [name, mask] : masks) ASSERT_TRUE(writer->Add(name, mask).ok());
+  EXPECT_FALSE(writer->Add("c", a).ok());
+  auto sha = writer->Commit();
+  ASSERT_TRUE(sha.ok()) << sha.status();
+  std::ifstream in(path, std::ios::binary);
+  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(written, EncodeMaskSet(masks));
+  EXPECT_EQ(*sha, Sha256Hex(written));
+  EXPECT_TRUE(MaskSetFile::Open(path, *sha).ok());
+  std::filesystem::remove(path);
+}
+
+TEST(Sha256Test, IncrementalEqualsOneShot) {
+  const std::string text = "the quick brown fox jumps over the lazy dog, twice over";
+  Sha256 sha;
+  sha.Update(text.substr(0, 7));
+  sha.Update("");
+  sha.Update(text.substr(7));
+  EXPECT_EQ(sha.FinishHex(), Sha256Hex(text));
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
 void WriteFileForTest(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(StateStoreTest, AtomicWritesReopenAndCleanUp) {

@@ -82,21 +82,41 @@ std::string Seal(std::string body) {
 
 }  // namespace
 
-absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes, absl::string_view torn_write_point) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("cannot create", tmp);
+absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(const std::string& path,
+                                                                            std::string tmp_path) {
+  if (tmp_path.empty()) tmp_path = path + ".tmp";
+  const int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("cannot create", tmp_path);
+  return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, std::move(tmp_path), fd));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_path_.c_str());
+}
+
+absl::Status AtomicFileWriter::Append(absl::string_view bytes) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(tmp_path_, " is closed"));
   size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const absl::Status s = Errno("cannot write", tmp);
-      ::close(fd);
-      return s;
+      return Errno("cannot write", tmp_path_);
     }
     done += static_cast<size_t>(n);
   }
+  crc_ = crc32c::Extend(crc_, bytes.data(), bytes.size());
+  sha_.Update(bytes);
+  written_ += static_cast<int64_t>(bytes.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> AtomicFileWriter::Commit(absl::string_view torn_write_point) {
+  const std::string& tmp = tmp_path_;
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(tmp, " is closed"));
+  const int fd = fd_;
+  fd_ = -1;
   if (::fsync(fd) != 0) {
     const absl::Status s = Errno("cannot fsync", tmp);
     ::close(fd);
@@ -104,14 +124,51 @@ absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes, a
   }
   if (::close(fd) != 0) return Errno("cannot close", tmp);
   if (!torn_write_point.empty()) CrashPoint(torn_write_point);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("cannot rename to", path);
-  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Errno("cannot rename to", path_);
+  committed_ = true;
+  const std::string dir = std::filesystem::path(path_).parent_path().string();
   const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return Errno("cannot open directory", dir);
   const int rc = ::fsync(dfd);
   ::close(dfd);
   if (rc != 0) return Errno("cannot fsync directory", dir);
+  return sha_.FinishHex();
+}
+
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes, absl::string_view torn_write_point) {
+  ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file, AtomicFileWriter::Create(path));
+  RETURN_IF_ERROR(file->Append(bytes));
+  return file->Commit(torn_write_point).status();
+}
+
+absl::StatusOr<MaskSetWriter> MaskSetWriter::Create(const std::string& path, uint32_t entries, std::string tmp_path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file, AtomicFileWriter::Create(path, std::move(tmp_path)));
+  std::string header(kMagic, 4);
+  PutU32(&header, kVersion);
+  PutU32(&header, kKindMasks);
+  PutU32(&header, entries);
+  RETURN_IF_ERROR(file->Append(header));
+  return MaskSetWriter(std::move(file), entries);
+}
+
+absl::Status MaskSetWriter::Add(const std::string& name, const PackedMask& mask) {
+  if (added_ == entries_) return absl::FailedPreconditionError(absl::StrCat("mask set already has its ", entries_, " entries"));
+  std::string entry;
+  PutEntryHeader(&entry, name, mask.shape(), mask.bytes().size());
+  RETURN_IF_ERROR(file_->Append(entry));
+  RETURN_IF_ERROR(file_->Append(absl::string_view(reinterpret_cast<const char*>(mask.bytes().data()), mask.bytes().size())));
+  ++added_;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MaskSetWriter::Commit(absl::string_view torn_write_point) {
+  if (added_ != entries_) {
+    return absl::FailedPreconditionError(absl::StrCat("mask set has ", added_, " of its ", entries_, " entries"));
+  }
+  std::string crc;
+  PutU32(&crc, file_->crc32c());
+  RETURN_IF_ERROR(file_->Append(crc));
+  return file_->Commit(torn_write_point);
 }
 
 std::string EncodeMaskSet(const std::map<std::string, PackedMask>& masks) {
@@ -251,7 +308,18 @@ absl::Status StateStore::WriteBytes(const std::string& relative, absl::string_vi
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", path.parent_path().string(), ": ", ec.message()));
-  return AtomicWriteFile(path.string(), bytes, absl::StrCat("torn-write:", relative));
+  return AtomicWriteFile(path.string(), bytes, TornWritePoint(relative));
+}
+
+std::string StateStore::Path(const std::string& relative) const { return (std::filesystem::path(dir_) / relative).string(); }
+
+absl::StatusOr<MaskSetWriter> StateStore::NewMaskSet(const std::string& relative, uint32_t entries,
+                                                     const std::string& tag) const {
+  const std::filesystem::path path = std::filesystem::path(dir_) / relative;
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", path.parent_path().string(), ": ", ec.message()));
+  return MaskSetWriter::Create(path.string(), entries, absl::StrCat(path.string(), ".", tag, ".tmp"));
 }
 
 absl::Status StateStore::WriteJson(const std::string& relative, const nlohmann::json& json) const {

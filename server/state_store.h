@@ -31,6 +31,37 @@ namespace fedprllm {
 absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes,
                              absl::string_view torn_write_point = "");
 
+// A file written in pieces and published atomically: Append() writes to `path`.tmp; Commit()
+// fsyncs it, renames it to `path` and fsyncs the directory. Destroyed uncommitted, it
+// removes the .tmp. Tracks the CRC32C and SHA-256 of what it wrote. Not thread-safe.
+class AtomicFileWriter {
+ public:
+  // `tmp_path`: where the bytes go until Commit; default `path`.tmp.
+  static absl::StatusOr<std::unique_ptr<AtomicFileWriter>> Create(const std::string& path,
+                                                                  std::string tmp_path = "");
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  absl::Status Append(absl::string_view bytes);
+  uint32_t crc32c() const { return crc_; }
+  int64_t bytes_written() const { return written_; }
+  // A non-empty `torn_write_point` names the kill point between the fsync and the rename.
+  // Returns the SHA-256 (hex) of the file.
+  absl::StatusOr<std::string> Commit(absl::string_view torn_write_point = "");
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp_path, int fd)
+      : path_(std::move(path)), tmp_path_(std::move(tmp_path)), fd_(fd) {}
+  std::string path_;
+  std::string tmp_path_;
+  int fd_;
+  uint32_t crc_ = 0;
+  int64_t written_ = 0;
+  Sha256 sha_;
+  bool committed_ = false;
+};
+
 // Binary "mask set" file: magic "FPMS", u32 version 1, u32 kind (1 = packed masks,
 // 5 = float32 values), u32 entry count; per entry u32 name length, name, u32 rank, u64 dims,
 // u64 byte count, bytes; then the CRC32C (u32) of everything before it. Little-endian.
@@ -38,6 +69,23 @@ std::string EncodeMaskSet(const std::map<std::string, PackedMask>& masks);
 // Fails (DATA_LOSS) on a bad magic, version, kind, CRC or truncation; `label` names the file.
 absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_view bytes,
                                                                 const std::string& label);
+
+// Writes a mask set file (the format above) one mask at a time: memory holds none of them.
+// The entry count is fixed at Create(); Commit() fails unless exactly that many were added.
+class MaskSetWriter {
+ public:
+  static absl::StatusOr<MaskSetWriter> Create(const std::string& path, uint32_t entries, std::string tmp_path = "");
+  absl::Status Add(const std::string& name, const PackedMask& mask);
+  uint32_t added() const { return added_; }
+  // Appends the CRC and publishes the file atomically; returns its SHA-256 (hex).
+  absl::StatusOr<std::string> Commit(absl::string_view torn_write_point = "");
+
+ private:
+  MaskSetWriter(std::unique_ptr<AtomicFileWriter> file, uint32_t entries) : file_(std::move(file)), entries_(entries) {}
+  std::unique_ptr<AtomicFileWriter> file_;
+  uint32_t entries_;
+  uint32_t added_ = 0;
+};
 
 // A mask set file, memory-mapped, whose masks are read one at a time: memory holds the one
 // mask asked for, never the whole set (the mapped pages are the page cache's). Immutable
@@ -106,6 +154,14 @@ class StateStore {
   // Deletes the upload files of `round` whose client is not in `committed` (written before
   // a commit point that was never reached); returns their names.
   std::vector<std::string> RemoveOrphanUploads(int round, const std::set<std::string>& committed) const;
+
+  // A writer for `relative` (parents created) whose bytes go to `relative`.<tag>.tmp until
+  // committed, so writers of one file with different tags never meet. To publish it as
+  // WriteBytes would, run BeforeWrite(relative) and then Commit(TornWritePoint(relative)).
+  absl::StatusOr<MaskSetWriter> NewMaskSet(const std::string& relative, uint32_t entries,
+                                           const std::string& tag) const;
+  static std::string TornWritePoint(const std::string& relative) { return "torn-write:" + relative; }
+  std::string Path(const std::string& relative) const;
 
   static std::string RoundFile(int round);
   static std::string UploadFile(int round, const std::string& client);
