@@ -120,8 +120,17 @@ absl::Status GlobalPruner::AddClientSource(const std::string& client_id,
 }
 
 absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
-  if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
   RoundDecision decisions;
+  RETURN_IF_ERROR(CloseRoundInto([&](TensorDecision decision) {
+    decided_[decision.name] = decision;
+    decisions.push_back(std::move(decision));
+    return absl::OkStatus();
+  }));
+  return decisions;
+}
+
+absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
+  if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
   for (const auto& [name, shape] : shapes_) {
     VoteCounter counter(shape, max_clients_);
     for (size_t c = 0; c < sources_.size(); ++c) {
@@ -142,7 +151,6 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
         return counter.votes().to(at::kFloat).neg().add(clients).div(clients).reshape(weight.sizes());
       }));
     }
-    decided_[name] = decision;
     ASSIGN_OR_RETURN(at::Tensor histogram, TorchCall("vote histogram", [&] { return VoteHistogram(counter); }));
     const at::Tensor h = histogram.to(at::kLong).contiguous();
     report_["tensors"][name] = {
@@ -151,11 +159,11 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
         {"sparsity", static_cast<double>(decision.mask.CountOnes()) / static_cast<double>(decision.mask.numel())},
         {"vote_histogram", std::vector<int64_t>(h.data_ptr<int64_t>(), h.data_ptr<int64_t>() + h.numel())},
         {"round", round_}};
-    decisions.push_back(std::move(decision));
+    RETURN_IF_ERROR(sink(std::move(decision)));
   }
   report_["rounds"].push_back({{"round", round_}, {"layers", layers_}, {"clients", clients_}});
   sources_.clear();  // the masks held for in-memory clients
-  return decisions;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<LlamaModel> GlobalPruner::PrunedModel() const {
@@ -168,10 +176,19 @@ absl::StatusOr<LlamaModel> GlobalPruner::PrunedModel() const {
 }
 
 absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const {
-  return model_.SaveHf(dir, tokenizer_path, [this](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<at::Tensor> {
+  return SavePrunedHf(dir, tokenizer_path, [this](const std::string& name) -> absl::StatusOr<std::optional<TensorDecision>> {
     auto it = decided_.find(name);
-    if (it == decided_.end()) return stored;
-    return ApplyTensorDecision(stored, it->second);
+    if (it == decided_.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
+absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path,
+                                        const DecisionLookup& lookup) const {
+  return model_.SaveHf(dir, tokenizer_path, [&](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<at::Tensor> {
+    ASSIGN_OR_RETURN(std::optional<TensorDecision> decision, lookup(name));
+    if (!decision.has_value()) return stored;
+    return ApplyTensorDecision(stored, *decision);
   });
 }
 

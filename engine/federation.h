@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,6 +41,10 @@ absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const T
 // One client's mask for a tensor of the open round, produced when the round closes (the
 // server reads it from the client's committed upload file).
 using MaskSource = std::function<absl::StatusOr<PackedMask>(const std::string& tensor_name)>;
+// Receives each decision of a closing round as it is made.
+using DecisionSink = std::function<absl::Status(TensorDecision decision)>;
+// The decision of a tensor, or nullopt for a tensor no round decided (kept dense).
+using DecisionLookup = std::function<absl::StatusOr<std::optional<TensorDecision>>(const std::string& tensor_name)>;
 
 // The server's side: the global model and the votes of the open round. Votes are counted
 // when the round closes, one tensor at a time, so a round holds one tensor's counters at
@@ -67,6 +72,10 @@ class GlobalPruner {
   // Chooses every tensor's mask from the votes, keeps it for the global model, and returns
   // the decisions. Requires at least one client.
   absl::StatusOr<RoundDecision> CloseRound();
+  // The same, but each decision goes to `sink` as soon as it is made and none is kept:
+  // memory holds one tensor's counters and decision at a time. The caller keeps the
+  // decisions and gives them back to SavePrunedHf through a DecisionLookup.
+  absl::Status CloseRoundInto(const DecisionSink& sink);
 
   // The dense model the rounds decide on.
   const LlamaModel& base_model() const { return model_; }
@@ -75,6 +84,9 @@ class GlobalPruner {
   // Writes PrunedModel() in Hugging Face layout (LlamaModel::SaveHf), applying each decision
   // while its tensor is written: memory holds one pruned tensor at a time.
   absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const;
+  // The same with the decisions from `lookup` (for rounds closed by CloseRoundInto).
+  absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path,
+                            const DecisionLookup& lookup) const;
   // Per-matrix sparsity, vote histograms and contributing clients per round.
   const nlohmann::json& report() const { return report_; }
 

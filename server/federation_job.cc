@@ -69,42 +69,32 @@ nlohmann::json ConfigDigestJson(const ServerConfig& c) {
           {"expected_clients", c.expected_clients}, {"min_clients", c.min_clients}};
 }
 
-// Encodes a round's decision as the DecisionChunk stream FetchDecisions serves, and the
-// float scales for the state directory.
-absl::Status EncodeDecision(int round, const RoundDecision& decision, const JobTensorTable& table, MaskPattern pattern,
-                            size_t max_chunk, std::vector<v1::DecisionChunk>* stream, std::map<std::string, PackedMask>* masks,
-                            std::map<std::string, FloatTensor>* scales) {
-  auto append = [&](const EncodedPayload& payload) -> absl::Status {
-    v1::DecisionChunk header;
-    header.set_round(round);
-    RETURN_IF_ERROR(HeaderToProto(payload.header, table, header.mutable_header()));
-    stream->push_back(std::move(header));
-    for (const PayloadChunk& c : payload.chunks) {
-      v1::DecisionChunk chunk;
-      chunk.set_round(round);
-      ChunkToProto(c, chunk.mutable_chunk());
-      stream->push_back(std::move(chunk));
-    }
-    return absl::OkStatus();
-  };
-  for (const TensorDecision& d : decision) {
-    ASSIGN_OR_RETURN(EncodedPayload mask, EncodeMask(d.name, d.mask, pattern, max_chunk));
-    RETURN_IF_ERROR(append(mask));
-    masks->emplace(d.name, d.mask);
-    if (d.scale.defined()) {
-      ASSIGN_OR_RETURN(at::Tensor scale, TorchCall(absl::StrCat("reading the scales of ", d.name), [&] {
-                         return d.scale.to(at::kCPU, at::kFloat).contiguous();
-                       }));
-      FloatTensor values{scale.sizes().vec(),
-                         std::vector<float>(scale.data_ptr<float>(), scale.data_ptr<float>() + scale.numel())};
-      ASSIGN_OR_RETURN(EncodedPayload payload, EncodeFloat32(d.name, values.shape, values.values,
-                                                             PayloadKind::kWeightScale, max_chunk));
-      RETURN_IF_ERROR(append(payload));
-      scales->emplace(d.name, std::move(values));
-    }
+// Appends `payload` to a DecisionChunk stream of `round`: its header, then its chunks.
+absl::Status AppendDecisionPayload(int round, const EncodedPayload& payload, const JobTensorTable& table,
+                                   std::vector<v1::DecisionChunk>* stream) {
+  v1::DecisionChunk header;
+  header.set_round(round);
+  RETURN_IF_ERROR(HeaderToProto(payload.header, table, header.mutable_header()));
+  stream->push_back(std::move(header));
+  for (const PayloadChunk& c : payload.chunks) {
+    v1::DecisionChunk chunk;
+    chunk.set_round(round);
+    ChunkToProto(c, chunk.mutable_chunk());
+    stream->push_back(std::move(chunk));
   }
   return absl::OkStatus();
 }
+
+// Float32 values of a scale tensor, for the state directory.
+absl::StatusOr<FloatTensor> ScaleValues(const std::string& name, const at::Tensor& scale) {
+  ASSIGN_OR_RETURN(at::Tensor values, TorchCall(absl::StrCat("reading the scales of ", name), [&] {
+                     return scale.to(at::kCPU, at::kFloat).contiguous();
+                   }));
+  return FloatTensor{values.sizes().vec(),
+                     std::vector<float>(values.data_ptr<float>(), values.data_ptr<float>() + values.numel())};
+}
+
+int64_t LayerOfTensor(const std::string& name) { return std::stoll(name.substr(std::string("model.layers.").size())); }
 
 // Creates `dir` if needed and proves it writable by creating and removing a file in it.
 absl::Status CheckWritableDirectory(const std::string& dir, const char* key) {
@@ -608,16 +598,90 @@ void FederationJob::CommitUpload(UploadTicket ticket, std::unique_ptr<MaskSetWri
 
 absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> FederationJob::Decisions(
     const std::string& token, const std::string& peer, int round) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(token, peer));
-  if (round < 0 || round >= NumRounds()) {
-    return absl::NotFoundError(absl::StrCat("round ", round, " does not exist; the job has ", NumRounds(), " rounds"));
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(token, peer));
+    if (round < 0 || round >= NumRounds()) {
+      return absl::NotFoundError(absl::StrCat("round ", round, " does not exist; the job has ", NumRounds(), " rounds"));
+    }
+    if (round >= static_cast<int>(rounds_.size()) || rounds_[round].phase != RoundPhase::kClosed) {
+      return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not decided yet"));
+    }
+    sites_.SetActivity(client, v1::SITE_ACTIVITY_FETCHING, round + 1);
   }
-  if (round >= static_cast<int>(rounds_.size()) || rounds_[round].phase != RoundPhase::kClosed) {
-    return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not decided yet"));
+  // Encoded per request from the files, outside the lock: a CLOSED round's files never change.
+  return EncodeStoredDecision(round);
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> FederationJob::EncodeStoredDecision(int round) const {
+  ASSIGN_OR_RETURN(std::shared_ptr<const MaskSetFile> masks,
+                   MaskSetFile::Open(store_.Path(StateStore::DecisionMaskFile(round))));
+  std::map<std::string, FloatTensor> scales;
+  if (store_.Exists(StateStore::DecisionScaleFile(round))) {
+    ASSIGN_OR_RETURN(std::string bytes, store_.ReadBytes(StateStore::DecisionScaleFile(round)));
+    ASSIGN_OR_RETURN(scales, DecodeFloatSet(bytes, store_.Path(StateStore::DecisionScaleFile(round))));
   }
-  sites_.SetActivity(client, v1::SITE_ACTIVITY_FETCHING, round + 1);
-  return rounds_[round].decision;
+  const MaskPattern pattern{aggregation_.pattern.n, aggregation_.pattern.m};
+  const size_t max_chunk = static_cast<size_t>(config_.max_chunk_bytes);
+  auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
+  for (const auto& [name, shape] : masks->tensors()) {
+    ASSIGN_OR_RETURN(PackedMask mask, masks->Mask(name));
+    ASSIGN_OR_RETURN(EncodedPayload payload, EncodeMask(name, mask, pattern, max_chunk));
+    RETURN_IF_ERROR(AppendDecisionPayload(round, payload, tensor_table_, stream.get()));
+    auto scale = scales.find(name);
+    if (scale != scales.end()) {
+      ASSIGN_OR_RETURN(EncodedPayload values, EncodeFloat32(name, scale->second.shape, scale->second.values,
+                                                            PayloadKind::kWeightScale, max_chunk));
+      RETURN_IF_ERROR(AppendDecisionPayload(round, values, tensor_table_, stream.get()));
+    }
+  }
+  return std::shared_ptr<const std::vector<v1::DecisionChunk>>(std::move(stream));
+}
+
+DecisionLookup FederationJob::StoredDecisions() const {
+  // Which closed round decided each tensor; the files are opened once, when first needed.
+  struct Cache {
+    std::map<std::string, int> round_of;
+    std::map<int, std::shared_ptr<const MaskSetFile>> masks;
+    int scales_round = -1;
+    std::map<std::string, FloatTensor> scales;  // of scales_round
+  };
+  auto cache = std::make_shared<Cache>();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Round& r : rounds_) {
+      if (r.phase != RoundPhase::kClosed) continue;
+      for (const auto& [name, shape] : *r.tensors) cache->round_of[name] = r.index;
+    }
+  }
+  return [this, cache](const std::string& name) -> absl::StatusOr<std::optional<TensorDecision>> {
+    auto round = cache->round_of.find(name);
+    if (round == cache->round_of.end()) return std::nullopt;
+    const int index = round->second;
+    std::shared_ptr<const MaskSetFile>& masks = cache->masks[index];
+    if (masks == nullptr) {
+      ASSIGN_OR_RETURN(masks, MaskSetFile::Open(store_.Path(StateStore::DecisionMaskFile(index))));
+    }
+    TensorDecision decision;
+    decision.name = name;
+    ASSIGN_OR_RETURN(decision.mask, masks->Mask(name));
+    if (aggregation_.weight_scaling) {
+      if (cache->scales_round != index) {
+        ASSIGN_OR_RETURN(std::string bytes, store_.ReadBytes(StateStore::DecisionScaleFile(index)));
+        ASSIGN_OR_RETURN(cache->scales, DecodeFloatSet(bytes, store_.Path(StateStore::DecisionScaleFile(index))));
+        cache->scales_round = index;
+      }
+      auto scale = cache->scales.find(name);
+      if (scale == cache->scales.end()) {
+        return absl::DataLossError(absl::StrCat(store_.Path(StateStore::DecisionScaleFile(index)), " has no scales for ", name));
+      }
+      std::vector<float>& values = scale->second.values;
+      ASSIGN_OR_RETURN(decision.scale, TorchCall("scales", [&] {
+        return at::from_blob(values.data(), scale->second.shape, at::kFloat).clone();
+      }));
+    }
+    return decision;
+  };
 }
 
 // ---- the worker ----------------------------------------------------------------------------
@@ -968,20 +1032,33 @@ absl::Status FederationJob::OpenRound(int index) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<FederationJob::Decided> FederationJob::Decide(int index) {
+absl::StatusOr<FederationJob::Decided> FederationJob::Decide(int index, bool publish) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(RoundDecision decision, pruner_.CloseRound());
+  const std::string mask_file = StateStore::DecisionMaskFile(index);
+  ASSIGN_OR_RETURN(MaskSetWriter masks, store_.NewMaskSet(mask_file, static_cast<uint32_t>(pruner_.ExpectedTensors().size()),
+                                                          publish ? "decide" : "replay"));
+  std::map<std::string, FloatTensor> scales;
   Decided out;
-  out.seconds = SecondsSince(start);
-  auto stream = std::make_shared<std::vector<v1::DecisionChunk>>();
-  RETURN_IF_ERROR(EncodeDecision(index, decision, tensor_table_, MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m},
-                                 static_cast<size_t>(config_.max_chunk_bytes), stream.get(), &out.masks, &out.scales));
-  out.stream = std::move(stream);
-  for (const TensorDecision& d : decision) {
-    const int64_t layer = std::stoll(d.name.substr(std::string("model.layers.").size()));
-    out.per_layer[layer].first += d.mask.CountOnes();
-    out.per_layer[layer].second += d.mask.numel();
+  RETURN_IF_ERROR(pruner_.CloseRoundInto([&](TensorDecision d) -> absl::Status {
+    RETURN_IF_ERROR(masks.Add(d.name, d.mask));
+    std::pair<int64_t, int64_t>& counts = out.per_layer[LayerOfTensor(d.name)];
+    counts.first += d.mask.CountOnes();
+    counts.second += d.mask.numel();
+    if (d.scale.defined()) {
+      ASSIGN_OR_RETURN(scales[d.name], ScaleValues(d.name, d.scale));
+    }
+    return absl::OkStatus();
+  }));
+  if (!publish) {
+    ASSIGN_OR_RETURN(out.masks_sha256, masks.Discard());
+  } else {
+    RETURN_IF_ERROR(store_.BeforeWrite(mask_file));
+    ASSIGN_OR_RETURN(out.masks_sha256, masks.Commit(StateStore::TornWritePoint(mask_file)));
+    if (!scales.empty()) {
+      RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(scales)));
+    }
   }
+  out.seconds = SecondsSince(start);
   return out;
 }
 
@@ -1000,11 +1077,7 @@ absl::Status FederationJob::CloseRound(int index) {
   spdlog::info("round {} closed for uploads: {} clients [{}]; aggregating", index, clients.size(),
                absl::StrJoin(clients, ", "));
   CrashPoint("aggregating");
-  ASSIGN_OR_RETURN(Decided decided, Decide(index));
-  RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionMaskFile(index), EncodeMaskSet(decided.masks)));
-  if (!decided.scales.empty()) {
-    RETURN_IF_ERROR(store_.WriteBytes(StateStore::DecisionScaleFile(index), EncodeFloatSet(decided.scales)));
-  }
+  ASSIGN_OR_RETURN(Decided decided, Decide(index, /*publish=*/true));
   CrashPoint("decision-written");
   for (const auto& [layer, counts] : decided.per_layer) {
     spdlog::info("round {}: layer {} aggregated from {} clients: {} of {} weights pruned ({:.4f})", index, layer,
@@ -1016,11 +1089,11 @@ absl::Status FederationJob::CloseRound(int index) {
     r.phase = RoundPhase::kClosed;
     r.closed_ms = clock_();
     r.aggregation_seconds = decided.seconds;
-    r.decision = decided.stream;
     round_json = RoundRecordJson(r);
   }
   RETURN_IF_ERROR(store_.WriteJson(StateStore::RoundFile(index), round_json));
-  spdlog::info("round {} decided in {:.3f} s; decision is {} messages", index, decided.seconds, decided.stream->size());
+  spdlog::info("round {} decided in {:.3f} s; decision {} (sha256 {})", index, decided.seconds,
+               StateStore::DecisionMaskFile(index), decided.masks_sha256.substr(0, 16));
   if (events_.round_closed) events_.round_closed(index, decided.seconds);
   CrashPoint("round-closed");
   if (index + 1 < NumRounds()) return OpenRound(index + 1);
@@ -1041,7 +1114,7 @@ absl::Status FederationJob::WriteModel() {
   RETURN_IF_ERROR(store_.BeforeWrite("output/model"));
   std::error_code ec;
   std::filesystem::remove_all(partial, ec);
-  RETURN_IF_ERROR(pruner_.SavePrunedHf(partial.string(), tokenizer_path_));
+  RETURN_IF_ERROR(pruner_.SavePrunedHf(partial.string(), tokenizer_path_, StoredDecisions()));
   CrashPoint("model-partial");
   std::filesystem::remove_all(model_dir, ec);
   std::filesystem::rename(partial, model_dir, ec);

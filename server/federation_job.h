@@ -182,7 +182,6 @@ class FederationJob {
     int64_t weights = 0;  // mask bits per client upload
     std::set<std::string> committed;
     std::set<std::string> in_flight;
-    std::shared_ptr<const std::vector<v1::DecisionChunk>> decision;
   };
   struct Waiter {
     uint64_t id;
@@ -205,17 +204,21 @@ class FederationJob {
 
   // A round's decision, encoded for FetchDecisions and for the state directory.
   struct Decided {
-    std::shared_ptr<const std::vector<v1::DecisionChunk>> stream;
-    std::map<std::string, PackedMask> masks;
-    std::map<std::string, FloatTensor> scales;
+    std::string masks_sha256;  // of the round's decision mask file
     std::map<int64_t, std::pair<int64_t, int64_t>> per_layer;  // layer -> (pruned, weights)
     double seconds = 0;
   };
   // A new OPEN round `index` (layers, tensors, deadline from now); not yet in rounds_.
   Round NewRound(int index) const;
-  // Closes the pruner's round: chooses the masks from the votes and applies them to the
-  // global model (worker thread, or Create() during a resume).
-  absl::StatusOr<Decided> Decide(int index);
+  // Closes the pruner's round: chooses the masks from the votes, one tensor at a time, into
+  // the round's decision files (worker thread). With `publish` false (a resume replaying a
+  // closed round) nothing is written and only the digest the mask file must have is returned.
+  absl::StatusOr<Decided> Decide(int index, bool publish);
+  // The decisions of the rounds closed so far, read back from their decision files (each
+  // opened once, memory-mapped) as the lookup is asked for them.
+  DecisionLookup StoredDecisions() const;
+  // The DecisionChunk stream of a closed round, encoded from its decision files.
+  absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> EncodeStoredDecision(int round) const;
 
   // job_recovery.cc: rebuilds the rounds, the votes and the global model from `state`.
   absl::Status Resume(const RecoveredJob& state);

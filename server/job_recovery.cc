@@ -172,13 +172,11 @@ absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   }
   static_cast<RoundRecord&>(r) = saved;
   if (closed) {
-    ASSIGN_OR_RETURN(Decided decided, Decide(saved.index));
-    ASSIGN_OR_RETURN(std::string stored, store_.ReadBytes(StateStore::DecisionMaskFile(saved.index)));
-    if (stored != EncodeMaskSet(decided.masks)) {
+    ASSIGN_OR_RETURN(Decided decided, Decide(saved.index, /*publish=*/false));
+    if (!MaskSetFile::Open(store_.Path(StateStore::DecisionMaskFile(saved.index)), decided.masks_sha256).ok()) {
       return absl::DataLossError(absl::StrCat(store_.dir(), "/", StateStore::DecisionMaskFile(saved.index),
                                               ": differs from the decision its committed uploads give"));
     }
-    r.decision = decided.stream;
   }
   absl::MutexLock lock(&mu_);
   if (first_round_opened_ms_ == 0) first_round_opened_ms_ = r.opened_ms;

@@ -135,6 +135,14 @@ absl::StatusOr<std::string> AtomicFileWriter::Commit(absl::string_view torn_writ
   return sha_.FinishHex();
 }
 
+absl::StatusOr<std::string> AtomicFileWriter::Discard() {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(tmp_path_, " is closed"));
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_path_.c_str());
+  return sha_.FinishHex();
+}
+
 absl::Status AtomicWriteFile(const std::string& path, absl::string_view bytes, absl::string_view torn_write_point) {
   ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file, AtomicFileWriter::Create(path));
   RETURN_IF_ERROR(file->Append(bytes));
@@ -161,14 +169,23 @@ absl::Status MaskSetWriter::Add(const std::string& name, const PackedMask& mask)
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> MaskSetWriter::Commit(absl::string_view torn_write_point) {
+absl::Status MaskSetWriter::Seal() {
   if (added_ != entries_) {
     return absl::FailedPreconditionError(absl::StrCat("mask set has ", added_, " of its ", entries_, " entries"));
   }
   std::string crc;
   PutU32(&crc, file_->crc32c());
-  RETURN_IF_ERROR(file_->Append(crc));
+  return file_->Append(crc);
+}
+
+absl::StatusOr<std::string> MaskSetWriter::Commit(absl::string_view torn_write_point) {
+  RETURN_IF_ERROR(Seal());
   return file_->Commit(torn_write_point);
+}
+
+absl::StatusOr<std::string> MaskSetWriter::Discard() {
+  RETURN_IF_ERROR(Seal());
+  return file_->Discard();
 }
 
 std::string EncodeMaskSet(const std::map<std::string, PackedMask>& masks) {
@@ -208,8 +225,10 @@ struct MaskSetEntry {
   absl::string_view bytes;
 };
 
-// Checks a mask set file's magic, CRC, version and kind, and lists its entries.
-absl::StatusOr<std::vector<MaskSetEntry>> ParseMaskSet(absl::string_view bytes, const std::string& label) {
+// Checks a mask set file's magic, CRC, version and kind (masks, or float32 values), and
+// lists its entries.
+absl::StatusOr<std::vector<MaskSetEntry>> ParseMaskSet(absl::string_view bytes, const std::string& label,
+                                                       uint32_t expected_kind = kKindMasks) {
   auto bad = [&](absl::string_view why) { return absl::DataLossError(absl::StrCat(label, ": ", why)); };
   if (bytes.size() < 20 || bytes.substr(0, 4) != absl::string_view(kMagic, 4)) return bad("not a mask set file");
   const absl::string_view body = bytes.substr(0, bytes.size() - 4);
@@ -220,7 +239,7 @@ absl::StatusOr<std::vector<MaskSetEntry>> ParseMaskSet(absl::string_view bytes, 
   Reader r(body.substr(4));
   uint32_t version, kind, count;
   if (!r.U32(&version) || !r.U32(&kind) || !r.U32(&count)) return bad("truncated header");
-  if (version != kVersion || kind != kKindMasks) return bad(absl::StrCat("version ", version, " kind ", kind));
+  if (version != kVersion || kind != expected_kind) return bad(absl::StrCat("version ", version, " kind ", kind));
   std::vector<MaskSetEntry> out;
   for (uint32_t i = 0; i < count; ++i) {
     uint32_t name_len, rank;
@@ -235,7 +254,8 @@ absl::StatusOr<std::vector<MaskSetEntry>> ParseMaskSet(absl::string_view bytes, 
     uint64_t nbytes;
     absl::string_view data;
     if (!r.U64(&nbytes) || !r.Bytes(nbytes, &data)) return bad("truncated entry");
-    if (static_cast<int64_t>(nbytes) != (NumElements(shape) + 7) / 8) {
+    const int64_t numel = NumElements(shape);
+    if (static_cast<int64_t>(nbytes) != (expected_kind == kKindMasks ? (numel + 7) / 8 : 4 * numel)) {
       return bad(absl::StrCat("entry ", name, " has ", nbytes, " bytes for shape ", ShapeToString(shape)));
     }
     out.push_back({std::string(name), std::move(shape), data});
@@ -254,6 +274,21 @@ absl::StatusOr<std::map<std::string, PackedMask>> DecodeMaskSet(absl::string_vie
     auto mask = PackedMask::FromBytes(e.shape, std::vector<uint8_t>(e.bytes.begin(), e.bytes.end()));
     if (!mask.ok()) return absl::DataLossError(absl::StrCat(label, ": ", mask.status().message()));
     out.emplace(std::move(e.name), *std::move(mask));
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, FloatTensor>> DecodeFloatSet(absl::string_view bytes, const std::string& label) {
+  ASSIGN_OR_RETURN(std::vector<MaskSetEntry> entries, ParseMaskSet(bytes, label, kKindFloat32));
+  std::map<std::string, FloatTensor> out;
+  for (MaskSetEntry& e : entries) {
+    FloatTensor t{std::move(e.shape), std::vector<float>(e.bytes.size() / 4)};
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      uint32_t bits = 0;
+      for (int b = 0; b < 4; ++b) bits |= uint32_t{static_cast<uint8_t>(e.bytes[4 * i + b])} << (8 * b);
+      std::memcpy(&t.values[i], &bits, 4);
+    }
+    out.emplace(std::move(e.name), std::move(t));
   }
   return out;
 }

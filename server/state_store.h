@@ -49,6 +49,8 @@ class AtomicFileWriter {
   // A non-empty `torn_write_point` names the kill point between the fsync and the rename.
   // Returns the SHA-256 (hex) of the file.
   absl::StatusOr<std::string> Commit(absl::string_view torn_write_point = "");
+  // Closes and removes the .tmp instead; returns the SHA-256 (hex) the file would have had.
+  absl::StatusOr<std::string> Discard();
 
  private:
   AtomicFileWriter(std::string path, std::string tmp_path, int fd)
@@ -79,8 +81,11 @@ class MaskSetWriter {
   uint32_t added() const { return added_; }
   // Appends the CRC and publishes the file atomically; returns its SHA-256 (hex).
   absl::StatusOr<std::string> Commit(absl::string_view torn_write_point = "");
+  // Publishes nothing; returns the SHA-256 (hex) the committed file would have had.
+  absl::StatusOr<std::string> Discard();
 
  private:
+  absl::Status Seal();  // checks the count and appends the CRC
   MaskSetWriter(std::unique_ptr<AtomicFileWriter> file, uint32_t entries) : file_(std::move(file)), entries_(entries) {}
   std::unique_ptr<AtomicFileWriter> file_;
   uint32_t entries_;
@@ -118,6 +123,8 @@ struct FloatTensor {
   std::vector<float> values;
 };
 std::string EncodeFloatSet(const std::map<std::string, FloatTensor>& tensors);
+// Fails (DATA_LOSS) as DecodeMaskSet does.
+absl::StatusOr<std::map<std::string, FloatTensor>> DecodeFloatSet(absl::string_view bytes, const std::string& label);
 
 // Called before every write of the state directory (and before the output model and
 // report), with the file's path relative to the job directory ("job.json",

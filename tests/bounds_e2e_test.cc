@@ -419,5 +419,49 @@ TEST_F(BoundsE2eTest, DuplicateStreamWithTooManyMessagesIsRefused) {
   EXPECT_THAT(server_->Log(), HasSubstr("carried more than 87 messages"));
 }
 
+// (e) Keepalives between payloads keep a stream open past upload_idle_timeout_seconds, and
+// the upload still commits; a keepalive inside a payload, or more than one per second of
+// the stream's age plus 10, is refused and nothing is counted.
+TEST_F(BoundsE2eTest, KeepalivesHoldAStreamOpenWithinTheirAllowance) {
+  ASSERT_NO_FATAL_FAILURE(StartTestServer(3));
+  auto stub = v1::FedPrLLM::NewStub(Channel(port_, Certs(), "site-d"));
+  v1::RoundAssignment round;
+  const v1::JoinResponse joined = JoinAndWaitForRound(stub.get(), &round);
+  const std::vector<v1::UploadChunk> messages = HonestUpload(joined, round);
+  ASSERT_GE(messages.size(), 2u);
+  v1::UploadChunk keepalive;
+  keepalive.set_keepalive(true);
+  {
+    std::vector<v1::UploadChunk> inside = {messages[0], keepalive};
+    v1::UploadAck ack;
+    const grpc::Status s = Upload(stub.get(), inside, &ack);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("keepalive arrived before this payload's last chunk"));
+  }
+  {
+    std::vector<v1::UploadChunk> flood = messages;
+    flood.insert(flood.end(), 12, keepalive);
+    v1::UploadAck ack;
+    const grpc::Status s = Upload(stub.get(), flood, &ack);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("more than one per second plus 10"));
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::UploadAck ack;
+  const auto start = Clock::now();
+  auto writer = stub->UploadPayloads(&context, &ack);
+  for (const v1::UploadChunk& m : messages) ASSERT_TRUE(writer->Write(m));
+  while (Clock::now() - start < std::chrono::seconds(2 * kIdleTimeoutSeconds + 1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_TRUE(writer->Write(keepalive)) << "the server ended a stream that sent keepalives";
+  }
+  writer->WritesDone();
+  const grpc::Status s = writer->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(ack.committed());
+  EXPECT_EQ(ack.clients_committed(), 1);
+}
+
 }  // namespace
 }  // namespace fedprllm
