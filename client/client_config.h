@@ -53,7 +53,8 @@ struct ClientConfig {
   int64_t seqlen = 256;
   // Seed of the window positions. Default 0.
   uint64_t seed = 0;
-  // "cpu", "cuda" or "cuda:N". Default "cpu".
+  // "auto" (cuda:0 when LibTorch has CUDA and a device is visible, else cpu), "cpu", "cuda"
+  // (cuda:0) or "cuda:N". The client logs what it chose and why. Default "auto".
   std::string device = "auto";
   // Compute dtype "float32" | "bfloat16" | "float16"; "" = the model's. Default "".
   std::string dtype;

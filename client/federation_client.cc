@@ -16,9 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/round_progress.h"
-#include "common/crash_point.h"
+#include "client/upload_stream.h"
 #include "common/status_macros.h"
 #include "engine/calibration_data.h"
 #include "engine/site_session.h"
@@ -371,11 +372,22 @@ class FederationClient {
     return context;
   }
 
+  // What a long-running call (the round's upload stream) tells Retrying.
+  struct RetryControl {
+    // Called after a failed call: true when it got further than the earlier ones, which
+    // starts the failure streak (retry_max_seconds) and the backoff anew. Default: never.
+    std::function<bool()> progressed;
+    // Notified when the caller gives up: the backoff sleep ends and the last error is
+    // returned. Default: none.
+    const absl::Notification* stop = nullptr;
+  };
+
   // Runs `call` until it succeeds, fails permanently, or transient failures have lasted
   // retry_max_seconds. UNAUTHENTICATED re-joins once per attempt (the server restarted).
   template <typename T>
-  absl::StatusOr<T> Retrying(const std::string& what, const std::function<absl::StatusOr<T>()>& call) {
-    const auto first = Clock::now();
+  absl::StatusOr<T> Retrying(const std::string& what, const std::function<absl::StatusOr<T>()>& call,
+                             const RetryControl& control = {}) {
+    auto first = Clock::now();
     double delay = config_.retry_initial_seconds;
     std::mt19937_64 rng(std::random_device{}());
     while (true) {
@@ -383,6 +395,11 @@ class FederationClient {
       absl::StatusOr<T> result = call();
       if (result.ok()) return result;
       absl::Status s = result.status();
+      if (control.stop != nullptr && control.stop->HasBeenNotified()) return s;
+      if (control.progressed && control.progressed()) {
+        first = Clock::now();
+        delay = config_.retry_initial_seconds;
+      }
       if (s.code() == absl::StatusCode::kUnauthenticated && what != "Join") {
         spdlog::warn("{}: session not recognized ({}); joining again", what, std::string(s.message()));
         RETURN_IF_ERROR(Rejoin(token));
@@ -406,7 +423,11 @@ class FederationClient {
       const double jittered = delay * std::uniform_real_distribution<double>(0.8, 1.2)(rng);
       spdlog::warn("{} failed ({}: {}); retrying in {:.1f} s", what, absl::StatusCodeToString(s.code()),
                    std::string(s.message()), jittered);
-      std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(jittered * 1000)));
+      if (control.stop != nullptr) {
+        if (control.stop->WaitForNotificationWithTimeout(absl::Milliseconds(jittered * 1000))) return s;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(jittered * 1000)));
+      }
       delay = std::min(60.0, delay * 2);
       // Created now, just before the next attempt: a new channel connects at once, and one
       // made before the sleep would already have failed again while the server was down.
@@ -556,6 +577,11 @@ class FederationClient {
     });
   }
 
+  // Computes the round's masks layer by layer and streams each layer's masks, as one
+  // payload, as soon as they are computed (docs/round_protocol.md §4 step 4): the upload of
+  // layer l overlaps the compute of layer l + 1, and at most one layer's masks are in memory.
+  // An error before the upload is finished cancels its stream (RoundUploader's destructor),
+  // so that the server commits nothing of it.
   absl::Status DoRound(const v1::RoundAssignment& a) {
     const std::vector<int32_t> layers(a.layers().begin(), a.layers().end());
     spdlog::info("round {} open: layers [{}]", a.round(), absl::StrJoin(layers, ","));
@@ -564,20 +590,30 @@ class FederationClient {
     progress_->Start(absl::Now());
     progress_round_ = a.round();
     progress_first_layer_ = layers.empty() ? 0 : layers.front();
-    std::vector<std::pair<std::string, PackedMask>> masks;
+    const JobTensorTable table(job_);
+    UploadTally tally;
+    std::unique_ptr<RoundUploader> upload;
     if (job_.strategy() == v1::STRATEGY_ONE_SHOT) {
       const int64_t n = model_->config().num_hidden_layers;
       if (static_cast<int64_t>(layers.size()) != n) {
         return absl::FailedPreconditionError(absl::StrCat("one-shot round lists ", layers.size(), " layers, model has ", n));
       }
       SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), 0, 0, n);
-      ASSIGN_OR_RETURN(LocalPruneResult local,
-                       PruneLocally(*model_, samples_, local_, [&](int64_t done, int64_t total) {
-                         spdlog::info("calibrated layer {}/{}", done, total);
-                         SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), done, done, total);
-                       }));
-      for (LayerMasks& layer : local.masks) {
-        for (auto& entry : layer) masks.push_back(std::move(entry));
+      ASSIGN_OR_RETURN(upload, StartUpload(a.round(), static_cast<int>(n)));
+      ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(*model_, samples_, local_));
+      // PruneLocally's loop (engine/site_session.cc), so the masks are bit-identical to its.
+      while (site.next_layer() < site.num_layers()) {
+        const int64_t layer = site.next_layer();
+        ASSIGN_OR_RETURN(LayerMasks masks, site.ComputeMasks());
+        ASSIGN_OR_RETURN(const int64_t wire, QueueLayer(masks, table, *upload, &tally));
+        ASSIGN_OR_RETURN(LayerLinears pruned, site.ApplyMasks(masks));
+        masks.clear();
+        RETURN_IF_ERROR(site.Advance(pruned));
+        const int64_t done = site.next_layer();
+        spdlog::info("round {}: calibrated layer {}/{}; its {} masks ({} wire bytes) handed to the upload stream",
+                     a.round(), layer + 1, n, kNumLinears, wire);
+        SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), static_cast<int>(done), static_cast<int>(done),
+                    static_cast<int>(n));
       }
     } else {
       if (layers.size() != 1) return absl::FailedPreconditionError("iterative round must list exactly one layer");
@@ -606,11 +642,12 @@ class FederationClient {
       SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), layers[0], 0, 1);
       ASSIGN_OR_RETURN(LayerMasks layer_masks, site.ComputeMasks());
       spdlog::info("calibrated layer {}/{}", layers[0] + 1, job_.num_layers());
-      for (auto& entry : layer_masks) masks.push_back(std::move(entry));
+      ASSIGN_OR_RETURN(upload, StartUpload(a.round(), 1));
+      RETURN_IF_ERROR(QueueLayer(layer_masks, table, *upload, &tally).status());
     }
     const double compute_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     progress_.reset();
-    return Upload(a.round(), masks, compute_seconds);
+    return FinishUpload(a.round(), *upload, tally, compute_seconds);
   }
 
   absl::StatusOr<std::reference_wrapper<SiteSession>> Session() {
@@ -621,51 +658,80 @@ class FederationClient {
     return std::ref(*site_);
   }
 
-  absl::Status Upload(int round, const std::vector<std::pair<std::string, PackedMask>>& masks, double compute_seconds) {
-    std::vector<v1::UploadChunk> messages;
-    int64_t wire = 0, weights = 0;
+  // What a round's upload carried, for its summary line and the job's totals.
+  struct UploadTally {
+    int64_t tensors = 0;
+    int64_t weights = 0;
+    int64_t wire = 0;  // protobuf messages with their gRPC prefixes; no keepalives, no session token
+    int payloads = 0;
+  };
+
+  // The round's uploader (client/upload_stream.h): it opens an UploadPayloads stream when the
+  // first payload is handed to it and retries it like every call (Retrying, with a fresh
+  // stream that re-sends the spool). A FAILED_PRECONDITION from the server marks the round as
+  // gone. `payloads`: the decoder layers of the round.
+  absl::StatusOr<std::unique_ptr<RoundUploader>> StartUpload(int round, int payloads) {
+    RoundUploader::Options options;
+    options.expected_payloads = payloads;
+    const uint32_t idle_seconds = job_.upload_idle_timeout_seconds() == 0 ? 60 : job_.upload_idle_timeout_seconds();
+    options.keepalive_interval = absl::Seconds(idle_seconds) / 3;
+    options.stall_timeout = absl::Seconds(config_.rpc_timeout_seconds);
+    // Both run on the uploader thread: they touch only the channel, the token and the retry
+    // policy, which are shared with the heartbeat thread already.
+    RoundUploader::StreamOpener open = [this, round]() -> absl::StatusOr<std::unique_ptr<UploadStream>> {
+      return OpenGrpcUploadStream(Stub(), Token(), round);  // the token may have changed by a re-join
+    };
+    RoundUploader::RetryLoop retry = [this](const UploadAttempts& attempts) {
+      RetryControl control;
+      control.progressed = attempts.progressed;
+      control.stop = attempts.abandoned;
+      return Retrying<v1::UploadAck>(
+          "UploadPayloads",
+          [&]() -> absl::StatusOr<v1::UploadAck> {
+            absl::StatusOr<v1::UploadAck> ack = attempts.run();
+            // Refused as not open / closed / past the deadline: the round has gone on without
+            // this upload.
+            if (absl::IsFailedPrecondition(ack.status()) && !IsLocalUploadFailure(ack.status())) {
+              return MarkRoundGone(ack.status());
+            }
+            return ack;
+          },
+          control);
+    };
+    return RoundUploader::Start(std::move(options), std::move(open), std::move(retry));
+  }
+
+  // Encodes one decoder layer's masks as one payload and hands its messages to `upload`.
+  // Returns the payload's wire bytes.
+  absl::StatusOr<int64_t> QueueLayer(const LayerMasks& masks, const JobTensorTable& table, RoundUploader& upload,
+                                     UploadTally* tally) {
     const MaskPattern pattern{job_.pattern().n(), job_.pattern().m()};
-    // All of the round's masks travel as one payload: one header, then chunks.
     ASSIGN_OR_RETURN(EncodedPayload payload, EncodeMasks(masks, pattern, job_.max_chunk_bytes()));
-    for (const auto& entry : masks) weights += entry.second.numel();
-    v1::UploadChunk header;
-    header.set_round(round);
-    RETURN_IF_ERROR(HeaderToProto(payload.header, JobTensorTable(job_), header.mutable_header()));
-    messages.push_back(std::move(header));
-    for (const PayloadChunk& c : payload.chunks) {
-      v1::UploadChunk chunk;
-      ChunkToProto(c, chunk.mutable_chunk());
-      messages.push_back(std::move(chunk));
-    }
-    // Only the first message carries the session token and round (proto: UploadChunk).
-    SetActivity(v1::SITE_ACTIVITY_UPLOADING, round);
+    ASSIGN_OR_RETURN(const std::vector<v1::UploadChunk> messages, PayloadMessages(std::move(payload), table));
+    int64_t wire = 0;
     for (const v1::UploadChunk& m : messages) wire += GrpcMessageBytes(m);
-    spdlog::info("round {}: masks computed in {:.2f} s; uploading {} tensors, {} weights, {} wire bytes "
-                 "({:.4f} bits/weight)",
-                 round, compute_seconds, masks.size(), weights, wire, 8.0 * wire / std::max<int64_t>(1, weights));
+    RETURN_IF_ERROR(upload.AddPayload(messages));
+    for (const auto& entry : masks) tally->weights += entry.second.numel();
+    tally->tensors += static_cast<int64_t>(masks.size());
+    tally->wire += wire;
+    ++tally->payloads;
+    return wire;
+  }
+
+  // After the round's last layer: the uploader drains what is left, closes the stream and
+  // waits for the UploadAck.
+  absl::Status FinishUpload(int round, RoundUploader& upload, const UploadTally& tally, double compute_seconds) {
+    SetActivity(v1::SITE_ACTIVITY_UPLOADING, round);
     const auto start = Clock::now();
-    ASSIGN_OR_RETURN(v1::UploadAck ack, Retrying<v1::UploadAck>("UploadPayloads", [&]() -> absl::StatusOr<v1::UploadAck> {
-                       auto context = Context(config_.rpc_timeout_seconds);
-                       v1::UploadAck ack;
-                       const std::shared_ptr<v1::FedPrLLM::Stub> stub = Stub();  // outlives the stream
-                       std::unique_ptr<grpc::ClientWriter<v1::UploadChunk>> writer =
-                           stub->UploadPayloads(context.get(), &ack);
-                       messages.front().set_session_token(Token());  // may have changed by a re-join
-                       for (size_t i = 0; i < messages.size(); ++i) {
-                         if (i == messages.size() / 2) CrashPoint("client-upload-half");
-                         if (!writer->Write(messages[i])) break;  // the server ended the call; Finish has why
-                       }
-                       writer->WritesDone();
-                       absl::Status finished = FromGrpcStatus(writer->Finish());
-                       // Refused as not open / closed / past the deadline: the round has gone
-                       // on without this upload.
-                       if (absl::IsFailedPrecondition(finished)) return MarkRoundGone(finished);
-                       RETURN_IF_ERROR(finished);
-                       return ack;
-                     }));
-    total_wire_bytes_ += wire;
+    ASSIGN_OR_RETURN(v1::UploadAck ack, upload.Finish());
+    total_wire_bytes_ += tally.wire;
     ++rounds_uploaded_;
-    spdlog::info("round {}: upload {} in {:.2f} s ({} of the clients committed so far)", round,
+    spdlog::info("round {}: masks computed in {:.2f} s; uploaded {} tensors, {} weights, {} wire bytes "
+                 "({:.4f} bits/weight) as {} payload(s) on {} stream(s), {} keepalive(s)",
+                 round, compute_seconds, tally.tensors, tally.weights, tally.wire,
+                 8.0 * tally.wire / std::max<int64_t>(1, tally.weights), tally.payloads, upload.attempts(),
+                 upload.keepalives_sent());
+    spdlog::info("round {}: upload {} {:.2f} s after the last layer ({} of the clients committed so far)", round,
                  ack.duplicate() ? "was already committed (duplicate)" : "committed",
                  std::chrono::duration<double>(Clock::now() - start).count(), ack.clients_committed());
     return absl::OkStatus();

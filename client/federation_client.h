@@ -1,6 +1,7 @@
 // The fedprllm-client program after flag parsing: loads the model and this site's private
 // calibration text, joins the server with the model's fingerprint, and for each round
-// computes its masks (SiteSession / PruneLocally), streams them in CRC-checked chunks, and,
+// computes its masks layer by layer (SiteSession), streams each layer's masks in CRC-checked
+// chunks as soon as they are computed (client/upload_stream.h), and,
 // with the iterative strategy, fetches and applies the server's decision before calibrating
 // the next layer. Transient failures are retried with exponential backoff.
 //
