@@ -1,7 +1,6 @@
 // LlamaModel: loading dispatch, validation, forward pass, fingerprint and HF writer.
 #include "model/llama_model.h"
 
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <openssl/evp.h>
 
 #include <cmath>
@@ -155,18 +154,7 @@ absl::StatusOr<LlamaModel> LlamaModel::CastTo(at::ScalarType dtype) const {
 
 absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype) {
   ComputeOptions options;
-  if (device == "auto") {
-    options.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  } else {
-    auto parsed = TorchCall("parsing a device", [&] { return at::Device(device); });
-    if (!parsed.ok() || !(parsed->is_cpu() || parsed->is_cuda())) {
-      return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\": expected auto, cpu, cuda or cuda:N"));
-    }
-    options.device = *parsed;
-  }
-  if (options.device.is_cuda() && !at::hasCUDA()) {
-    return absl::FailedPreconditionError(absl::StrCat("device \"", device, "\": this build or machine has no CUDA"));
-  }
+  ASSIGN_OR_RETURN(options.device, ResolveDevice(device, ProbeCuda()));
   if (!dtype.empty()) {
     ASSIGN_OR_RETURN(options.dtype, DtypeFromTorchName(dtype));
   }
@@ -174,14 +162,7 @@ absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, co
 }
 
 std::string DescribeDevice(const ComputeOptions& options, const std::string& requested) {
-  std::string why = absl::StrCat("device: ", requested);
-  if (!at::hasCUDA()) {
-    absl::StrAppend(&why, "; this build of LibTorch or this machine has no CUDA");
-  } else {
-    const int gpus = at::detail::getCUDAHooks().getNumGPUs();
-    absl::StrAppend(&why, "; ", gpus, " CUDA device", gpus == 1 ? "" : "s");
-  }
-  return absl::StrCat(options.device.str(), " (", why, ")");
+  return DescribeDevice(options.device, requested, ProbeCuda());
 }
 
 at::ScalarType LlamaModel::ComputeDtype(const ComputeOptions& options) const {

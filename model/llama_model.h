@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "model/compute_device.h"
 #include "model/llama_config.h"
 #include "model/safetensors.h"
 
@@ -37,13 +38,15 @@ struct ComputeOptions {
   at::ScalarType dtype = at::ScalarType::Undefined;
 };
 
-// Parses a device and a compute dtype as users write them. Device: "auto" (the first CUDA
-// device when this build and machine have one, else the CPU), "cpu", "cuda" or "cuda:N".
-// Dtype: "float32", "bfloat16", "float16", or "" for the checkpoint's. Errors:
-// INVALID_ARGUMENT for an unknown spelling, FAILED_PRECONDITION for CUDA without CUDA.
+// Parses a device and a compute dtype as users write them. Device: "auto" (cuda:0 when this
+// LibTorch has CUDA and the machine a visible device, else the CPU), "cpu", "cuda" (cuda:0)
+// or "cuda:N", resolved by ResolveDevice (model/compute_device.h). Dtype: "float32",
+// "bfloat16", "float16", or "" for the checkpoint's. Errors: INVALID_ARGUMENT for an unknown
+// spelling, FAILED_PRECONDITION for a CUDA device this build or machine lacks.
 absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype);
-// The device a site computes on and why, for its log: "cpu (device: auto; this build of
-// LibTorch has no CUDA)", "cuda:0 (device: auto; 2 CUDA devices)", "cpu (device: cpu)".
+// The device a site computes on and why, for its log, from ProbeCuda():
+// "cuda:0 (device: auto; NVIDIA H200, 140 GiB; 1 CUDA device)",
+// "cpu (device: auto; this LibTorch has no CUDA)", "cpu (device: cpu; 1 CUDA device not used)".
 std::string DescribeDevice(const ComputeOptions& options, const std::string& requested);
 
 // One decoder layer's tensors on one device, in the compute dtype.

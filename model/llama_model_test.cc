@@ -1,10 +1,12 @@
 // Golden tests of the model core against the reference values in shared/data/SOURCES.md,
-// for the llama2.c checkpoint and its Hugging Face conversion.
+// for the llama2.c checkpoint and its Hugging Face conversion. The golden tests run on
+// FEDPRLLM_TEST_DEVICE (model/test_paths.h; default cpu).
 #include "model/llama_model.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "model/perplexity.h"
@@ -29,16 +31,16 @@ at::Tensor Tokens(const std::vector<int>& ids) {
   return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).unsqueeze(0);
 }
 
-at::Tensor BosLogits(const LlamaModel& model) {
-  auto logits = model.Forward(Tokens({1}), ComputeOptions{});
+at::Tensor BosLogits(const LlamaModel& model, const ComputeOptions& compute) {
+  auto logits = model.Forward(Tokens({1}), compute);
   EXPECT_TRUE(logits.ok()) << logits.status();
-  return (*logits)[0][0];
+  return (*logits)[0][0].cpu();
 }
 
-std::vector<int> Greedy(const LlamaModel& model, int steps) {
+std::vector<int> Greedy(const LlamaModel& model, int steps, const ComputeOptions& compute) {
   std::vector<int> ids = {1};
   for (int i = 0; i < steps; ++i) {
-    auto logits = model.Forward(Tokens(ids), ComputeOptions{});
+    auto logits = model.Forward(Tokens(ids), compute);
     EXPECT_TRUE(logits.ok()) << logits.status();
     ids.push_back(static_cast<int>((*logits)[0][-1].argmax().item<int64_t>()));
   }
@@ -55,7 +57,13 @@ std::string StoryOne() {
 }
 
 void ExpectGolden(const LlamaModel& model) {
-  const at::Tensor logits = BosLogits(model);
+  // On FEDPRLLM_TEST_DEVICE (scripts/gpu_check.sh sets "cuda"), default cpu; a device that
+  // this build or machine lacks fails the test.
+  auto options = ParseComputeOptions(testing::TestDevice(), "");
+  ASSERT_TRUE(options.ok()) << "FEDPRLLM_TEST_DEVICE: " << options.status();
+  const ComputeOptions compute = *options;
+  std::printf("golden values on %s\n", compute.device.str().c_str());
+  const at::Tensor logits = BosLogits(model, compute);
   const double expected_first[] = {-6.22291, 8.40434, -6.22374, -6.22254};
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(logits[i].item<double>(), expected_first[i], 2e-4) << "logit " << i;
   const auto top = logits.topk(5);
@@ -67,7 +75,7 @@ void ExpectGolden(const LlamaModel& model) {
   }
   const std::vector<int> expected_greedy = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298,
                                             315, 421, 395, 317, 426, 338, 401, 396, 267, 337};
-  EXPECT_EQ(Greedy(model, 20), expected_greedy);
+  EXPECT_EQ(Greedy(model, 20, compute), expected_greedy);
 
   auto tokenizer = Tokenizer::Load(BundledTokenizer());
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
@@ -76,7 +84,7 @@ void ExpectGolden(const LlamaModel& model) {
   ASSERT_EQ(ids->size(), 171u);
   const std::vector<int> expected_prefix = {1, 301, 427, 309, 426, 301, 427, 309, 394, 265, 262, 415};
   EXPECT_EQ(std::vector<int>(ids->begin(), ids->begin() + 12), expected_prefix);
-  auto nll = SumNll(model, Tokens(*ids), ComputeOptions{});
+  auto nll = SumNll(model, Tokens(*ids), compute);
   ASSERT_TRUE(nll.ok()) << nll.status();
   EXPECT_NEAR(*nll / 170.0, 1.29775, 1e-3);
 }
@@ -219,19 +227,19 @@ TEST(LlamaModelTest, ShardedCheckpointLoads) {
 }
 
 TEST(ComputeOptionsTest, DeviceAndDtypeSpellings) {
+  const CudaInventory cuda = ProbeCuda();
   auto automatic = ParseComputeOptions("auto", "");
   ASSERT_TRUE(automatic.ok()) << automatic.status();
-  EXPECT_EQ(automatic->device, at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU));
+  EXPECT_EQ(automatic->device, cuda.device_count > 0 ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU));
   EXPECT_EQ(automatic->dtype, at::ScalarType::Undefined);
-  EXPECT_THAT(DescribeDevice(*automatic, "auto"),
-              ::testing::HasSubstr(at::hasCUDA() ? "CUDA device" : "cpu (device: auto; this build of LibTorch"));
+  EXPECT_EQ(DescribeDevice(*automatic, "auto"), DescribeDevice(automatic->device, "auto", cuda));
   auto cpu = ParseComputeOptions("cpu", "bfloat16");
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_TRUE(cpu->device.is_cpu());
   EXPECT_EQ(cpu->dtype, at::kBFloat16);
   EXPECT_EQ(ParseComputeOptions("gpu", "").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseComputeOptions("cpu", "int8").status().code(), absl::StatusCode::kInvalidArgument);
-  if (!at::hasCUDA()) {
+  if (cuda.device_count == 0) {
     EXPECT_EQ(ParseComputeOptions("cuda:0", "").status().code(), absl::StatusCode::kFailedPrecondition);
   }
 }

@@ -25,6 +25,7 @@ namespace fedprllm {
 
 absl::Status Run() {
   ASSIGN_OR_RETURN(ComputeOptions compute, ParseComputeOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype)));
+  std::fprintf(stderr, "computing on %s\n", DescribeDevice(compute, absl::GetFlag(FLAGS_device)).c_str());
   const std::string model_path = absl::GetFlag(FLAGS_model);
   const std::string text_path = absl::GetFlag(FLAGS_text);
   if (model_path.empty() || text_path.empty()) return absl::InvalidArgumentError("--model and --text are required");

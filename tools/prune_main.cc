@@ -46,6 +46,7 @@ absl::Status Run() {
   options.prune.activations_on_host = absl::GetFlag(FLAGS_activations_on_host);
   options.out_dir = absl::GetFlag(FLAGS_out);
   auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  log("computing on " + DescribeDevice(options.prune.compute, absl::GetFlag(FLAGS_device)));
   ASSIGN_OR_RETURN(nlohmann::json report, RunPruneJob(options, log));
   std::printf("pruned %zu matrices in %.2fs -> %s\n", report["matrix_sparsity"].size(),
               report["total_seconds"].get<double>(), options.out_dir.c_str());
