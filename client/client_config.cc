@@ -30,6 +30,7 @@ std::map<std::string, YamlSetter> Setters(ClientConfig* c) {
       {"device", StoreIn(&c->device)},
       {"dtype", StoreIn(&c->dtype)},
       {"batch_size", StoreIn(&c->batch_size)},
+      {"activations_on_host", StoreIn(&c->activations_on_host)},
       {"metric", StoreIn(&c->metric)},
       {"local_group", StoreIn(&c->local_group)},
       {"retry_initial_seconds", StoreIn(&c->retry_initial_seconds)},

@@ -56,10 +56,15 @@ struct ClientConfig {
   // "auto" (cuda:0 when LibTorch has CUDA and a device is visible, else cpu), "cpu", "cuda"
   // (cuda:0) or "cuda:N". The client logs what it chose and why. Default "auto".
   std::string device = "auto";
-  // Compute dtype "float32" | "bfloat16" | "float16"; "" = the model's. Default "".
+  // Compute dtype "float32" | "bfloat16" | "float16"; "" = the model's (on the CPU, float32
+  // for a float16 or bfloat16 model). Default "".
   std::string dtype;
   // Calibration windows per forward pass. Default 8. Bounds 1..4096.
   int64_t batch_size = 8;
+  // Keep the calibration activations (nsamples x seqlen x hidden, in the compute dtype) in
+  // host memory and move one batch at a time to the device, for a GPU whose memory holds a
+  // decoder layer but not the activations too. Default false (on the device).
+  bool activations_on_host = false;
   // Local scoring: "wanda" | "magnitude". Default "wanda".
   std::string metric = "wanda";
   // Comparison group of the site's own masks: "row" (Wanda's) | "layer". Default "row".

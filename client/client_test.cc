@@ -118,6 +118,12 @@ TEST(ClientConfigTest, TheExampleFileParses) {
   ASSERT_TRUE(mapped.ok()) << mapped.status();
   EXPECT_EQ(mapped->models.size(), 2u);
   EXPECT_EQ(mapped->models.at("llama-2-7b"), "/m/7b");
+  EXPECT_FALSE(config->activations_on_host);
+  absl::StatusOr<ClientConfig> on_host = ParseClientConfig(
+      "server_address: \"h:1\"\ninsecure: true\nname: a\nmodel: m\ncalibration: [x.txt]\nactivations_on_host: true\n",
+      "host.yaml");
+  ASSERT_TRUE(on_host.ok()) << on_host.status();
+  EXPECT_TRUE(on_host->activations_on_host);
   EXPECT_THAT(ParseClientConfig("server_address: \"h:1\"\ninsecure: true\nname: a\ncalibration: [x.txt]\n",
                                 "nomodel.yaml")
                   .status()

@@ -878,6 +878,7 @@ absl::Status RunClient(const ClientConfig& config) {
   ASSIGN_OR_RETURN(local.metric, ParsePruneMetric(config.metric));
   ASSIGN_OR_RETURN(local.group, ParseComparisonGroup(config.local_group));
   local.batch_size = config.batch_size;
+  local.activations_on_host = config.activations_on_host;
   // Before minutes of model loading: a certificate that cannot work fails now.
   if (!config.insecure) {
     RETURN_IF_ERROR(CheckKeyPair(TlsFiles{config.tls.cert, config.tls.key, config.tls.ca}, TlsRole::kClient));

@@ -167,7 +167,9 @@ std::string DescribeDevice(const ComputeOptions& options, const std::string& req
 
 at::ScalarType LlamaModel::ComputeDtype(const ComputeOptions& options) const {
   at::ScalarType dtype = options.dtype == at::ScalarType::Undefined ? config_.dtype : options.dtype;
-  if (dtype == at::kHalf && options.device.is_cpu()) dtype = at::kFloat;
+  if (options.device.is_cpu() && (dtype == at::kHalf || (dtype == at::kBFloat16 && options.dtype == at::ScalarType::Undefined))) {
+    dtype = at::kFloat;
+  }
   return dtype;
 }
 

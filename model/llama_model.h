@@ -34,7 +34,9 @@ std::string LayerTensorName(int64_t layer, absl::string_view suffix);
 // out in float32 (CPU half matmuls are not supported by LibTorch); bfloat16 runs natively.
 struct ComputeOptions {
   at::Device device = at::kCPU;
-  // Compute dtype; Undefined means the checkpoint's dtype.
+  // Compute dtype; Undefined means the checkpoint's dtype, except on the CPU, where a
+  // float16 or bfloat16 checkpoint computes in float32 (LibTorch's CPU half-precision
+  // matmuls are much slower). float16 is float32 on the CPU even when asked for.
   at::ScalarType dtype = at::ScalarType::Undefined;
 };
 

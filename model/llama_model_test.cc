@@ -188,7 +188,11 @@ TEST(LlamaModelTest, HalfPrecisionsStayCloseToFloat32) {
     auto cast = model->CastTo(dtype);
     ASSERT_TRUE(cast.ok());
     EXPECT_EQ(cast->config().dtype, dtype);
-    auto logits = cast->Forward(tokens, ComputeOptions{});
+    // On the CPU the checkpoint's half precision computes in float32 unless asked for;
+    // bfloat16 can be asked for, float16 cannot.
+    EXPECT_EQ(cast->ComputeDtype(ComputeOptions{}), at::kFloat);
+    EXPECT_EQ(cast->ComputeDtype(ComputeOptions{at::kCPU, dtype}), dtype == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
+    auto logits = cast->Forward(tokens, ComputeOptions{at::kCPU, dtype});
     ASSERT_TRUE(logits.ok()) << logits.status();
     const double err = (*logits - *reference).abs().max().item<double>();
     EXPECT_LT(err, dtype == at::kBFloat16 ? 0.5 : 0.05) << at::toString(dtype);
