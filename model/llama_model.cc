@@ -13,32 +13,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/packed_mask.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
+#include "model/rotary_embedding.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
 namespace fs = std::filesystem;
 
-std::string LayerTensorName(int64_t layer, absl::string_view suffix) {
-  return absl::StrCat("model.layers.", layer, ".", suffix, ".weight");
-}
-
 namespace {
 
-// Every tensor the architecture needs, with its expected shape.
-std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const LlamaConfig& c) {
-  const int64_t h = c.hidden_size, i = c.intermediate_size, q = c.num_attention_heads * c.head_dim();
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
-      {"model.embed_tokens.weight", {c.vocab_size, h}}, {"model.norm.weight", {h}}};
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
-  const std::array<std::vector<int64_t>, kNumLinears> linear_shapes = {
-      std::vector<int64_t>{q, h}, {c.kv_dim(), h}, {c.kv_dim(), h}, {h, q}, {i, h}, {i, h}, {h, i}};
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    out.push_back({LayerTensorName(l, "input_layernorm"), {h}});
-    out.push_back({LayerTensorName(l, "post_attention_layernorm"), {h}});
-    for (int k = 0; k < kNumLinears; ++k) out.push_back({LayerTensorName(l, kLinearNames[k]), linear_shapes[k]});
-  }
-  return out;
+// Tensors a checkpoint may hold beyond ArchitectureTensors, kept and written back but not
+// used: the lm_head of a tied model and the RoPE buffers older transformers saved.
+bool IsIgnorableExtraTensor(const LlamaConfig& c, const std::string& name) {
+  if (c.tie_word_embeddings && name == "lm_head.weight") return true;
+  const std::string suffix = ".self_attn.rotary_emb.inv_freq";
+  return name.rfind("model.layers.", 0) == 0 && name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
@@ -49,49 +40,72 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   return json;
 }
 
-absl::StatusOr<LlamaModel> LoadHfDirectory(const std::string& dir) {
+}  // namespace
+
+absl::StatusOr<LlamaModel> LlamaModel::LoadHfDirectory(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   ASSIGN_OR_RETURN(nlohmann::json config_json, ReadJsonFile(config_path));
   auto config = LlamaConfig::FromHfJson(config_json);
   if (!config.ok()) return absl::Status(config.status().code(), absl::StrCat(config_path, ": ", config.status().message()));
-  std::vector<std::string> files;
+  SourceLayout layout;
+  layout.dir = dir;
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  std::vector<std::string> files;
   if (fs::exists(single)) {
-    files.push_back(single.string());
+    files.push_back("model.safetensors");
   } else if (fs::exists(index)) {
-    ASSIGN_OR_RETURN(nlohmann::json index_json, ReadJsonFile(index.string()));
-    if (!index_json.contains("weight_map") || !index_json["weight_map"].is_object()) {
+    ASSIGN_OR_RETURN(layout.index, ReadJsonFile(index.string()));
+    if (!layout.index.is_object() || !layout.index.contains("weight_map") || !layout.index["weight_map"].is_object()) {
       return absl::DataLossError(absl::StrCat(index.string(), ": no weight_map object"));
     }
     std::set<std::string> shards;
-    for (const auto& [name, file] : index_json["weight_map"].items()) {
+    for (const auto& [name, file] : layout.index["weight_map"].items()) {
       if (!file.is_string()) return absl::DataLossError(absl::StrCat(index.string(), ": weight_map[", name, "] is not a file name"));
       const std::string shard = file.get<std::string>();
-      if (shard.find('/') != std::string::npos) return absl::DataLossError(absl::StrCat(index.string(), ": shard name ", shard, " has a path"));
+      if (shard.find('/') != std::string::npos || shard.empty() || shard[0] == '.') {
+        return absl::DataLossError(absl::StrCat(index.string(), ": shard name ", shard, " is not a plain file name"));
+      }
       shards.insert(shard);
     }
-    for (const auto& shard : shards) files.push_back((fs::path(dir) / shard).string());
+    files.assign(shards.begin(), shards.end());
   } else {
     return absl::NotFoundError(absl::StrCat(dir, ": neither model.safetensors nor model.safetensors.index.json"));
   }
   TensorMap tensors;
   for (const auto& file : files) {
-    ASSIGN_OR_RETURN(TensorMap part, ReadSafetensors(file));
+    const std::string path = (fs::path(dir) / file).string();
+    std::vector<std::string> order;
+    ASSIGN_OR_RETURN(TensorMap part, ReadSafetensors(path, &order));
     for (auto& [name, t] : part) {
+      if (!layout.index.is_null()) {
+        const auto& mapped = layout.index["weight_map"];
+        if (!mapped.contains(name) || mapped[name] != file) {
+          return absl::DataLossError(absl::StrCat(path, ": tensor ", name, " is not mapped to this file by ",
+                                                  index.string()));
+        }
+      }
       if (!tensors.emplace(name, std::move(t)).second) {
-        return absl::DataLossError(absl::StrCat(file, ": tensor ", name, " appears in two shards"));
+        return absl::DataLossError(absl::StrCat(path, ": tensor ", name, " appears in two shards"));
+      }
+    }
+    layout.shards.emplace_back(file, std::move(order));
+  }
+  if (!layout.index.is_null()) {
+    for (const auto& [name, file] : layout.index["weight_map"].items()) {
+      if (tensors.count(name) == 0) {
+        return absl::DataLossError(absl::StrCat(index.string(), ": tensor ", name, " is not in ", file.get<std::string>()));
       }
     }
   }
-  if (config->tie_word_embeddings) tensors.erase("lm_head.weight");
   if (auto it = tensors.find("model.embed_tokens.weight"); it != tensors.end()) {
     config->dtype = it->second.scalar_type();
   }
-  return LlamaModel::FromTensors(*std::move(config), std::move(tensors), dir);
+  layout.dtype = config->dtype;
+  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::FromTensors(*std::move(config), std::move(tensors), dir));
+  model.layout_ = std::move(layout);
+  return model;
 }
-
-}  // namespace
 
 absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& path) {
   std::error_code ec;
@@ -105,7 +119,19 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& path) {
 absl::StatusOr<LlamaModel> LlamaModel::FromTensors(LlamaConfig config, TensorMap tensors,
                                                    std::string source) {
   RETURN_IF_ERROR(config.Validate());
-  for (const auto& [name, shape] : ExpectedTensors(config)) {
+  const auto expected = ArchitectureTensors(config);
+  std::set<std::string> expected_names;
+  for (const auto& [name, shape] : expected) expected_names.insert(name);
+  for (const auto& [name, t] : tensors) {
+    if (expected_names.count(name) == 0 && !IsIgnorableExtraTensor(config, name)) {
+      const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+      return absl::DataLossError(absl::StrCat(
+          source, ": tensor ", name, " is not part of a ", config.architecture, " with this config",
+          bias ? " (a bias, but config.json does not enable attention_bias / mlp_bias for it)" : "",
+          "; refusing it rather than ignoring it"));
+    }
+  }
+  for (const auto& [name, shape] : expected) {
     auto it = tensors.find(name);
     if (it == tensors.end()) return absl::DataLossError(absl::StrCat(source, ": tensor ", name, " is missing"));
     const at::Tensor& t = it->second;
@@ -185,7 +211,11 @@ absl::StatusOr<DecoderLayerWeights> LlamaModel::Layer(int64_t layer, const Compu
     DecoderLayerWeights w;
     w.input_layernorm = get("input_layernorm");
     w.post_attention_layernorm = get("post_attention_layernorm");
-    for (int k = 0; k < kNumLinears; ++k) w.linears[k] = get(kLinearNames[k]);
+    const std::array<bool, kNumLinears> has_bias = config_.linear_has_bias();
+    for (int k = 0; k < kNumLinears; ++k) {
+      w.linears[k] = get(kLinearNames[k]);
+      if (has_bias[k]) w.biases[k] = tensors_.at(LayerBiasName(layer, kLinearNames[k])).to(options.device, dtype);
+    }
     return w;
   });
 }
@@ -240,9 +270,11 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
     const int64_t head_dim = config_.head_dim();
     const int64_t past = cache == nullptr ? 0 : cache->tokens();
     TORCH_CHECK(past == 0 || cache->keys.size(0) == batch * kv_heads, "KV cache holds another batch size");
+    if (absl::Status fits = config_.CheckSequenceLength(past + seq); !fits.ok()) TORCH_CHECK(false, fits.ToString());
     auto linear = [&](int index, const at::Tensor& input) {
       if (observer != nullptr && *observer) (*observer)(index, input);
-      return at::matmul(input, w.linears[index].t());
+      const at::Tensor out = at::matmul(input, w.linears[index].t());
+      return w.biases[index].defined() ? out + w.biases[index] : out;
     };
     // Attention block. Query head h reads key/value head h / group (HF's repeat_kv), so the
     // queries of one key/value head are stacked into a single [group * seq, head_dim] batch
@@ -250,10 +282,8 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
     const int64_t group = heads / kv_heads;
     const at::Tensor x = RmsNorm(hidden, w.input_layernorm, config_.rms_norm_eps);
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(hidden.device());
-    const at::Tensor inv_freq =
-        1.0 / at::pow(config_.rope_theta, at::arange(0, head_dim, 2, f32) / static_cast<double>(head_dim));
-    const at::Tensor freqs = at::outer(at::arange(past, past + seq, f32), inv_freq);
-    const at::Tensor angles = at::cat({freqs, freqs}, -1).view({seq, 1, head_dim});  // [seq, 1, dim]
+    const at::Tensor angles =
+        RopeAngles(config_, past, seq, past + seq, hidden.device()).view({seq, 1, head_dim});  // [seq, 1, dim]
     const at::Tensor cos = angles.cos().to(hidden.scalar_type()), sin = angles.sin().to(hidden.scalar_type());
     const at::Tensor q = RopeRotate(linear(0, x).view({batch, seq, heads, head_dim}), cos, sin)
                              .view({batch, seq, kv_heads, group, head_dim})
@@ -332,21 +362,196 @@ std::string LlamaModel::Fingerprint() const {
   return hex;
 }
 
-absl::Status LlamaModel::SaveHf(const std::string& dir, const std::string& tokenizer_path,
-                                const TensorTransform& transform) const {
+std::string MaskSha256(const PackedMask& mask) {
+  return Sha256Hex(absl::string_view(reinterpret_cast<const char*>(mask.bytes().data()), mask.bytes().size()));
+}
+
+namespace {
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Why a top-level file of a source directory is not copied into a written checkpoint, or
+// empty when it is copied byte for byte.
+std::string WhyNotCopied(const std::string& name, const std::set<std::string>& shard_files) {
+  if (shard_files.count(name) != 0 || name == "model.safetensors.index.json") return "weights (rewritten)";
+  if (name == "pruning_report.json") return "rewritten for this checkpoint";
+  for (const char* suffix : {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt", ".bin.index.json",
+                             ".safetensors.index.json"}) {
+    if (EndsWith(name, suffix)) return "dense weights in another file or format";
+  }
+  if (name.find(".tmp.") != std::string::npos) return "a temporary file";
+  return "";
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+absl::Status LlamaModel::SaveHf(const std::string& dir, const std::string& tokenizer_path) const {
+  HfSaveOptions options;
+  options.tokenizer_path = tokenizer_path;
+  return SaveHf(dir, options);
+}
+
+absl::Status LlamaModel::SaveHf(const std::string& dir, const HfSaveOptions& options) const {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  RETURN_IF_ERROR(WriteSafetensors((fs::path(dir) / "model.safetensors").string(), tensors_, transform));
-  RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "config.json").string(), config_.ToHfJson().dump(2) + "\n"));
-  const nlohmann::json generation = {{"bos_token_id", config_.bos_token_id}, {"eos_token_id", config_.eos_token_id}};
-  RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
-  if (!tokenizer_path.empty()) {
-    std::ifstream in(tokenizer_path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot read tokenizer ", tokenizer_path));
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "tokenizer.model").string(), buffer.str()));
+
+  // Shards: the source's, or Hugging Face's naming for a model without one.
+  std::vector<std::pair<std::string, std::vector<std::string>>> shards;
+  if (layout_.has_value()) {
+    shards = layout_->shards;
+  } else {
+    std::vector<std::string> names;
+    for (const auto& [name, shape] : ArchitectureTensors(config_)) names.push_back(name);
+    for (const auto& [name, t] : tensors_) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+    uint64_t shard_bytes = 0;
+    shards.emplace_back("", std::vector<std::string>{});
+    for (const std::string& name : names) {
+      const at::Tensor& t = tensors_.at(name);
+      const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+      if (!shards.back().second.empty() && shard_bytes + bytes > options.max_shard_bytes) {
+        shards.emplace_back("", std::vector<std::string>{});
+        shard_bytes = 0;
+      }
+      shard_bytes += bytes;
+      shards.back().second.push_back(name);
+    }
+    for (size_t i = 0; i < shards.size(); ++i) {
+      shards[i].first = shards.size() == 1 ? std::string("model.safetensors")
+                                           : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
+    }
+  }
+
+  std::map<std::string, std::string> shared_metadata;
+  for (const auto& [key, value] : options.settings) shared_metadata["fedprllm." + key] = value;
+  const bool report = !options.settings.empty();
+  nlohmann::json digests = nlohmann::json::object();
+  nlohmann::json weight_map = nlohmann::json::object();
+  uint64_t total_bytes = 0;
+  const std::string digest_prefix = "fedprllm.mask_sha256.";
+  RETURN_IF_ERROR(TorchCall(absl::StrCat("writing ", dir), [&]() -> absl::Status {
+    for (const auto& [file, names] : shards) {
+      std::vector<SafetensorsEntry> entries;
+      uint64_t reserve = 0;
+      for (const std::string& name : names) {
+        const at::Tensor& t = tensors_.at(name);
+        entries.push_back({name, t.scalar_type(), t.sizes().vec()});
+        if (report) reserve += digest_prefix.size() + name.size() + 64 + 8;  // "key":"hex",
+        weight_map[name] = file;
+        total_bytes += entries.back().bytes();
+      }
+      const std::string path = (fs::path(dir) / file).string();
+      ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
+                       SafetensorsWriter::Create(path, std::move(entries), shared_metadata, reserve));
+      std::map<std::string, std::string> metadata = shared_metadata;
+      for (const std::string& name : names) {
+        const at::Tensor& stored = tensors_.at(name);
+        SavedTensor saved{stored, ""};
+        if (options.transform) {
+          ASSIGN_OR_RETURN(saved, options.transform(name, stored));
+          if (saved.value.sizes() != stored.sizes() || saved.value.scalar_type() != stored.scalar_type()) {
+            return absl::InternalError(absl::StrCat("tensor ", name, " changed its shape or dtype while being written"));
+          }
+        }
+        if (!saved.mask_sha256.empty()) {
+          digests[name] = saved.mask_sha256;
+          metadata[digest_prefix + name] = saved.mask_sha256;
+        }
+        const at::Tensor t = saved.value.to(at::kCPU).contiguous();
+        RETURN_IF_ERROR(writer->Append(
+            absl::string_view(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size())));
+      }
+      RETURN_IF_ERROR(report ? writer->FinishWithMetadata(metadata) : writer->Finish());
+    }
+    return absl::OkStatus();
+  }));
+
+  // The index, when the source had one or the model needs more than one shard.
+  if ((layout_.has_value() && !layout_->index.is_null()) || (!layout_.has_value() && shards.size() > 1)) {
+    nlohmann::json index = layout_.has_value() ? layout_->index : nlohmann::json::object();
+    index["metadata"]["total_size"] = total_bytes;
+    index["weight_map"] = weight_map;
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n"));
+  }
+
+  // Every other file of the source, byte for byte.
+  nlohmann::json copied = nlohmann::json::array(), not_copied = nlohmann::json::array();
+  bool wrote_config = false;
+  if (layout_.has_value()) {
+    std::set<std::string> shard_files;
+    for (const auto& shard : shards) shard_files.insert(shard.first);
+    std::vector<fs::directory_entry> entries;
+    for (const auto& entry : fs::directory_iterator(layout_->dir, ec)) entries.push_back(entry);
+    if (ec) return absl::InternalError(absl::StrCat("cannot list ", layout_->dir, ": ", ec.message()));
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.path() < b.path(); });
+    for (const auto& entry : entries) {
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_regular_file()) {
+        not_copied.push_back({{"name", name}, {"why", entry.is_directory() ? "a subdirectory" : "not a regular file"}});
+        continue;
+      }
+      std::string why = WhyNotCopied(name, shard_files);
+      // A model cast to another dtype: config.json keeps every key, with torch_dtype updated.
+      if (name == "config.json" && config_.dtype != layout_->dtype) why = "rewritten: torch_dtype changed";
+      if (!why.empty()) {
+        if (why != "weights (rewritten)") not_copied.push_back({{"name", name}, {"why", why}});
+        continue;
+      }
+      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(entry.path().string()));
+      RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), bytes));
+      copied.push_back(name);
+      wrote_config = wrote_config || name == "config.json";
+    }
+  }
+  if (!wrote_config) {
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "config.json").string(), config_.HfJsonForSave().dump(2) + "\n"));
+  }
+  if (!layout_.has_value()) {
+    const nlohmann::json generation = {{"bos_token_id", config_.bos_token_id}, {"eos_token_id", config_.eos_token_id}};
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
+  }
+  if (!options.tokenizer_path.empty()) {
+    const fs::path target = fs::path(dir) / (EndsWith(options.tokenizer_path, ".json") ? "tokenizer.json" : "tokenizer.model");
+    if (!fs::exists(target, ec)) {
+      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(options.tokenizer_path));
+      RETURN_IF_ERROR(WriteFileAtomically(target.string(), bytes));
+    }
+  }
+
+  if (report) {
+    nlohmann::json not_pruned = nlohmann::json::array();
+    int64_t biases = 0;
+    for (const auto& [name, t] : tensors_) {
+      if (digests.contains(name)) continue;
+      if (EndsWith(name, ".bias")) ++biases;
+      not_pruned.push_back(name);
+    }
+    nlohmann::json out = options.report.is_object() ? options.report : nlohmann::json::object();
+    out["format"] = "fedprllm-pruning-report/1";
+    out["settings"] = options.settings;
+    out["source"] = source_;
+    out["mask_sha256"] = digests;
+    out["mask_sha256_definition"] =
+        "SHA-256 of the tensor's prune mask: 1 bit per weight, 1 = pruned, row-major, least significant bit first "
+        "(docs/mask_wire_format.md)";
+    out["pruned_tensors"] = digests.size();
+    out["not_pruned"] = not_pruned;
+    out["biases"] = absl::StrCat(biases, " bias tensors; biases are never pruned");
+    out["files_copied"] = copied;
+    out["files_not_copied"] = not_copied;
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "pruning_report.json").string(), out.dump(2) + "\n"));
   }
   return absl::OkStatus();
 }

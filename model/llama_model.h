@@ -8,27 +8,22 @@
 
 #include <array>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
+#include "common/packed_mask.h"
 #include "model/compute_device.h"
 #include "model/llama_config.h"
 #include "model/safetensors.h"
 
 namespace fedprllm {
-
-// The seven prunable linear layers of a decoder layer, in forward order. Index i of
-// kLinearNames is the `linear_index` used by DecoderLayerWeights and observers.
-inline constexpr int kNumLinears = 7;
-inline constexpr std::array<const char*, kNumLinears> kLinearNames = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-
-// "model.layers.<layer>.<suffix>.weight"
-std::string LayerTensorName(int64_t layer, absl::string_view suffix);
 
 // Where and in which precision a forward pass runs. On CPU, float16 compute is carried
 // out in float32 (CPU half matmuls are not supported by LibTorch); bfloat16 runs natively.
@@ -56,6 +51,37 @@ struct DecoderLayerWeights {
   at::Tensor input_layernorm;
   at::Tensor post_attention_layernorm;
   std::array<at::Tensor, kNumLinears> linears;  // [out, in], ordered as kLinearNames
+  // [out] for the linears that have a bias (LlamaConfig::linear_has_bias), else undefined.
+  std::array<at::Tensor, kNumLinears> biases;
+};
+
+// A tensor as SaveHf writes it: the value (the stored tensor's shape and dtype) and, for a
+// pruned matrix, the hex SHA-256 of its prune mask's packed bytes (1 = pruned, row-major,
+// least significant bit first: docs/mask_wire_format.md); empty for a tensor not pruned.
+struct SavedTensor {
+  at::Tensor value;
+  std::string mask_sha256;
+};
+using SaveTransform = std::function<absl::StatusOr<SavedTensor>(const std::string& name, const at::Tensor& stored)>;
+
+// Hex SHA-256 of a prune mask as SavedTensor::mask_sha256 defines it.
+std::string MaskSha256(const PackedMask& mask);
+
+struct HfSaveOptions {
+  // A tokenizer file to place in the output as tokenizer.json (a .json file) or
+  // tokenizer.model (anything else), unless the source directory already provided a file of
+  // that name. Default: none.
+  std::string tokenizer_path;
+  // What is written for each tensor, one at a time, in file order. Default: the stored value.
+  SaveTransform transform;
+  // Pruning settings. When non-empty they go into every shard's __metadata__ (as
+  // "fedprllm.<key>"), with the mask digests of that shard's tensors
+  // ("fedprllm.mask_sha256.<tensor>"), and pruning_report.json is written beside the shards.
+  std::map<std::string, std::string> settings;
+  // Merged into pruning_report.json (for example per-matrix sparsity). Default: null.
+  nlohmann::json report;
+  // Shard size for a model without a source layout (llama2.c): Hugging Face's 5 GB.
+  uint64_t max_shard_bytes = 5'000'000'000;
 };
 
 // Keys and values one decoder layer has seen, for incremental decoding: each
@@ -82,7 +108,9 @@ class LlamaModel {
   const LlamaConfig& config() const { return config_; }
   // Where the model was loaded from (for messages).
   const std::string& source() const { return source_; }
-  // All tensors by Hugging Face name, on the host. lm_head.weight is absent when tied.
+  // All tensors by Hugging Face name, on the host: those of ArchitectureTensors, plus a
+  // tied checkpoint's lm_head.weight and rotary_emb.inv_freq buffers when the checkpoint
+  // has them (written back, not used by the forward pass).
   const TensorMap& tensors() const { return tensors_; }
   absl::StatusOr<at::Tensor> tensor(const std::string& name) const;
   // Replaces a tensor; its shape must match. The new tensor is stored in the model's dtype.
@@ -118,14 +146,29 @@ class LlamaModel {
   // config: two sites hold the same base model exactly when their fingerprints agree.
   std::string Fingerprint() const;
 
-  // Writes the model in Hugging Face layout into `dir` (created if needed): config.json,
-  // model.safetensors in the model's dtype and, when given, the tokenizer file copied as
-  // tokenizer.model.
-  // With `transform`, each tensor is written as transform(name, tensor), one at a time.
-  absl::Status SaveHf(const std::string& dir, const std::string& tokenizer_path = "",
-                      const TensorTransform& transform = nullptr) const;
+  // Writes the model in Hugging Face layout into `dir` (created if needed), in the stored
+  // dtype and tensor names, one tensor in memory at a time:
+  //  - from a Hugging Face directory: the same shard files with the same tensors, a
+  //    model.safetensors.index.json when the source had one, and every other top-level file of
+  //    the source copied byte for byte (config.json rewritten only when the dtype changed;
+  //    dense weights in other formats and subdirectories are not copied, and
+  //    pruning_report.json says so);
+  //  - from a llama2.c checkpoint: config.json, generation_config.json and
+  //    model.safetensors, or 5 GB shards with an index as Hugging Face names them.
+  absl::Status SaveHf(const std::string& dir, const HfSaveOptions& options) const;
+  absl::Status SaveHf(const std::string& dir, const std::string& tokenizer_path = "") const;
 
  private:
+  // Where a Hugging Face checkpoint came from: its directory, its shard files with their
+  // tensors in file order, its index (null for a single model.safetensors) and its dtype.
+  struct SourceLayout {
+    std::string dir;
+    at::ScalarType dtype = at::kFloat;
+    std::vector<std::pair<std::string, std::vector<std::string>>> shards;
+    nlohmann::json index;
+  };
+  static absl::StatusOr<LlamaModel> LoadHfDirectory(const std::string& dir);
+
   LlamaModel(LlamaConfig config, TensorMap tensors, std::string source)
       : config_(std::move(config)), tensors_(std::move(tensors)), source_(std::move(source)) {}
 
@@ -137,6 +180,7 @@ class LlamaModel {
   LlamaConfig config_;
   TensorMap tensors_;
   std::string source_;
+  std::optional<SourceLayout> layout_;
 };
 
 // Loads a llama2.c legacy ("version 0") checkpoint as Hugging Face-named tensors, with the

@@ -81,7 +81,7 @@ absl::StatusOr<Entry> ParseEntry(const std::string& path, const std::string& nam
 
 }  // namespace
 
-absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::vector<std::string>* order) {
   ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
   if (file->size() < 8) return Corrupt(path, "", "file is shorter than the 8-byte header length");
   uint64_t header_len = 0;
@@ -110,6 +110,10 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
     }
   }
   TensorMap tensors;
+  if (order != nullptr) {
+    order->clear();
+    for (const Entry& e : entries) order->push_back(e.name);
+  }
   for (const Entry& e : entries) {
     uint8_t* ptr = file->data() + data_offset + e.begin;
     ASSIGN_OR_RETURN(at::Tensor t, TorchCall(absl::StrCat("viewing tensor ", e.name, " in ", path), [&] {
@@ -162,34 +166,63 @@ uint64_t SafetensorsEntry::bytes() const {
   return numel * at::elementSize(dtype);
 }
 
+namespace {
+
+// The header text: the tensor entries with __metadata__ = {"format": "pt"} + `metadata`.
+std::string HeaderJson(nlohmann::json tensors, const std::map<std::string, std::string>& metadata) {
+  tensors["__metadata__"] = {{"format", "pt"}};
+  for (const auto& [key, value] : metadata) tensors["__metadata__"][key] = value;
+  return tensors.dump();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
-    const std::string& path, std::vector<SafetensorsEntry> entries, const std::map<std::string, std::string>& metadata) {
-  nlohmann::json header = nlohmann::json::object();
-  header["__metadata__"] = {{"format", "pt"}};
-  for (const auto& [key, value] : metadata) header["__metadata__"][key] = value;
+    const std::string& path, std::vector<SafetensorsEntry> entries, const std::map<std::string, std::string>& metadata,
+    uint64_t reserve_header_bytes) {
+  nlohmann::json tensors = nlohmann::json::object();
   uint64_t offset = 0;
   for (const SafetensorsEntry& e : entries) {
     if (e.dtype != at::kFloat && e.dtype != at::kHalf && e.dtype != at::kBFloat16) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor ", e.name, " has dtype ", at::toString(e.dtype), "; F32, F16 and BF16 can be written"));
     }
-    if (e.name == "__metadata__" || header.contains(e.name)) {
+    if (e.name == "__metadata__" || tensors.contains(e.name)) {
       return absl::InvalidArgumentError(absl::StrCat("tensor name ", e.name, " is reserved or given twice"));
     }
-    header[e.name] = {{"dtype", SafetensorsDtypeName(e.dtype)}, {"shape", e.shape},
-                      {"data_offsets", {offset, offset + e.bytes()}}};
+    tensors[e.name] = {{"dtype", SafetensorsDtypeName(e.dtype)}, {"shape", e.shape},
+                       {"data_offsets", {offset, offset + e.bytes()}}};
     offset += e.bytes();
   }
-  std::string header_text = header.dump();
+  std::string header_text = HeaderJson(tensors, metadata);
+  header_text.append(reserve_header_bytes, ' ');
   header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps tensor data 8-aligned
   const uint64_t header_len = header_text.size();
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  std::unique_ptr<SafetensorsWriter> writer(new SafetensorsWriter(path, tmp, fd, offset));
+  std::unique_ptr<SafetensorsWriter> writer(new SafetensorsWriter(path, tmp, fd, offset, tensors.dump(), header_len));
   RETURN_IF_ERROR(WriteAll(fd, absl::string_view(reinterpret_cast<const char*>(&header_len), 8), tmp));
   RETURN_IF_ERROR(WriteAll(fd, header_text, tmp));
   return writer;
+}
+
+absl::Status SafetensorsWriter::FinishWithMetadata(const std::map<std::string, std::string>& metadata) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(path_, ": finished twice"));
+  std::string header_text = HeaderJson(nlohmann::json::parse(tensors_json_), metadata);
+  if (header_text.size() > header_len_) {
+    return absl::ResourceExhaustedError(absl::StrCat(path_, ": final metadata needs ", header_text.size(),
+                                                     " header bytes, ", header_len_, " were reserved"));
+  }
+  header_text.append(header_len_ - header_text.size(), ' ');
+  size_t done = 0;
+  while (done < header_text.size()) {
+    const ssize_t n = ::pwrite(fd_, header_text.data() + done, header_text.size() - done, 8 + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::InternalError(absl::StrCat("cannot write ", tmp_, ": ", std::strerror(errno)));
+    done += static_cast<size_t>(n);
+  }
+  return Finish();
 }
 
 SafetensorsWriter::~SafetensorsWriter() {

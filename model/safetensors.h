@@ -20,8 +20,8 @@ using TensorMap = std::map<std::string, at::Tensor>;
 
 // Maps `path` and returns every tensor in it. Before any tensor is created, each entry's
 // dtype, shape and byte range are checked against the file; an error names the file and
-// the tensor.
-absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path);
+// the tensor. `order`, when given, receives the tensor names in file (data offset) order.
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, std::vector<std::string>* order = nullptr);
 
 // Writes `tensors` (in their own dtype) to `path` atomically (temporary file, fsync,
 // rename), one tensor at a time: memory beyond the tensors themselves is one contiguous
@@ -52,11 +52,13 @@ struct SafetensorsEntry {
 //   RETURN_IF_ERROR(writer->Finish());
 class SafetensorsWriter {
  public:
-  // `metadata` goes into the header's __metadata__ (with "format": "pt"). Errors: a dtype
-  // that cannot be written, a name given twice, a file that cannot be created.
+  // `metadata` goes into the header's __metadata__ (with "format": "pt"). The header is
+  // padded with spaces (as the format allows) to leave `reserve_header_bytes` for metadata
+  // known only at the end (FinishWithMetadata). Errors: a dtype that cannot be written, a
+  // name given twice, a file that cannot be created.
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<SafetensorsEntry> entries,
-      const std::map<std::string, std::string>& metadata = {});
+      const std::map<std::string, std::string>& metadata = {}, uint64_t reserve_header_bytes = 0);
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -67,16 +69,23 @@ class SafetensorsWriter {
   uint64_t remaining() const { return data_bytes_ - written_; }
   // FAILED_PRECONDITION unless every tensor's bytes were appended; then fsync and rename.
   absl::Status Finish();
+  // Finish, with the header's __metadata__ replaced by `metadata` (plus "format": "pt")
+  // first. RESOURCE_EXHAUSTED when it does not fit the header Create reserved.
+  absl::Status FinishWithMetadata(const std::map<std::string, std::string>& metadata);
 
  private:
-  SafetensorsWriter(std::string path, std::string tmp, int fd, uint64_t data_bytes)
-      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), data_bytes_(data_bytes) {}
+  SafetensorsWriter(std::string path, std::string tmp, int fd, uint64_t data_bytes, std::string tensors_json,
+                    uint64_t header_len)
+      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), data_bytes_(data_bytes),
+        tensors_json_(std::move(tensors_json)), header_len_(header_len) {}
 
   std::string path_;
   std::string tmp_;
   int fd_ = -1;
   uint64_t data_bytes_ = 0;
   uint64_t written_ = 0;
+  std::string tensors_json_;  // the header without __metadata__
+  uint64_t header_len_ = 0;   // bytes between the length prefix and the tensor data
 };
 
 // Writes `bytes` to `path` atomically (temporary file + fsync + rename).

@@ -48,6 +48,7 @@ constexpr Architecture kArchitectures[] = {
 
 // The standard deviation of tensor `name`'s weights (0: all ones, a norm).
 double WeightStd(const std::string& name, const std::vector<int64_t>& shape, const LlamaConfig& config) {
+  if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) return 0.02;
   if (shape.size() == 1) return 0.0;
   if (name == "model.embed_tokens.weight") return 1.0;
   const double in_features = static_cast<double>(shape[1]);
@@ -112,20 +113,8 @@ absl::StatusOr<LlamaConfig> SyntheticArchitecture(const std::string& name) {
 }
 
 std::vector<SafetensorsEntry> CheckpointEntries(const LlamaConfig& c) {
-  const int64_t h = c.hidden_size;
-  std::vector<SafetensorsEntry> entries = {{"model.embed_tokens.weight", c.dtype, {c.vocab_size, h}}};
-  const std::vector<std::vector<int64_t>> linear_shapes = {
-      {h, h}, {c.kv_dim(), h}, {c.kv_dim(), h}, {h, h}, {c.intermediate_size, h}, {c.intermediate_size, h},
-      {h, c.intermediate_size}};
-  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    entries.push_back({LayerTensorName(layer, "input_layernorm"), c.dtype, {h}});
-    for (int i = 0; i < kNumLinears; ++i) {
-      entries.push_back({LayerTensorName(layer, kLinearNames[i]), c.dtype, linear_shapes[i]});
-      if (i == 3) entries.push_back({LayerTensorName(layer, "post_attention_layernorm"), c.dtype, {h}});
-    }
-  }
-  entries.push_back({"model.norm.weight", c.dtype, {h}});
-  if (!c.tie_word_embeddings) entries.push_back({"lm_head.weight", c.dtype, {c.vocab_size, h}});
+  std::vector<SafetensorsEntry> entries;
+  for (auto& [name, shape] : ArchitectureTensors(c)) entries.push_back({name, c.dtype, shape});
   return entries;
 }
 

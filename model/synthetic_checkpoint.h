@@ -48,7 +48,7 @@ struct SyntheticOptions {
 };
 
 // Writes config.json, generation_config.json, the shards (and their index) and the tokenizer
-// into `dir` (created if needed). Weights: norms are 1; embeddings N(0, 1); every linear
+// into `dir` (created if needed). Weights: norms are 1; biases N(0, 0.02^2); embeddings N(0, 1); every linear
 // layer N(0, 1/in_features), with o_proj and down_proj further scaled by
 // 1/sqrt(2·layers), so that the residual stream and the logits stay finite through every
 // layer in bfloat16. The values depend only on the seed, the tensor's name and its shape

@@ -16,6 +16,8 @@ PACKAGES=(
   gnuplot-nox
   strace                 # tests/pki_test.sh traces the files fedprllm-certs sign opens
   python3-yaml           # scripts/validate_k8s.py (ctest k8s_manifests_test)
+  python3-numpy          # tests/reference_forward.py, the independent forward pass
+  libpcre2-dev           # tokenizer.json pre-tokenizer regexes (\p{L}, \p{N})
 )
 
 missing=()

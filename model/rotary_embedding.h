@@ -1,0 +1,27 @@
+// Rotary position embedding angles for every rope_scaling type LLaMA-family configs use,
+// with the formulas of the transformers version that introduced each:
+//   none:    inv_freq_i = 1 / theta^(2i / d)
+//   linear:  (4.31) positions divided by factor
+//   dynamic: (4.31, NTK) when the sequence is longer than the original context L,
+//            theta' = theta · (factor · seq / L − (factor − 1))^(d / (d − 2))
+//   llama3:  (4.43) wavelengths 2π / inv_freq above L / low_freq_factor are divided by factor,
+//            below L / high_freq_factor kept, and those between blended by
+//            s = (L / wavelength − low) / (high − low): (1 − s) · f / factor + s · f.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+#include "model/llama_config.h"
+
+namespace fedprllm {
+
+// The angles position·inv_freq of positions [first, first + count), as [count, head_dim]
+// (each frequency twice, rotate-half layout), float32 on `device`. `sequence_length` is
+// the length the dynamic type scales for (positions seen so far plus these). Throws
+// c10::Error like any LibTorch call; callers sit behind TorchCall.
+at::Tensor RopeAngles(const LlamaConfig& config, int64_t first, int64_t count, int64_t sequence_length,
+                      const at::Device& device);
+
+}  // namespace fedprllm
