@@ -175,21 +175,41 @@ absl::StatusOr<LlamaModel> GlobalPruner::PrunedModel() const {
   return pruned;
 }
 
-absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const {
-  return SavePrunedHf(dir, tokenizer_path, [this](const std::string& name) -> absl::StatusOr<std::optional<TensorDecision>> {
-    auto it = decided_.find(name);
-    if (it == decided_.end()) return std::nullopt;
-    return it->second;
-  });
+absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path,
+                                        const std::map<std::string, std::string>& settings) const {
+  return SavePrunedHf(
+      dir, tokenizer_path,
+      [this](const std::string& name) -> absl::StatusOr<std::optional<TensorDecision>> {
+        auto it = decided_.find(name);
+        if (it == decided_.end()) return std::nullopt;
+        return it->second;
+      },
+      settings);
 }
 
 absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::string& tokenizer_path,
-                                        const DecisionLookup& lookup) const {
-  return model_.SaveHf(dir, tokenizer_path, [&](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<at::Tensor> {
+                                        const DecisionLookup& lookup,
+                                        const std::map<std::string, std::string>& settings) const {
+  HfSaveOptions save;
+  save.tokenizer_path = tokenizer_path;
+  save.settings = AggregationSettings(options_);
+  for (const auto& [key, value] : settings) save.settings[key] = value;
+  save.report = report_;
+  save.transform = [&](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<SavedTensor> {
     ASSIGN_OR_RETURN(std::optional<TensorDecision> decision, lookup(name));
-    if (!decision.has_value()) return stored;
-    return ApplyTensorDecision(stored, *decision);
-  });
+    if (!decision.has_value()) return SavedTensor{stored, ""};
+    ASSIGN_OR_RETURN(at::Tensor value, ApplyTensorDecision(stored, *decision));
+    return SavedTensor{std::move(value), MaskSha256(decision->mask)};
+  };
+  return model_.SaveHf(dir, save);
+}
+
+std::map<std::string, std::string> AggregationSettings(const AggregationOptions& options) {
+  return {{"group", std::string(ComparisonGroupName(options.group))},
+          {"pattern", options.pattern.ToString()},
+          {"tie_break", std::string(TieBreakName(options.tie_break))},
+          {"seed", absl::StrCat(options.seed)},
+          {"weight_scaling", options.weight_scaling ? "true" : "false"}};
 }
 
 namespace {

@@ -34,6 +34,10 @@ struct TensorDecision {
 };
 using RoundDecision = std::vector<TensorDecision>;
 
+// The aggregation settings as a written checkpoint records them: group, pattern, tie_break,
+// seed and weight_scaling.
+std::map<std::string, std::string> AggregationSettings(const AggregationOptions& options);
+
 // Zeroes the pruned weights and, when `scale` is defined, multiplies the kept ones by it
 // (in float32, cast back once). The server and every client use this one function.
 absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const TensorDecision& decision);
@@ -82,11 +86,14 @@ class GlobalPruner {
   // The base model with every decision so far applied (a copy of the decided tensors).
   absl::StatusOr<LlamaModel> PrunedModel() const;
   // Writes PrunedModel() in Hugging Face layout (LlamaModel::SaveHf), applying each decision
-  // while its tensor is written: memory holds one pruned tensor at a time.
-  absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path) const;
-  // The same with the decisions from `lookup` (for rounds closed by CloseRoundInto).
+  // while its tensor is written: memory holds one pruned tensor at a time. The shards'
+  // metadata and pruning_report.json carry AggregationSettings(options) plus `settings`,
+  // and the digest of every decided mask.
   absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path,
-                            const DecisionLookup& lookup) const;
+                            const std::map<std::string, std::string>& settings = {}) const;
+  // The same with the decisions from `lookup` (for rounds closed by CloseRoundInto).
+  absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path, const DecisionLookup& lookup,
+                            const std::map<std::string, std::string>& settings = {}) const;
   // Per-matrix sparsity, vote histograms and contributing clients per round.
   const nlohmann::json& report() const { return report_; }
 

@@ -1114,7 +1114,12 @@ absl::Status FederationJob::WriteModel() {
   RETURN_IF_ERROR(store_.BeforeWrite("output/model"));
   std::error_code ec;
   std::filesystem::remove_all(partial, ec);
-  RETURN_IF_ERROR(pruner_.SavePrunedHf(partial.string(), tokenizer_path_, StoredDecisions()));
+  RETURN_IF_ERROR(pruner_.SavePrunedHf(partial.string(), tokenizer_path_, StoredDecisions(),
+                                       {{"tool", "fedprllm-server"},
+                                        {"job", job_id_},
+                                        {"job_name", config_.job_name},
+                                        {"strategy", config_.strategy},
+                                        {"rounds", absl::StrCat(NumRounds())}}));
   CrashPoint("model-partial");
   std::filesystem::remove_all(model_dir, ec);
   std::filesystem::rename(partial, model_dir, ec);
