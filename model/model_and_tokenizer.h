@@ -15,8 +15,9 @@ struct ModelAndTokenizer {
 };
 
 // Loads the model (Hugging Face directory or llama2.c .bin), sizes OpenBLAS's threads for it
-// (FitBlasThreadsToModel), and loads its SentencePiece tokenizer: `tokenizer_path` when
-// given, else the one found beside the model (FindTokenizer).
+// (FitBlasThreadsToModel), and loads its tokenizer (a tokenizer.json or a SentencePiece
+// model; model/tokenizer.h): `tokenizer_path` when given, else the one found beside the model
+// (FindTokenizer: tokenizer.json before tokenizer.model in a Hugging Face directory).
 absl::StatusOr<ModelAndTokenizer> LoadModelAndTokenizer(const std::string& model_path,
                                                         const std::string& tokenizer_path = "");
 

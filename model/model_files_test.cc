@@ -155,7 +155,7 @@ TEST_F(ModelFilesTest, TokenizerIsFoundOrExplained) {
   auto found = FindTokenizer(testing::BundledModel(), "");
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_EQ(fs::path(*found).filename(), "tok512.model");
-  ExpectErrorMentions(FindTokenizer(hf_dir_, "").status(), {"--tokenizer"});
+  ExpectErrorMentions(FindTokenizer(hf_dir_, "").status(), {"tokenizer.json", "tokenizer.model", "--tokenizer"});
   ExpectErrorMentions(Tokenizer::Load(testing::BundledModel()).status(), {"cannot load tokenizer"});
 }
 

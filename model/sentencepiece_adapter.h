@@ -23,7 +23,8 @@ class SentencePieceAdapter {
   virtual bool Encode(const std::string& text, std::vector<int>* ids, std::string* error) const = 0;
   virtual bool Decode(const std::vector<int>& ids, std::string* text, std::string* error) const = 0;
   virtual int vocab_size() const = 0;
-  virtual int bos_id() const = 0;
+  virtual int bos_id() const = 0;  // -1 when the model has none
+  virtual int eos_id() const = 0;  // -1 when the model has none
 };
 
 // Name of the module's entry point: SentencePieceAdapter* (const std::string* path, std::string* error).

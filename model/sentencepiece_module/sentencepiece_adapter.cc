@@ -26,6 +26,7 @@ class Adapter : public SentencePieceAdapter {
   }
   int vocab_size() const override { return processor_.GetPieceSize(); }
   int bos_id() const override { return processor_.bos_id(); }
+  int eos_id() const override { return processor_.eos_id(); }
 
  private:
   sentencepiece::SentencePieceProcessor processor_;
