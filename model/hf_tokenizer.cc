@@ -21,6 +21,7 @@
 #include "common/status_macros.h"
 #include "model/bpe_model.h"
 #include "model/pcre2_regex.h"
+#include "model/unicode_normalizer.h"
 #include "model/utf8.h"
 
 namespace fedprllm {
@@ -30,6 +31,7 @@ namespace fs = std::filesystem;
 using internal::BpeModel;
 using internal::BpeOptions;
 using internal::Regex;
+using internal::UnicodeNormalizer;
 using json = nlohmann::json;
 
 // Token ids above this are refused: no real vocabulary comes near, and vocab_size() must stay
@@ -194,9 +196,10 @@ size_t PreviousCharStart(absl::string_view text, size_t pos) {
 // Components.
 
 struct NormalizerStep {
-  enum class Kind { kPrepend, kReplace, kStrip } kind;
-  std::string text;              // kPrepend: the prefix; kReplace: the replacement
-  std::optional<Regex> pattern;  // kReplace
+  enum class Kind { kPrepend, kReplace, kStrip, kUnicode } kind;
+  std::string text;                          // kPrepend: the prefix; kReplace: the replacement
+  std::optional<Regex> pattern;              // kReplace
+  std::optional<UnicodeNormalizer> unicode;  // kUnicode: NFC, NFD, NFKC, NFKD or Lowercase
   bool strip_left = false, strip_right = false;
 };
 
@@ -431,10 +434,21 @@ absl::Status ParseNormalizer(const Reader& r, const json& node, const std::strin
     step.kind = NormalizerStep::Kind::kStrip;
     ASSIGN_OR_RETURN(step.strip_left, r.BoolOr(node, "strip_left", path + ".strip_left", true));
     ASSIGN_OR_RETURN(step.strip_right, r.BoolOr(node, "strip_right", path + ".strip_right", true));
+  } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD" || type == "Lowercase") {
+    using Form = UnicodeNormalizer::Form;
+    const Form form = type == "NFC"    ? Form::kNfc
+                      : type == "NFD"  ? Form::kNfd
+                      : type == "NFKC" ? Form::kNfkc
+                      : type == "NFKD" ? Form::kNfkd
+                                       : Form::kLowercase;
+    step.kind = NormalizerStep::Kind::kUnicode;
+    auto unicode = UnicodeNormalizer::Create(form);
+    if (!unicode.ok()) return r.Bad(path + ".type", unicode.status().message());
+    step.unicode.emplace(*std::move(unicode));
   } else {
-    return r.Unsupported(
-        path + ".type",
-        absl::StrCat("normalizer \"", type, "\" is not supported (supported: Sequence, Prepend, Replace, Strip)"));
+    return r.Unsupported(path + ".type", absl::StrCat("normalizer \"", type,
+                                                      "\" is not supported (supported: Sequence, Prepend, Replace, "
+                                                      "Strip, NFC, NFD, NFKC, NFKD, Lowercase)"));
   }
   steps->push_back(std::move(step));
   return absl::OkStatus();
@@ -762,6 +776,9 @@ absl::Status HfTokenizer::Impl::Normalize(std::string* text) const {
         *text = text->substr(begin, end - begin);
         break;
       }
+      case NormalizerStep::Kind::kUnicode:
+        RETURN_IF_ERROR(step.unicode->Apply(text));
+        break;
     }
   }
   return absl::OkStatus();
@@ -1095,7 +1112,9 @@ absl::StatusOr<std::unique_ptr<HfTokenizer::Impl>> Build(const Reader& r, const 
     single_word = single_word || token.single_word;
     if (token.normalized) {
       std::string pattern = token.content;  // matched in normalized text, so normalized too
-      RETURN_IF_ERROR(impl->Normalize(&pattern));
+      if (absl::Status s = impl->Normalize(&pattern); !s.ok()) {
+        return r.Bad(absl::StrCat("added_tokens[", i, "].content"), s.message());
+      }
       normalized_patterns.push_back(std::move(pattern));
       normalized_index.push_back(static_cast<int>(i));
     } else {

@@ -2,8 +2,10 @@
 // giving the ids Hugging Face tokenizers gives. It covers the LLaMA family's two kinds:
 //   * SentencePiece-style BPE with byte fallback (LLaMA-2, TinyLlama, Mistral, Phi-3):
 //     Prepend/Replace normalizers or a Metaspace pre-tokenizer, <0xXX> byte tokens;
-//   * byte-level BPE with regex pre-tokenizers (LLaMA-3, SmolLM, GPT-2): Split with a PCRE2
-//     regex, Digits, ByteLevel.
+//   * byte-level BPE with regex pre-tokenizers (LLaMA-3, Qwen2, SmolLM, GPT-2): Split with a
+//     PCRE2 regex, Digits, ByteLevel.
+// Normalizers include the Unicode forms NFC, NFD, NFKC, NFKD and Lowercase (ICU,
+// model/unicode_normalizer.h); Qwen2's files normalize to NFC.
 // docs/tokenizers.md lists every supported component; anything else is refused at Load with
 // a message that names the file and the key.
 //

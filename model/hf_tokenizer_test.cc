@@ -21,6 +21,7 @@
 #include "model/pcre2_regex.h"
 #include "model/test_paths.h"
 #include "model/tokenizer.h"
+#include "model/unicode_normalizer.h"
 #include "model/utf8.h"
 
 namespace fedprllm {
@@ -355,6 +356,208 @@ TEST(HfTokenizerTest, AddedTokenFlags) {
   EXPECT_EQ(hf->vocab_size(), 17);
 }
 
+// --- Unicode normalizers (ICU), in a Qwen2-shaped file
+
+// GPT-2's bytes_to_unicode() character for byte `b`, as UTF-8 (the byte-level alphabet).
+std::string ByteChar(int b) {
+  char32_t next = 256;
+  for (int k = 0; k < 256; ++k) {
+    const bool printable = (k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174 && k <= 255);
+    const char32_t cp = printable ? static_cast<char32_t>(k) : next++;
+    if (k == b) {
+      std::string out;
+      internal::AppendUtf8(cp, &out);
+      return out;
+    }
+  }
+  return "";
+}
+
+// Qwen2/Qwen2.5's Split pattern, as in their tokenizer.json.
+constexpr char kQwen2Pattern[] =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// Token ids of the tiny Qwen2-shaped tokenizer below: byte b is id b; then the merges.
+constexpr int kCa = 256, kCaf = 257, kEAcute = 258, kCafe = 259, kFi = 260;
+constexpr int kEndOfText = 151643, kImStart = 151644, kImEnd = 151645;  // Qwen2's ids
+
+// A byte-level tokenizer.json laid out as Qwen2/Qwen2.5's: normalizer NFC; pre_tokenizer
+// Sequence[Split(Qwen2's regex), ByteLevel without regex]; ByteLevel post-processor and
+// decoder; BPE over the 256 byte characters; Qwen2's special tokens. "é" is the bytes C3 A9,
+// the byte-level characters "Ã©".
+json TinyQwen2() {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[ByteChar(b)] = b;
+  vocab["ca"] = kCa;
+  vocab["caf"] = kCaf;
+  vocab[ByteChar(0xC3) + ByteChar(0xA9)] = kEAcute;
+  vocab["caf" + ByteChar(0xC3) + ByteChar(0xA9)] = kCafe;
+  vocab["fi"] = kFi;
+  const json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}};
+  auto special = [](int id, const char* content) {
+    return json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", false}, {"special", true}};
+  };
+  return json{
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", json::array({special(kEndOfText, "<|endoftext|>"), special(kImStart, "<|im_start|>"),
+                                    special(kImEnd, "<|im_end|>")})},
+      {"normalizer", json{{"type", "NFC"}}},
+      {"pre_tokenizer", json{{"type", "Sequence"},
+                             {"pretokenizers", json::array({json{{"type", "Split"},
+                                                                 {"pattern", json{{"Regex", kQwen2Pattern}}},
+                                                                 {"behavior", "Isolated"},
+                                                                 {"invert", false}},
+                                                            byte_level})}}},
+      {"post_processor", byte_level},
+      {"decoder", byte_level},
+      {"model", json{{"type", "BPE"},
+                     {"dropout", nullptr},
+                     {"unk_token", nullptr},
+                     {"continuing_subword_prefix", ""},
+                     {"end_of_word_suffix", ""},
+                     {"fuse_unk", false},
+                     {"byte_fallback", false},
+                     {"ignore_merges", false},
+                     {"vocab", vocab},
+                     {"merges", json::array({"c a", "ca f", ByteChar(0xC3) + " " + ByteChar(0xA9),
+                                             "caf " + ByteChar(0xC3) + ByteChar(0xA9), "f i"})}}},
+  };
+}
+
+std::vector<int> EncodeOrDie(const HfTokenizer& tok, const std::string& text, bool add_special_tokens = false) {
+  auto ids = tok.Encode(text, add_special_tokens);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  return ids.value_or(std::vector<int>{-1});
+}
+
+const char kPrecomposed[] = "caf\xC3\xA9";  // "café" with U+00E9
+const char kCombining[] = "cafe\xCC\x81";   // "cafe" + U+0301 COMBINING ACUTE ACCENT
+
+TEST(HfTokenizerNormalizerTest, Qwen2NfcMakesCombiningAccentsPrecomposed) {
+  auto hf = HfTokenizer::FromJson(TinyQwen2().dump(), R"({"bos_token": null, "eos_token": "<|im_end|>"})");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  EXPECT_TRUE(hf->prefix_ids().empty());
+  EXPECT_TRUE(hf->suffix_ids().empty());
+  EXPECT_EQ(hf->bos_id(), -1);
+  EXPECT_EQ(hf->eos_id(), kImEnd);
+  EXPECT_EQ(hf->vocab_size(), kImEnd + 1);
+
+  EXPECT_THAT(EncodeOrDie(*hf, kPrecomposed), ::testing::ElementsAre(kCafe));
+  EXPECT_THAT(EncodeOrDie(*hf, kCombining), ::testing::ElementsAre(kCafe));
+  EXPECT_EQ(EncodeOrDie(*hf, kCombining, true), EncodeOrDie(*hf, kPrecomposed, true));
+  // Decoding gives the normalized text back, as tokenizers does.
+  EXPECT_EQ(hf->Decode({kCafe}, false).value_or("?"), kPrecomposed);
+
+  // Special tokens are found in the raw text first, and NFC runs on each piece between them:
+  // "user" "\n" "café" in the chat template, and an accent right after a token stays alone.
+  EXPECT_THAT(EncodeOrDie(*hf, std::string("<|im_start|>user\n") + kCombining + "<|im_end|>\n"),
+              ::testing::ElementsAre(kImStart, 'u', 's', 'e', 'r', '\n', kCafe, kImEnd, '\n'));
+  EXPECT_THAT(EncodeOrDie(*hf, "e<|endoftext|>\xCC\x81"), ::testing::ElementsAre('e', kEndOfText, 0xCC, 0x81));
+
+  // Without the normalizer the two spellings differ: "caf" "e", then U+0301 as its two bytes.
+  json plain = TinyQwen2();
+  plain["normalizer"] = nullptr;
+  auto raw = HfTokenizer::FromJson(plain.dump());
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_THAT(EncodeOrDie(*raw, kPrecomposed), ::testing::ElementsAre(kCafe));
+  EXPECT_THAT(EncodeOrDie(*raw, kCombining), ::testing::ElementsAre(kCaf, 'e', 0xCC, 0x81));
+}
+
+TEST(HfTokenizerNormalizerTest, NfkcNfdAndLowercase) {
+  json j = TinyQwen2();
+  // NFC keeps the ligature U+FB01 (a compatibility character): its three bytes.
+  auto nfc = HfTokenizer::FromJson(j.dump());
+  ASSERT_TRUE(nfc.ok()) << nfc.status();
+  EXPECT_THAT(EncodeOrDie(*nfc, "\xEF\xAC\x81"), ::testing::ElementsAre(0xEF, 0xAC, 0x81));
+
+  j["normalizer"] = json{{"type", "NFKC"}};
+  auto nfkc = HfTokenizer::FromJson(j.dump());
+  ASSERT_TRUE(nfkc.ok()) << nfkc.status();
+  EXPECT_THAT(EncodeOrDie(*nfkc, "\xEF\xAC\x81"), ::testing::ElementsAre(kFi));
+  EXPECT_THAT(EncodeOrDie(*nfkc, "fi"), ::testing::ElementsAre(kFi));
+  EXPECT_THAT(EncodeOrDie(*nfkc, kCombining), ::testing::ElementsAre(kCafe));
+  // A normalized=false token is matched in the raw text only: fullwidth "＜|im_end|＞", which
+  // NFKC turns into "<|im_end|>", stays text (as in tokenizers).
+  const std::string ascii = "<|im_end|>";  // no merge applies: one id per byte
+  EXPECT_EQ(EncodeOrDie(*nfkc, "\xEF\xBC\x9C|im_end|\xEF\xBC\x9E"), std::vector<int>(ascii.begin(), ascii.end()));
+  EXPECT_THAT(EncodeOrDie(*nfkc, ascii), ::testing::ElementsAre(kImEnd));
+
+  j["normalizer"] = json{{"type", "NFD"}};
+  auto nfd = HfTokenizer::FromJson(j.dump());
+  ASSERT_TRUE(nfd.ok()) << nfd.status();
+  EXPECT_THAT(EncodeOrDie(*nfd, kPrecomposed), ::testing::ElementsAre(kCaf, 'e', 0xCC, 0x81));
+
+  j["normalizer"] = json{{"type", "NFKD"}};
+  auto nfkd = HfTokenizer::FromJson(j.dump());
+  ASSERT_TRUE(nfkd.ok()) << nfkd.status();
+  EXPECT_THAT(EncodeOrDie(*nfkd, std::string("\xEF\xAC\x81 ") + kPrecomposed),
+              ::testing::ElementsAre(kFi, ' ', kCaf, 'e', 0xCC, 0x81));  // " cafe" is one piece
+
+  // Inside a Sequence, in order: NFKC, then Lowercase.
+  j["normalizer"] =
+      json{{"type", "Sequence"}, {"normalizers", json::array({json{{"type", "NFKC"}}, json{{"type", "Lowercase"}}})}};
+  auto lower = HfTokenizer::FromJson(j.dump());
+  ASSERT_TRUE(lower.ok()) << lower.status();
+  EXPECT_THAT(EncodeOrDie(*lower, "CAFE\xCC\x81"), ::testing::ElementsAre(kCafe));  // É after NFC -> é
+  EXPECT_THAT(EncodeOrDie(*lower, "FI"), ::testing::ElementsAre(kFi));
+  EXPECT_THAT(EncodeOrDie(*lower, "CA"), ::testing::ElementsAre(kCa));
+}
+
+TEST(HfTokenizerNormalizerTest, InvalidUtf8IsAnErrorNotACrash) {
+  auto hf = HfTokenizer::FromJson(TinyQwen2().dump());
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  for (const std::string bad : {std::string("caf\xC3"), std::string("cafe\xCC"), std::string("\xED\xA0\x80"),
+                                std::string("<|im_start|>\xFF<|im_end|>")}) {
+    auto ids = hf->Encode(bad, true);
+    ASSERT_FALSE(ids.ok());
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(ids.status().message(), HasSubstr("not valid UTF-8 at byte"));
+  }
+  // The normalizer checks too, and leaves the text as it was.
+  for (auto form : {internal::UnicodeNormalizer::Form::kNfc, internal::UnicodeNormalizer::Form::kNfkd,
+                    internal::UnicodeNormalizer::Form::kLowercase}) {
+    auto normalizer = internal::UnicodeNormalizer::Create(form);
+    ASSERT_TRUE(normalizer.ok()) << normalizer.status();
+    std::string text = "e\xCC\x81\xC0\x80";
+    const absl::Status status = normalizer->Apply(&text);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr("not valid UTF-8 at byte 3"));
+    EXPECT_EQ(text, "e\xCC\x81\xC0\x80");
+  }
+}
+
+TEST(UnicodeNormalizerTest, FormsAndLowercaseAsTokenizers) {
+  using Form = internal::UnicodeNormalizer::Form;
+  auto apply = [](Form form, std::string text) {
+    auto normalizer = internal::UnicodeNormalizer::Create(form);
+    EXPECT_TRUE(normalizer.ok()) << normalizer.status();
+    if (!normalizer.ok()) return std::string("?");
+    const absl::Status status = normalizer->Apply(&text);
+    EXPECT_TRUE(status.ok()) << status;
+    return text;
+  };
+  EXPECT_EQ(apply(Form::kNfc, kCombining), kPrecomposed);
+  EXPECT_EQ(apply(Form::kNfd, kPrecomposed), kCombining);
+  EXPECT_EQ(apply(Form::kNfc, "\xEF\xAC\x81"), "\xEF\xAC\x81");  // NFC keeps U+FB01
+  EXPECT_EQ(apply(Form::kNfkc, "\xEF\xAC\x81"), "fi");
+  EXPECT_EQ(apply(Form::kNfkd, "\xE2\x91\xA0\xC3\xA9"), "1e\xCC\x81");  // U+2460 CIRCLED ONE, é
+  // Canonical reordering: dot below (ccc 220) before acute (ccc 230); NFC composes the pair
+  // with "e" into U+1EB9 + U+0301.
+  EXPECT_EQ(apply(Form::kNfc, "e\xCC\x81\xCC\xA3"), "\xE1\xBA\xB9\xCC\x81");
+  EXPECT_EQ(apply(Form::kNfc, ""), "");
+  EXPECT_EQ(apply(Form::kNfc, std::string("a\0b", 3)), std::string("a\0b", 3));
+  // Lowercase is per code point, as Rust's char::to_lowercase: a final capital sigma becomes
+  // U+03C3 (not the final form U+03C2), U+0130 becomes "i" + U+0307, no locale rules.
+  EXPECT_EQ(apply(Form::kLowercase, "ABC xyz \xC3\x89"), "abc xyz \xC3\xA9");
+  EXPECT_EQ(apply(Form::kLowercase, "\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3"), "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83");
+  EXPECT_EQ(apply(Form::kLowercase, "\xC4\xB0I"), "i\xCC\x87i");
+  EXPECT_EQ(apply(Form::kLowercase, "\xF0\x90\x90\x80"), "\xF0\x90\x90\xA8");  // U+10400 DESERET, 4 bytes
+}
+
 // --- discovery and refusals
 
 class TokenizerFilesTest : public ::testing::Test {
@@ -432,8 +635,9 @@ TEST_F(TokenizerFilesTest, MissingMalformedAndUnsupportedFilesAreRefused) {
   j["model"]["dropout"] = 0.1;
   ExpectRefused("dropout", j.dump(), {"model.dropout"});
   j = TinyByteLevel();
-  j["normalizer"] = json{{"type", "NFKC"}};
-  ExpectRefused("nfkc", j.dump(), {"normalizer.type", "NFKC"});
+  j["normalizer"] = json{{"type", "Sequence"},
+                         {"normalizers", json::array({json{{"type", "NFC"}}, json{{"type", "BertNormalizer"}}})}};
+  ExpectRefused("bertnormalizer", j.dump(), {"normalizer.normalizers[1].type", "BertNormalizer"});
   j = TinyByteLevel();
   j["pre_tokenizer"]["pretokenizers"][1] = json{{"type", "BertPreTokenizer"}};
   ExpectRefused("bert", j.dump(), {"pre_tokenizer.pretokenizers[1].type", "BertPreTokenizer"});

@@ -18,6 +18,7 @@ PACKAGES=(
   python3-yaml           # scripts/validate_k8s.py (ctest k8s_manifests_test)
   python3-numpy          # tests/reference_forward.py, the independent forward pass
   libpcre2-dev           # tokenizer.json pre-tokenizer regexes (\p{L}, \p{N})
+  libicu-dev             # tokenizer.json NFC/NFKC normalizers (Qwen2), model/unicode_normalizer.h
 )
 
 missing=()
