@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/calibration_data.h"
 #include "config/yaml_config.h"
 
 namespace fedprllm {
@@ -63,6 +64,11 @@ absl::Status ClientConfig::Validate() {
   RETURN_IF_ERROR(CheckConfigRange("exit_after_jobs", exit_after_jobs, 0, 1000000));
   if (calibration.empty() || calibration.size() > 64) {
     return ConfigKeyError("calibration", absl::StrCat("lists ", calibration.size(), " sources, expected 1..64"));
+  }
+  for (const std::string& spec : calibration) {
+    if (absl::StatusOr<CalibrationSource> source = ParseCalibrationSource(spec); !source.ok()) {
+      return ConfigKeyError("calibration", source.status().message());
+    }
   }
   RETURN_IF_ERROR(CheckConfigRange<int64_t>("nsamples", nsamples, 1, 1000000));
   RETURN_IF_ERROR(CheckConfigRange<int64_t>("seqlen", seqlen, 2, 131072));

@@ -45,11 +45,14 @@ struct ClientConfig {
   // Exit after taking part in this many jobs (done, failed or declined); the exit status
   // is the last job's. Default 0 = a daemon that stays up between jobs. Bounds 0..1000000.
   int exit_after_jobs = 0;
-  // Private calibration text: "file.txt" or "file.jsonl:field1,field2". 1..64 entries.
+  // Private calibration data, all text or all token ids (docs/calibration_data.md):
+  // "file.txt", "file.jsonl:field1+field2" (string fields, or lists of ids such as
+  // "file.jsonl:input_ids"), "file.npy", "file.bin:uint16" / ":uint32". 1..64 entries.
   std::vector<std::string> calibration;
   // Calibration windows. Default 128. Bounds 1..1000000.
   int64_t nsamples = 128;
-  // Tokens per window. Default 256. Bounds 2..131072.
+  // Tokens per window. Default 256. Bounds 2..131072, and at most the model's
+  // max_position_embeddings (checked when the model is loaded).
   int64_t seqlen = 256;
   // Seed of the window positions. Default 0.
   uint64_t seed = 0;

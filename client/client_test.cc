@@ -9,6 +9,7 @@
 namespace fedprllm {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 const char kMinimal[] = R"(
@@ -42,6 +43,25 @@ TEST(ClientConfigTest, DefaultsAndBadKeys) {
                   .status()
                   .message(),
               HasSubstr("'name'"));
+}
+
+TEST(ClientConfigTest, CalibrationSourcesUseOneSyntax) {
+  const std::string base = "server_address: \"localhost:50051\"\ntls: {cert: a.crt, key: a.key, ca: ca.crt}\nmodel: m\n";
+  auto flow = ParseClientConfig(
+      base + "calibration: [a.txt, c4.jsonl:prefix+gold_completion, ids.jsonl:input_ids, x.npy, train.bin:uint16]\n",
+      "c.yaml");
+  ASSERT_TRUE(flow.ok()) << flow.status();
+  EXPECT_EQ(flow->calibration, (std::vector<std::string>{"a.txt", "c4.jsonl:prefix+gold_completion",
+                                                         "ids.jsonl:input_ids", "x.npy", "train.bin:uint16"}));
+  auto block = ParseClientConfig(base + "calibration:\n  - c4.jsonl:prefix+gold_completion\n", "c.yaml");
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_EQ(block->calibration, std::vector<std::string>{"c4.jsonl:prefix+gold_completion"});
+  auto old = ParseClientConfig(base + "calibration:\n  - c4.jsonl:prefix,gold_completion\n", "c.yaml");
+  ASSERT_FALSE(old.ok());
+  EXPECT_THAT(old.status().message(),
+              AllOf(HasSubstr("'calibration'"), HasSubstr("write \"c4.jsonl:prefix+gold_completion\"")));
+  EXPECT_THAT(ParseClientConfig(base + "calibration: [train.bin]\n", "c.yaml").status().message(),
+              AllOf(HasSubstr("'calibration'"), HasSubstr("train.bin:uint16")));
 }
 
 TEST(ClientTest, TransientCodes) {

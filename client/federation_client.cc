@@ -187,12 +187,19 @@ absl::StatusOr<std::unique_ptr<LocalModel>> LoadLocalModel(const ClientConfig& c
   const auto start = Clock::now();
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(path, tokenizer_path));
   auto local = std::make_unique<LocalModel>(LocalModel{std::move(loaded.model), at::Tensor(), ""});
+  if (absl::Status fits = CheckSeqlenFitsModel("config key 'seqlen':", config.seqlen, local->model.config());
+      !fits.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(fits.message(), " (model ", path, ")"));
+  }
   std::vector<CalibrationSource> sources;
   for (const std::string& spec : config.calibration) {
     ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));
     sources.push_back(std::move(source));
   }
-  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(loaded.tokenizer, sources));
+  CalibrationReadOptions read;
+  read.vocab_size = local->model.config().vocab_size;
+  read.log = [](const std::string& line) { spdlog::info("calibration: {}", line); };
+  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(loaded.tokenizer, sources, read));
   SamplingOptions sampling;
   sampling.nsamples = config.nsamples;
   sampling.seqlen = config.seqlen;

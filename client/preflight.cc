@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,9 +37,11 @@ struct LoadedModel {
   absl::Status status;
   std::string text;  // shape and fingerprint
   std::optional<Tokenizer> tokenizer;
+  int64_t vocab_size = 0;  // the bound of token-id calibration sources
 };
 
-LoadedModel LoadAndDescribe(const std::string& path, const std::string& tokenizer_path) {
+// Loads the model at `path`; a config seqlen above its max_position_embeddings fails its line.
+LoadedModel LoadAndDescribe(const std::string& path, const std::string& tokenizer_path, int64_t seqlen) {
   LoadedModel out;
   absl::StatusOr<ModelAndTokenizer> loaded = LoadModelAndTokenizer(path, tokenizer_path);
   if (!loaded.ok()) {
@@ -47,6 +50,9 @@ LoadedModel LoadAndDescribe(const std::string& path, const std::string& tokenize
   }
   out.text = absl::StrCat(path, ": ", DescribeModelShape(loaded->model), "; tokenizer ", loaded->tokenizer.path(),
                           "; fingerprint ", loaded->model.Fingerprint());
+  out.status = CheckSeqlenFitsModel("config key 'seqlen':", seqlen, loaded->model.config());
+  if (!out.status.ok()) out.status = absl::InvalidArgumentError(absl::StrCat(out.status.message(), " (", out.text, ")"));
+  out.vocab_size = loaded->model.config().vocab_size;
   out.tokenizer.emplace(std::move(loaded->tokenizer));
   return out;
 }
@@ -129,10 +135,10 @@ void CheckServer(const ClientConfig& config, const std::string& identity, const 
                                    config.insecure ? "; PLAINTEXT (insecure: true)" : ""));
 }
 
-// The "calibration" line for one tokenizer.
+// The "calibration" line for one tokenizer and vocabulary size.
 void CheckTokens(const ClientConfig& config, const std::vector<CalibrationSource>& sources, const Tokenizer& tokenizer,
-                 CheckReport* report) {
-  absl::StatusOr<std::vector<int>> tokens = TokenizeCalibrationSources(tokenizer, sources);
+                 int64_t vocab_size, CheckReport* report) {
+  absl::StatusOr<std::vector<int>> tokens = TokenizeCalibrationSources(tokenizer, sources, {vocab_size, nullptr});
   if (!tokens.ok()) {
     report->Fail(kCalibration, tokens.status().message());
     return;
@@ -203,16 +209,19 @@ bool RunClientChecks(const ClientConfig& config, const ClientPreflightOptions& o
   if (!config.model.empty()) wanted.push_back({"model", {config.model, config.tokenizer}});
   for (const auto& [name, path] : config.models) wanted.push_back({absl::StrCat("model ", name), {path, ""}});
   std::map<std::pair<std::string, std::string>, LoadedModel> loaded;
-  // Tokenizers with distinct contents, in order: copies of one file count the same tokens.
-  std::vector<const Tokenizer*> tokenizers;
-  std::set<std::string> tokenizer_contents;
+  // Tokenizers with distinct contents (and vocabulary sizes), in order: copies of one file
+  // count the same tokens.
+  std::vector<std::pair<const Tokenizer*, int64_t>> tokenizers;
+  std::set<std::pair<std::string, int64_t>> tokenizer_contents;
   for (const auto& [line, key] : wanted) {
     auto it = loaded.find(key);
     if (it == loaded.end()) {
-      it = loaded.emplace(key, LoadAndDescribe(key.first, key.second)).first;
+      it = loaded.emplace(key, LoadAndDescribe(key.first, key.second, config.seqlen)).first;
       if (const std::optional<Tokenizer>& t = it->second.tokenizer; t.has_value()) {
         absl::StatusOr<std::string> bytes = ReadTextFile(t->path());
-        if (tokenizer_contents.insert(bytes.ok() ? *bytes : t->path()).second) tokenizers.push_back(&*t);
+        if (tokenizer_contents.insert({bytes.ok() ? *bytes : t->path(), it->second.vocab_size}).second) {
+          tokenizers.push_back({&*t, it->second.vocab_size});
+        }
       }
     }
     if (it->second.status.ok()) {
@@ -232,17 +241,23 @@ bool RunClientChecks(const ClientConfig& config, const ClientPreflightOptions& o
     sources.push_back(*std::move(source));
   }
   if (tokenizers.empty()) {
-    absl::StatusOr<std::string> text = ReadCalibrationText(sources);
-    if (!text.ok()) {
-      report->Fail(kCalibration, text.status().message());
+    // No model to bound token ids: they are read (headers, sizes, JSON) but their range is
+    // only checked to fit an int.
+    absl::StatusOr<CalibrationData> data =
+        ReadCalibrationData(sources, {std::numeric_limits<int>::max(), nullptr});
+    if (!data.ok()) {
+      report->Fail(kCalibration, data.status().message());
     } else {
-      report->Skip(kCalibration, absl::StrCat(text->size(), " bytes read from ", sources.size(),
-                                              sources.size() == 1 ? " source" : " sources",
-                                              "; tokens not counted: no model and tokenizer loaded"));
+      report->Skip(kCalibration,
+                   absl::StrCat(data->is_tokens ? absl::StrCat(data->tokens.size(), " token ids")
+                                                : absl::StrCat(data->text.size(), " bytes"),
+                                " read from ", sources.size(), sources.size() == 1 ? " source" : " sources",
+                                data->is_tokens ? "; ids not checked against a vocabulary: no model loaded"
+                                                : "; tokens not counted: no model and tokenizer loaded"));
     }
     return report->passed();
   }
-  for (const Tokenizer* tokenizer : tokenizers) CheckTokens(config, sources, *tokenizer, report);
+  for (const auto& [tokenizer, vocab_size] : tokenizers) CheckTokens(config, sources, *tokenizer, vocab_size, report);
   return report->passed();
 }
 

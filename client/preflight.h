@@ -5,8 +5,10 @@
 //                (a warning within 30 days of notAfter) and chain to the CA;
 //   server       the server is reachable, trusts this certificate and names it a site
 //                (a TLS probe, then the WhoAmI RPC, within 10 s);
-//   model ...    `model` and every `models` entry load; their fingerprint and shape;
-//   calibration  the sources read and tokenize into enough tokens for the windows.
+//   model ...    `model` and every `models` entry load, and seqlen fits their
+//                max_position_embeddings; their fingerprint and shape;
+//   calibration  the sources read and tokenize into enough tokens for the windows (token
+//                ids checked against each model's vocabulary).
 // The quick checks come first, so a slow model load is not waited for to learn that the
 // server refuses this site.
 //

@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/llama_model.h"
@@ -258,6 +259,42 @@ TEST_F(ClientPreflightTest, TooLittleCalibrationText) {
   const CheckReport missing = Check(Config({{"calibration", "[" + dir_ + "/none.txt]"}}));
   EXPECT_EQ(Line(missing, "calibration").result, CheckResult::kFail);
   EXPECT_THAT(Line(missing, "calibration").text, HasSubstr("none.txt"));
+}
+
+TEST_F(ClientPreflightTest, TokenIdsAreCheckedAgainstTheModelsVocabulary) {
+  absl::StatusOr<LlamaModel> model = LlamaModel::Load(testing::BundledModel());
+  ASSERT_TRUE(model.ok());
+  const int64_t vocab = model->config().vocab_size;
+  auto uint16_file = [this](const std::string& name, const std::vector<int64_t>& ids) {
+    std::string bytes;
+    for (int64_t id : ids) bytes += {static_cast<char>(id & 0xFF), static_cast<char>((id >> 8) & 0xFF)};
+    std::ofstream(dir_ + "/" + name, std::ios::binary) << bytes;
+    return "[" + dir_ + "/" + name + ":uint16]";
+  };
+  std::vector<int64_t> ids(4000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i) % vocab;
+  const CheckReport good = Check(Config({{"calibration", uint16_file("ids.bin", ids)}}));
+  EXPECT_TRUE(good.passed()) << good.ToString();
+  EXPECT_THAT(Line(good, "calibration").text, HasSubstr("4000 tokens from 1 source"));
+  ids[1234] = vocab;
+  const CheckReport bad = Check(Config({{"calibration", uint16_file("bad.bin", ids)}}));
+  EXPECT_EQ(Line(bad, "calibration").result, CheckResult::kFail);
+  EXPECT_THAT(Line(bad, "calibration").text,
+              HasSubstr(absl::StrCat("bad.bin: index 1234 (byte 2468): id ", vocab, " is outside the vocabulary [0, ",
+                                     vocab, ")")));
+  ExpectOthersOk(bad, {"calibration"});
+}
+
+TEST_F(ClientPreflightTest, SeqlenAboveTheModelsPositionsFailsTheModelLine) {
+  absl::StatusOr<LlamaModel> model = LlamaModel::Load(testing::BundledModel());
+  ASSERT_TRUE(model.ok());
+  const int64_t max_positions = model->config().max_position_embeddings;
+  const CheckReport report = Check(Config({{"seqlen", std::to_string(max_positions + 1)}, {"nsamples", "1"}}));
+  EXPECT_FALSE(report.passed());
+  EXPECT_EQ(Line(report, "model").result, CheckResult::kFail);
+  EXPECT_THAT(Line(report, "model").text,
+              HasSubstr(absl::StrCat("config key 'seqlen': ", max_positions + 1,
+                                     " exceeds the model's max_position_embeddings ", max_positions)));
 }
 
 TEST_F(ClientPreflightTest, WrongServerName) {

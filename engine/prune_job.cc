@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "model/model_and_tokenizer.h"
+#include "model/perplexity.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "model/torch_wall.h"
@@ -61,7 +62,9 @@ absl::StatusOr<nlohmann::json> RunPruneJob(const PruneJobOptions& options,
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(options.model_path, options.tokenizer_path));
   LlamaModel model = std::move(loaded.model);
   Tokenizer tokenizer = std::move(loaded.tokenizer);
-  ASSIGN_OR_RETURN(std::vector<int> tokens, TokenizeCalibrationSources(tokenizer, options.calibration));
+  RETURN_IF_ERROR(CheckSeqlenFitsModel("seqlen", options.sampling.seqlen, model.config()));
+  ASSIGN_OR_RETURN(std::vector<int> tokens,
+                   TokenizeCalibrationSources(tokenizer, options.calibration, {model.config().vocab_size, log}));
   ASSIGN_OR_RETURN(at::Tensor samples, SampleWindows(tokens, options.sampling));
   log(absl::StrCat("calibration: ", tokens.size(), " tokens, ", options.sampling.nsamples, " windows of ",
                    options.sampling.seqlen, " (seed ", options.sampling.seed, ")"));

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/perplexity.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
@@ -36,6 +37,7 @@ absl::StatusOr<SiteSession> SiteSession::Start(const LlamaModel& model, const at
   if (!samples.defined() || samples.dim() != 2 || samples.size(0) < 1) {
     return absl::InvalidArgumentError("calibration samples must be a non-empty [n, seqlen] tensor");
   }
+  RETURN_IF_ERROR(CheckSeqlenFitsModel("calibration window length (seqlen)", samples.size(1), model.config()));
   if (options.batch_size < 1) return absl::InvalidArgumentError("batch_size must be >= 1");
   SiteSession session(model, std::move(options));
   const int64_t n = samples.size(0);

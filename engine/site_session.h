@@ -73,7 +73,8 @@ struct LayerTiming {
 
 class SiteSession {
  public:
-  // Captures the inputs of decoder layer 0 for `samples` (int64 [n, seqlen]).
+  // Captures the inputs of decoder layer 0 for `samples` (int64 [n, seqlen]). Refuses a
+  // seqlen above the model's max_position_embeddings.
   static absl::StatusOr<SiteSession> Start(const LlamaModel& model, const at::Tensor& samples,
                                            LocalPruneOptions options);
 

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -185,46 +184,16 @@ TEST_F(SiteSessionTest, OneClientFederationEqualsLocalPruning) {
   }
 }
 
-TEST(CalibrationDataTest, BadInputGetsClearErrors) {
-  const std::string dir = ::testing::TempDir();
-  auto write = [&](const std::string& name, const std::string& content) {
-    std::ofstream(dir + name, std::ios::binary) << content;
-    return dir + name;
-  };
-  const std::string jsonl = write("a.jsonl", "{\"prefix\": \"Hello\", \"gold\": \" world\"}\n{\"prefix\": 3}\n");
-  auto missing = ReadCalibrationText({{jsonl, {"prefix", "gold"}}});
-  ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("a.jsonl:2"), absl::string_view::npos) << missing.status();
-  auto utf8 = ReadCalibrationText({{write("b.txt", "ok \xC3\x28 bad"), {}}});
-  ASSERT_FALSE(utf8.ok());
-  EXPECT_NE(utf8.status().message().find("UTF-8"), absl::string_view::npos);
-  EXPECT_FALSE(ParseCalibrationSource("x.jsonl").ok());
-  auto spec = ParseCalibrationSource("c4.jsonl:prefix,gold_completion");
-  ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->jsonl_fields, (std::vector<std::string>{"prefix", "gold_completion"}));
-  auto short_text = SampleWindows(std::vector<int>(10, 5), {4, 16, 0});
-  ASSERT_FALSE(short_text.ok());
-  EXPECT_NE(short_text.status().message().find("10 tokens"), absl::string_view::npos);
-  auto good = ReadCalibrationText({{jsonl.substr(0, jsonl.size()), {"prefix"}}});
-  EXPECT_FALSE(good.ok());  // line 2's prefix is not a string
-}
-
-TEST(CalibrationDataTest, WindowsAreSeededAndInRange) {
-  std::vector<int> tokens(1000);
-  std::iota(tokens.begin(), tokens.end(), 0);
-  auto a = SampleWindows(tokens, {16, 50, 3});
-  auto b = SampleWindows(tokens, {16, 50, 3});
-  auto c = SampleWindows(tokens, {16, 50, 4});
-  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
-  EXPECT_TRUE(at::equal(*a, *b));
-  EXPECT_FALSE(at::equal(*a, *c));
-  // Each window is a contiguous run of the stream.
-  const at::Tensor diffs = a->narrow(1, 1, 49) - a->narrow(1, 0, 49);
-  EXPECT_TRUE(at::all(diffs == 1).item<bool>());
-  EXPECT_LE(a->max().item<int64_t>(), 999);
-  // The first position of seed 3 is fixed by splitmix64, independent of the platform.
-  uint64_t state = 3;
-  EXPECT_EQ((*a)[0][0].item<int64_t>(), static_cast<int64_t>(SplitMix64(&state) % 951));
+TEST_F(SiteSessionTest, WindowsLongerThanTheModelsPositionsAreRefused) {
+  const int64_t max_positions = model_->config().max_position_embeddings;
+  const at::Tensor too_long = at::zeros({1, max_positions + 1}, at::kLong);
+  auto refused = SiteSession::Start(*model_, too_long, LocalPruneOptions{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(absl::StrCat(max_positions + 1, " exceeds the model's "
+                                                         "max_position_embeddings ", max_positions)),
+            absl::string_view::npos)
+      << refused.status();
+  EXPECT_TRUE(SiteSession::Start(*model_, at::zeros({1, max_positions}, at::kLong), LocalPruneOptions{}).ok());
 }
 
 }  // namespace

@@ -19,6 +19,37 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   return buffer.str();
 }
 
+int64_t NormalizeCrlf(std::string* text) {
+  int64_t replaced = 0;
+  size_t out = 0;
+  for (size_t in = 0; in < text->size(); ++in) {
+    if ((*text)[in] == '\r' && in + 1 < text->size() && (*text)[in + 1] == '\n') {
+      ++replaced;
+      continue;  // the '\n' is copied next
+    }
+    (*text)[out++] = (*text)[in];
+  }
+  text->resize(out);
+  return replaced;
+}
+
+std::string CrlfNote(const std::string& path, int64_t count) {
+  return absl::StrCat(path, ": ", count, " CRLF line ends normalized to LF before tokenizing");
+}
+
+absl::StatusOr<std::string> ReadTextForTokenizing(const std::string& path, int64_t* crlf_replaced) {
+  ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  const int64_t replaced = NormalizeCrlf(&text);
+  if (crlf_replaced != nullptr) *crlf_replaced = replaced;
+  return text;
+}
+
+absl::Status CheckSeqlenFitsModel(absl::string_view what, int64_t seqlen, const LlamaConfig& config) {
+  if (seqlen <= config.max_position_embeddings) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " ", seqlen, " exceeds the model's max_position_embeddings ",
+                                                 config.max_position_embeddings));
+}
+
 absl::StatusOr<double> SumNll(const LlamaModel& model, const at::Tensor& tokens, const ComputeOptions& compute) {
   ASSIGN_OR_RETURN(at::Tensor logits, model.Forward(tokens, compute));
   return TorchCall("computing NLL", [&] {
@@ -31,10 +62,8 @@ absl::StatusOr<double> SumNll(const LlamaModel& model, const at::Tensor& tokens,
 
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model, const std::vector<int>& tokens,
                                                     const PerplexityOptions& options, const ProgressCallback& progress) {
-  if (options.seqlen < 2 || options.seqlen > model.config().max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("seqlen ", options.seqlen, " must be in [2, ",
-                                                   model.config().max_position_embeddings, "]"));
-  }
+  if (options.seqlen < 2) return absl::InvalidArgumentError(absl::StrCat("seqlen ", options.seqlen, " must be >= 2"));
+  RETURN_IF_ERROR(CheckSeqlenFitsModel("seqlen", options.seqlen, model.config()));
   if (options.batch_size < 1) return absl::InvalidArgumentError("batch_size must be >= 1");
   int64_t windows = static_cast<int64_t>(tokens.size()) / options.seqlen;
   if (options.max_windows > 0) windows = std::min(windows, options.max_windows);

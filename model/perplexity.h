@@ -7,13 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/llama_model.h"
 
 namespace fedprllm {
 
 struct PerplexityOptions {
-  // Tokens per window. Default: 256. Bounds: [2, max_position_embeddings].
+  // Tokens per window. Default: 256. Bounds: [2, max_position_embeddings] (checked).
   int64_t seqlen = 256;
   // Windows evaluated together. Default: 8.
   int64_t batch_size = 8;
@@ -41,7 +43,25 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model, con
 // `tokens` ([batch, seq] int64), computed in float64 from float32 logits.
 absl::StatusOr<double> SumNll(const LlamaModel& model, const at::Tensor& tokens, const ComputeOptions& compute);
 
-// Reads a whole file into a string.
+// OK when windows of `seqlen` tokens fit `config`: seqlen <= max_position_embeddings.
+// Otherwise InvalidArgument "<what> <seqlen> exceeds the model's max_position_embeddings <n>"
+// (`what` names the setting: "seqlen", "--seqlen", "config key 'seqlen':").
+absl::Status CheckSeqlenFitsModel(absl::string_view what, int64_t seqlen, const LlamaConfig& config);
+
+// Reads a whole file into a string, bytes unchanged (also for PEM and other non-text files).
 absl::StatusOr<std::string> ReadTextFile(const std::string& path);
+
+// Replaces every CRLF ("\r\n") in `*text` with LF and returns how many it replaced; a lone
+// CR is kept. Text is tokenized with LF line ends everywhere (calibration and evaluation),
+// so a file with Windows line ends gives the tokens of its LF copy.
+int64_t NormalizeCrlf(std::string* text);
+
+// The line a tool prints once for a file whose `count` CRLF line ends were normalized:
+// "<path>: <count> CRLF line ends normalized to LF before tokenizing".
+std::string CrlfNote(const std::string& path, int64_t count);
+
+// A text file about to be tokenized: ReadTextFile, then NormalizeCrlf. `*crlf_replaced`
+// (when not null) receives the count.
+absl::StatusOr<std::string> ReadTextForTokenizing(const std::string& path, int64_t* crlf_replaced);
 
 }  // namespace fedprllm

@@ -5,7 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
+#include <fstream>
 #include <set>
+
+#include "absl/strings/str_cat.h"
 
 #include "engine/prune_job.h"
 #include "model/perplexity.h"
@@ -141,14 +146,103 @@ TEST_F(SimTest, SmallTableHasTheExpectedRows) {
 }
 
 TEST_F(SimTest, SpecsParse) {
-  auto set = ParseCalibrationSet("c4=a.jsonl:prefix,gold_completion|b.txt@second-half");
+  auto set = ParseCalibrationSet("c4=a.jsonl:prefix+gold_completion|b.txt@second-half");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->name, "c4");
   ASSERT_EQ(set->sources.size(), 2u);
   EXPECT_EQ(set->sources[0].jsonl_fields, (std::vector<std::string>{"prefix", "gold_completion"}));
   EXPECT_EQ(set->part, TextPart::kSecondHalf);
+  auto old = ParseCalibrationSet("c4=a.jsonl:prefix,gold_completion");
+  ASSERT_FALSE(old.ok());
+  EXPECT_NE(old.status().message().find("a.jsonl:prefix+gold_completion"), absl::string_view::npos) << old.status();
+  auto tokens = ParseCalibrationSet("owt=train.bin:uint16|val.npy@first-half");
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(tokens->sources[0].format, CalibrationFormat::kRawUint16);
+  EXPECT_EQ(tokens->sources[1].format, CalibrationFormat::kNpy);
+  EXPECT_EQ(tokens->part, TextPart::kFirstHalf);
   EXPECT_FALSE(ParseEvalText("no-name").ok());
   EXPECT_FALSE(ParseEvalText("x=a.txt@middle").ok());
+}
+
+// A set of raw token files written from the tool's tokenization of text shards simulates to
+// the text set's model bit for bit; "@first-half" of ids is their first half by index; and
+// windows longer than the model's positions are refused.
+TEST_F(SimTest, TokenSetsSimulateLikeTextSets) {
+  auto tokenizer = Tokenizer::Load(testing::BundledTokenizer());
+  ASSERT_TRUE(tokenizer.ok());
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok());
+  const std::string second = SplitHalves(*text).second;
+  std::string dir = ::testing::TempDir() + "fedprllm-sim-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  dir += "/";
+  auto write = [&dir](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + name, std::ios::binary | std::ios::trunc) << bytes;
+    return dir + name;
+  };
+  auto uint32_file = [](const std::vector<int>& ids) {
+    std::string out;
+    for (int id : ids) {
+      for (int b = 0; b < 4; ++b) out.push_back(static_cast<char>((static_cast<uint32_t>(id) >> (8 * b)) & 0xFF));
+    }
+    return out;
+  };
+  std::string text_set = "text=", token_set = "ids=";
+  std::vector<int> first_ids;
+  for (int site = 0; site < 2; ++site) {
+    const std::string shard = write(absl::StrCat("sim-site", site, ".txt"), second.substr(site * 16000, 16000));
+    auto ids = TokenizeCalibrationSources(*tokenizer, {*ParseCalibrationSource(shard)}, {512, nullptr});
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    if (site == 0) first_ids = *ids;
+    text_set += absl::StrCat(site == 0 ? "" : "|", shard);
+    token_set += absl::StrCat(site == 0 ? "" : "|", write(absl::StrCat("sim-site", site, ".bin"), uint32_file(*ids)),
+                              ":uint32");
+  }
+  const std::string half = write("sim-half.bin", uint32_file(std::vector<int>(
+                                                     first_ids.begin(), first_ids.begin() + first_ids.size() / 2)));
+  SimSettings s;
+  s.model_path = testing::BundledModel();
+  s.split = SplitMode::kByFile;
+  for (const std::string& spec : {text_set, token_set}) {
+    auto set = ParseCalibrationSet(spec);
+    ASSERT_TRUE(set.ok()) << set.status();
+    s.calibrations.push_back(*set);
+  }
+  s.evals = {*ParseEvalText(absl::StrCat("ids=", dir, "sim-site1.bin:uint32"))};
+  s.nsamples = 4;
+  s.seqlen = 32;
+  FederationOptions fed;
+  fed.local = ClientPruneOptions(fed.aggregation.pattern, {});
+  auto from_text = SimulateFederation(s, 0, 2, 0, fed);
+  auto from_ids = SimulateFederation(s, 1, 2, 0, fed);
+  ASSERT_TRUE(from_text.ok()) << from_text.status();
+  ASSERT_TRUE(from_ids.ok()) << from_ids.status();
+  ExpectSameModel(*from_text, *from_ids);
+
+  SimSettings halves = s;
+  halves.split = SplitMode::kEven;
+  halves.clients = {2};
+  halves.calibrations = {*ParseCalibrationSet(absl::StrCat("whole=", dir, "sim-site0.bin:uint32@first-half")),
+                         *ParseCalibrationSet(absl::StrCat("half=", half, ":uint32"))};
+  auto from_whole = SimulateFederation(halves, 0, 2, 0, fed);
+  auto from_half = SimulateFederation(halves, 1, 2, 0, fed);
+  ASSERT_TRUE(from_whole.ok() && from_half.ok());
+  ExpectSameModel(*from_whole, *from_half);
+
+  SimSettings too_long = halves;
+  too_long.seqlen = model_->config().max_position_embeddings + 1;
+  auto refused = SimulateFederation(too_long, 0, 2, 0, fed);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(absl::StrCat("seqlen ", too_long.seqlen, " exceeds the model's "
+                                                         "max_position_embeddings ",
+                                                         model_->config().max_position_embeddings)),
+            absl::string_view::npos)
+      << refused.status();
+  too_long = halves;
+  too_long.eval_seqlen = model_->config().max_position_embeddings + 1;
+  auto refused_eval = RunSimulation(too_long);
+  ASSERT_FALSE(refused_eval.ok());
+  EXPECT_NE(refused_eval.status().message().find("eval_seqlen"), absl::string_view::npos) << refused_eval.status();
 }
 
 }  // namespace

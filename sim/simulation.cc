@@ -32,7 +32,8 @@ absl::Status ParseNamedSpec(const std::string& spec, const char* what, std::stri
                             TextPart* part) {
   const size_t eq = spec.find('=');
   if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " \"", spec, "\": expected name=path[:fields][@first-half|@second-half]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " \"", spec, "\": expected name=SOURCE[@first-half|@second-half] (docs/calibration_data.md)"));
   }
   *name = spec.substr(0, eq);
   *rest = spec.substr(eq + 1);
@@ -53,11 +54,27 @@ absl::Status ParseNamedSpec(const std::string& spec, const char* what, std::stri
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadPart(const std::vector<CalibrationSource>& sources, TextPart part) {
-  ASSIGN_OR_RETURN(std::string text, ReadCalibrationText(sources));
-  if (part == TextPart::kWhole) return text;
-  auto halves = SplitHalves(text);
-  return part == TextPart::kFirstHalf ? halves.first : halves.second;
+// The token stream of `part` of `sources`: text is split at the line break nearest its
+// middle (SplitHalves), then tokenized with BOS first; ids are split at their middle index.
+absl::StatusOr<std::vector<int>> ReadPartTokens(const std::vector<CalibrationSource>& sources, TextPart part,
+                                                const Tokenizer& tokenizer, const CalibrationReadOptions& read) {
+  ASSIGN_OR_RETURN(CalibrationData data, ReadCalibrationData(sources, read));
+  if (part != TextPart::kWhole && data.is_tokens) {
+    const auto middle = data.tokens.begin() + static_cast<std::ptrdiff_t>(data.tokens.size() / 2);
+    data.tokens = part == TextPart::kFirstHalf ? std::vector<int>(data.tokens.begin(), middle)
+                                               : std::vector<int>(middle, data.tokens.end());
+  } else if (part != TextPart::kWhole) {
+    auto halves = SplitHalves(data.text);
+    data.text = part == TextPart::kFirstHalf ? halves.first : halves.second;
+  }
+  return CalibrationStream(tokenizer, std::move(data));
+}
+
+// Windows of the calibration (`seqlen`) and of the evaluation (`eval_seqlen`) must fit the model.
+absl::Status CheckWindowsFitModel(const SimSettings& s, const LlamaModel& model, bool evaluates) {
+  RETURN_IF_ERROR(CheckSeqlenFitsModel("seqlen", s.seqlen, model.config()));
+  if (evaluates) RETURN_IF_ERROR(CheckSeqlenFitsModel("eval_seqlen", s.eval_seqlen, model.config()));
+  return absl::OkStatus();
 }
 
 // Perplexity of each distinct model on every evaluation text, cached by model fingerprint.
@@ -150,15 +167,13 @@ struct PreparedCalibration {
 };
 
 absl::StatusOr<PreparedCalibration> PrepareCalibration(const CalibrationSet& set, const Tokenizer& tokenizer,
-                                                       SplitMode split) {
+                                                       SplitMode split, const CalibrationReadOptions& read) {
   PreparedCalibration out;
   if (split == SplitMode::kEven) {
-    ASSIGN_OR_RETURN(std::string text, ReadPart(set.sources, set.part));
-    ASSIGN_OR_RETURN(out.pooled, tokenizer.Encode(text, true));
+    ASSIGN_OR_RETURN(out.pooled, ReadPartTokens(set.sources, set.part, tokenizer, read));
   } else {
     for (const CalibrationSource& source : set.sources) {
-      ASSIGN_OR_RETURN(std::string text, ReadPart({source}, set.part));
-      ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, true));
+      ASSIGN_OR_RETURN(std::vector<int> tokens, ReadPartTokens({source}, set.part, tokenizer, read));
       out.per_file.push_back(std::move(tokens));
     }
   }
@@ -340,7 +355,9 @@ absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& s, size_t set_i
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
   LlamaModel base = std::move(loaded.model);
   Tokenizer tokenizer = std::move(loaded.tokenizer);
-  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split));
+  RETURN_IF_ERROR(CheckWindowsFitModel(s, base, /*evaluates=*/false));
+  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split,
+                                                                 {base.config().vocab_size, nullptr}));
   ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
   if (fed.strategy == Strategy::kIterative) return RunInProcessFederation(base, drawn.second, fed);
   ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, drawn.second, fed.local));
@@ -354,12 +371,13 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
   LlamaModel base = std::move(loaded.model);
   Tokenizer tokenizer = std::move(loaded.tokenizer);
+  RETURN_IF_ERROR(CheckWindowsFitModel(s, base, /*evaluates=*/true));
+  const CalibrationReadOptions read{base.config().vocab_size, say};
 
   SimTable table;
   std::vector<std::vector<int>> eval_tokens;
   for (const EvalText& e : s.evals) {
-    ASSIGN_OR_RETURN(std::string text, ReadPart({e.source}, e.part));
-    ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, true));
+    ASSIGN_OR_RETURN(std::vector<int> tokens, ReadPartTokens({e.source}, e.part, tokenizer, read));
     table.eval_names.push_back(e.name);
     eval_tokens.push_back(std::move(tokens));
   }
@@ -375,7 +393,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
 
   std::vector<PreparedCalibration> calibrations;
   for (const CalibrationSet& set : s.calibrations) {
-    ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(set, tokenizer, s.split));
+    ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(set, tokenizer, s.split, read));
     calibrations.push_back(std::move(calib));
   }
   // One job per (calibration set, pattern, seed); its rows go to the book in job order, so the
@@ -603,14 +621,16 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(s.model_path, s.tokenizer_path));
   LlamaModel base = std::move(loaded.model);
   Tokenizer tokenizer = std::move(loaded.tokenizer);
-  ASSIGN_OR_RETURN(std::string eval_text, ReadPart({s.evals.front().source}, s.evals.front().part));
-  ASSIGN_OR_RETURN(std::vector<int> eval_tokens, tokenizer.Encode(eval_text, true));
+  RETURN_IF_ERROR(CheckWindowsFitModel(s, base, /*evaluates=*/true));
+  const CalibrationReadOptions read{base.config().vocab_size, log};
+  ASSIGN_OR_RETURN(std::vector<int> eval_tokens,
+                   ReadPartTokens({s.evals.front().source}, s.evals.front().part, tokenizer, read));
   PerplexityOptions eval_options;
   eval_options.seqlen = s.eval_seqlen;
   eval_options.max_windows = s.eval_max_windows;
   eval_options.compute = s.compute;
   Evaluator evaluator({eval_tokens}, eval_options);
-  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations.front(), tokenizer, s.split));
+  ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations.front(), tokenizer, s.split, read));
   const int clients = ClientCounts(s).front();
   const uint64_t seed = s.seeds.front();
   ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));

@@ -28,12 +28,16 @@
 
 namespace fedprllm {
 
-// Which half of a text to use (SplitHalves).
+// Which half of a set's data to use: of text, the halves at the line break nearest its
+// middle (SplitHalves), tokenized each with BOS first; of token ids, the halves at the
+// middle index.
 enum class TextPart { kWhole, kFirstHalf, kSecondHalf };
 
-// One named calibration set: its files and the part of their joined text to use.
-// Spec: "name=file[:field,field][@first-half|@second-half]", e.g.
-// "tinystories=val.txt@second-half", "c4=c4.jsonl:prefix,gold_completion".
+// One named calibration set: its sources and the part of their joined data to use.
+// Spec: "name=SOURCE[|SOURCE...][@first-half|@second-half]", each SOURCE spelled as
+// ParseCalibrationSource reads it (docs/calibration_data.md), e.g.
+// "tinystories=val.txt@second-half", "c4=c4.jsonl:prefix+gold_completion",
+// "owt=train.bin:uint16@first-half". A set's sources are all text or all token ids.
 struct CalibrationSet {
   std::string name;
   std::vector<CalibrationSource> sources;  // "by-file" split: one source per client
@@ -41,8 +45,8 @@ struct CalibrationSet {
 };
 absl::StatusOr<CalibrationSet> ParseCalibrationSet(const std::string& spec);
 
-// One evaluation text. Spec: "name=path[:field,field][@first-half|@second-half]" (.txt or
-// .jsonl as for calibration).
+// One evaluation text. Spec: "name=SOURCE[@first-half|@second-half]", SOURCE as for
+// calibration (text is tokenized with BOS first and CRLF read as LF; ids are used as they are).
 struct EvalText {
   std::string name;
   CalibrationSource source;
@@ -70,7 +74,7 @@ struct SimSettings {
   SplitMode split = SplitMode::kEven;
   // Total calibration windows over all clients. Default 128.
   int64_t nsamples = 128;
-  // Tokens per calibration window. Default 256.
+  // Tokens per calibration window. Default 256. At most the model's max_position_embeddings.
   int64_t seqlen = 256;
   // Seeds of the window draw, the client split and the random tie-break. Default {0, 1, 2}.
   std::vector<uint64_t> seeds = {0, 1, 2};
@@ -82,7 +86,8 @@ struct SimSettings {
   std::vector<TieBreak> tie_breaks = {TieBreak::kSmallerMagnitude, TieBreak::kRandom};
   // Strategies: one-shot rows use every group x scaling; iterative rows use layer, no scaling.
   std::vector<Strategy> strategies = {Strategy::kOneShot, Strategy::kIterative};
-  // Evaluation: tokens per window (default 256) and windows per text (default 64; 0 = all).
+  // Evaluation: tokens per window (default 256; at most the model's max_position_embeddings)
+  // and windows per text (default 64; 0 = all).
   int64_t eval_seqlen = 256;
   int64_t eval_max_windows = 64;
   // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.

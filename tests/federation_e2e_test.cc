@@ -73,7 +73,7 @@ class FederationE2eTest : public ::testing::Test {
     for (const std::string& site : kSites) {
       auto source = ParseCalibrationSource(Shard(site));
       ASSERT_TRUE(source.ok());
-      auto tokens = TokenizeCalibrationSources(*tokenizer, {*source});
+      auto tokens = TokenizeCalibrationSources(*tokenizer, {*source}, {base_->config().vocab_size, nullptr});
       ASSERT_TRUE(tokens.ok()) << tokens.status();
       SamplingOptions sampling;
       sampling.nsamples = kNsamples;
@@ -294,6 +294,69 @@ TEST_F(FederationE2eTest, SimulatorEqualsNetworkedRun) {
       EXPECT_TRUE(at::equal(served->tensors().at(tensor_name), tensor)) << name << ": " << tensor_name;
     }
   }
+}
+
+// The sites calibrate on token ids instead of text: each site's ids are the tool's own
+// tokenization of its text shard, written as a .npy (site-a), as JSON Lines input_ids
+// records (site-b) and as a raw uint16 file (site-c). The client daemons read them from
+// their YAML calibration lists, and the served model must equal the in-process federation
+// on the text's samples, bit for bit.
+TEST_F(FederationE2eTest, TokenIdCalibrationEqualsText) {
+  const RunSettings s{"one-shot", "layer"};
+  const int port = FreePort();
+  const std::string run = WriteServerConfig("token-ids", s, port);
+  auto tokenizer = Tokenizer::Load(kTokenizer);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto le = [](const std::vector<int>& ids, int bytes) {
+    std::string out;
+    for (int id : ids) {
+      for (int b = 0; b < bytes; ++b) out.push_back(static_cast<char>((static_cast<uint32_t>(id) >> (8 * b)) & 0xFF));
+    }
+    return out;
+  };
+  std::vector<std::string> specs;
+  for (size_t i = 0; i < kSites.size(); ++i) {
+    auto ids = TokenizeCalibrationSources(*tokenizer, {*ParseCalibrationSource(Shard(kSites[i]))},
+                                          {base_->config().vocab_size, nullptr});
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    const std::string stem = run + "/" + kSites[i];
+    if (i == 0) {
+      std::string header = "{'descr': '<i4', 'fortran_order': False, 'shape': (" + std::to_string(ids->size()) + ",), }";
+      header += std::string((64 - (10 + header.size() + 1) % 64) % 64, ' ') + "\n";
+      WriteAll(stem + ".npy", std::string("\x93NUMPY\x01\x00", 8) + le({static_cast<int>(header.size())}, 2) + header +
+                                  le(*ids, 4));
+      specs.push_back(stem + ".npy");
+    } else if (i == 1) {
+      std::string jsonl;
+      for (size_t at = 0; at < ids->size(); at += 300) {
+        nlohmann::json record;
+        record["input_ids"] = std::vector<int>(ids->begin() + at, ids->begin() + std::min(ids->size(), at + 300));
+        jsonl += record.dump() + "\n";
+      }
+      WriteAll(stem + ".jsonl", jsonl);
+      specs.push_back(stem + ".jsonl:input_ids");
+    } else {
+      WriteAll(stem + ".bin", le(*ids, 2));
+      specs.push_back(stem + ".bin:uint16");
+    }
+  }
+  auto server = StartServer(run, port);
+  ASSERT_TRUE(PortOpen(port)) << server->Log();
+  std::vector<std::unique_ptr<ChildProcess>> clients;
+  for (size_t i = 0; i < kSites.size(); ++i) {
+    const std::string config = WriteClientConfig(run, kSites[i], port, Certs());
+    std::string yaml = ReadAll(config);
+    const std::string text_line = "calibration: [" + Shard(kSites[i]) + "]\n";
+    ASSERT_NE(yaml.find(text_line), std::string::npos) << yaml;
+    yaml.replace(yaml.find(text_line), text_line.size(), "calibration:\n  - " + specs[i] + "\n");
+    WriteAll(config, yaml);
+    clients.push_back(StartClient(config, run + "/" + kSites[i] + ".log"));
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
+  }
+  ASSERT_EQ(server->Wait(60), 0) << server->Log();
+  ExpectMatchesInProcess(run, s);
 }
 
 // Messages of one payload, token and round on each; tensors named by their index in `job`.

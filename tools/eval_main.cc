@@ -13,7 +13,7 @@
 #include "tools/tool_flags.h"
 
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin checkpoint (required)");
-ABSL_FLAG(std::string, text, "", "UTF-8 text file to evaluate on (required)");
+ABSL_FLAG(std::string, text, "", "UTF-8 text file to evaluate on, CRLF line ends read as LF (required)");
 ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model file (default: found beside the model)");
 ABSL_FLAG(int64_t, seqlen, 256, "Tokens per window");
 ABSL_FLAG(int64_t, batch_size, 8, "Windows per forward pass");
@@ -32,11 +32,14 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(ModelAndTokenizer loaded, LoadModelAndTokenizer(model_path, absl::GetFlag(FLAGS_tokenizer)));
   LlamaModel model = std::move(loaded.model);
   Tokenizer tokenizer = std::move(loaded.tokenizer);
-  ASSIGN_OR_RETURN(std::string text, ReadTextFile(text_path));
-  std::fprintf(stderr, "tokenizing %s (%zu bytes)\n", text_path.c_str(), text.size());
-  ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, /*add_bos=*/true));
   PerplexityOptions options;
   options.seqlen = absl::GetFlag(FLAGS_seqlen);
+  RETURN_IF_ERROR(CheckSeqlenFitsModel("--seqlen", options.seqlen, model.config()));
+  int64_t crlf = 0;
+  ASSIGN_OR_RETURN(std::string text, ReadTextForTokenizing(text_path, &crlf));
+  if (crlf > 0) std::fprintf(stderr, "%s\n", CrlfNote(text_path, crlf).c_str());
+  std::fprintf(stderr, "tokenizing %s (%zu bytes)\n", text_path.c_str(), text.size());
+  ASSIGN_OR_RETURN(std::vector<int> tokens, tokenizer.Encode(text, /*add_bos=*/true));
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.max_windows = absl::GetFlag(FLAGS_max_windows);
   options.compute = compute;

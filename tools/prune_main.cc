@@ -11,7 +11,8 @@
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin (required)");
 ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model (default: found beside the model)");
 ABSL_FLAG(std::vector<std::string>, calib, {},
-          "Calibration files, comma-separated: file.txt or file.jsonl:field1+field2 (required)");
+          "Calibration sources, comma-separated: file.txt, file.jsonl:field1+field2, file.npy or "
+          "file.bin:uint16|uint32 (docs/calibration_data.md; required)");
 ABSL_FLAG(int64_t, nsamples, 128, "Calibration windows");
 ABSL_FLAG(int64_t, seqlen, 256, "Tokens per calibration window");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the window positions");
@@ -31,11 +32,9 @@ absl::Status Run() {
   options.model_path = absl::GetFlag(FLAGS_model);
   if (options.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  RETURN_IF_ERROR(CheckListFlagFields(absl::GetFlag(FLAGS_calib), "--calib"));
   for (const std::string& spec : absl::GetFlag(FLAGS_calib)) {
-    // '+' separates JSON Lines fields on the command line, where ',' separates files.
-    std::string fields_spec = spec;
-    std::replace(fields_spec.begin(), fields_spec.end(), '+', ',');
-    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(fields_spec));
+    ASSIGN_OR_RETURN(CalibrationSource source, ParseCalibrationSource(spec));
     options.calibration.push_back(std::move(source));
   }
   options.sampling = {absl::GetFlag(FLAGS_nsamples), absl::GetFlag(FLAGS_seqlen), absl::GetFlag(FLAGS_seed)};

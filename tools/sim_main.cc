@@ -16,10 +16,11 @@
 ABSL_FLAG(std::string, model, "", "Model: Hugging Face directory or llama2.c .bin (required)");
 ABSL_FLAG(std::string, tokenizer, "", "SentencePiece .model (default: found beside the model)");
 ABSL_FLAG(std::vector<std::string>, calib, {},
-          "Calibration sets, comma-separated: name=file.txt[@second-half] or name=file.jsonl:f1+f2; "
-          "several files of one set joined with '|' (required)");
+          "Calibration sets, comma-separated: name=SOURCE[@first-half|@second-half], SOURCE as for "
+          "fedprllm-prune --calib (file.txt, file.jsonl:f1+f2, file.npy, file.bin:uint16); several sources "
+          "of one set joined with '|' (required)");
 ABSL_FLAG(std::vector<std::string>, eval, {},
-          "Evaluation texts, comma-separated: name=path[@first-half|@second-half] (required)");
+          "Evaluation texts, comma-separated: name=SOURCE[@first-half|@second-half] (required)");
 ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"64", "8", "16"}), "Client counts");
 ABSL_FLAG(std::string, split, "even", "even (shuffled, nsamples/C each) or by-file (one file per client)");
 ABSL_FLAG(int64_t, nsamples, 128, "Total calibration windows over all clients");
@@ -65,13 +66,13 @@ absl::Status Run() {
   SimSettings s;
   s.model_path = absl::GetFlag(FLAGS_model);
   s.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
-  for (std::string spec : absl::GetFlag(FLAGS_calib)) {
-    std::replace(spec.begin(), spec.end(), '+', ',');  // ',' separates flag items
+  RETURN_IF_ERROR(CheckListFlagFields(absl::GetFlag(FLAGS_calib), "--calib"));
+  RETURN_IF_ERROR(CheckListFlagFields(absl::GetFlag(FLAGS_eval), "--eval"));
+  for (const std::string& spec : absl::GetFlag(FLAGS_calib)) {
     ASSIGN_OR_RETURN(CalibrationSet set, ParseCalibrationSet(spec));
     s.calibrations.push_back(std::move(set));
   }
-  for (std::string spec : absl::GetFlag(FLAGS_eval)) {
-    std::replace(spec.begin(), spec.end(), '+', ',');
+  for (const std::string& spec : absl::GetFlag(FLAGS_eval)) {
     ASSIGN_OR_RETURN(EvalText e, ParseEvalText(spec));
     s.evals.push_back(std::move(e));
   }
