@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -29,7 +30,8 @@ using ::testing::HasSubstr;
 
 constexpr int64_t kVocab = 512;  // stories260K's
 
-// A directory of this test process's own (other test binaries may share TempDir()).
+// A directory of this test process's own (other test binaries may share TempDir()),
+// removed when every test passed.
 std::string Dir() {
   static const std::string dir = [] {
     std::string tmpl = ::testing::TempDir() + "fedprllm-calibration-test-XXXXXX";
@@ -39,6 +41,13 @@ std::string Dir() {
   }();
   return dir;
 }
+class RemoveDirWhenPassed : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (!::testing::UnitTest::GetInstance()->Failed()) std::filesystem::remove_all(Dir());
+  }
+};
+::testing::Environment* const kRemoveDir = ::testing::AddGlobalTestEnvironment(new RemoveDirWhenPassed);
 
 std::string Write(const std::string& name, const std::string& bytes) {
   const std::string path = Dir() + name;

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -243,6 +244,7 @@ TEST_F(SimTest, TokenSetsSimulateLikeTextSets) {
   auto refused_eval = RunSimulation(too_long);
   ASSERT_FALSE(refused_eval.ok());
   EXPECT_NE(refused_eval.status().message().find("eval_seqlen"), absl::string_view::npos) << refused_eval.status();
+  if (!HasFailure()) std::filesystem::remove_all(dir);
 }
 
 }  // namespace
