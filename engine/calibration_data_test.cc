@@ -476,6 +476,10 @@ TEST(CalibrationDataTest, SeqlenAboveMaxPositionsNamesBothNumbers) {
   EXPECT_TRUE(CheckSeqlenFitsModel("seqlen", 256, config).ok());
   const absl::Status refused = CheckSeqlenFitsModel("--seqlen", 257, config);
   EXPECT_EQ(refused.message(), "--seqlen 257 exceeds the model's max_position_embeddings 256");
+  config.sliding_window = 128;  // Mistral: the window is the limit
+  EXPECT_TRUE(CheckSeqlenFitsModel("seqlen", 128, config).ok());
+  const absl::Status windowed = CheckSeqlenFitsModel("seqlen", 129, config);
+  EXPECT_THAT(std::string(windowed.message()), HasSubstr("sliding_window 128")) << windowed;
 }
 
 // ---- The must-show property ----

@@ -38,7 +38,10 @@ absl::StatusOr<LlamaModel> PruneModel(const LlamaModel& model, const at::Tensor&
     ASSIGN_OR_RETURN(LayerMasks masks, site.ComputeMasks());
     ASSIGN_OR_RETURN(LayerLinears linears, site.ApplyMasks(masks));
     RETURN_IF_ERROR(site.Advance(linears));
-    for (int k = 0; k < kNumLinears; ++k) RETURN_IF_ERROR(pruned.SetTensor(masks[k].first, linears[k]));
+    for (int k = 0; k < kNumLinears; ++k) {
+      RETURN_IF_ERROR(pruned.SetTensor(masks[k].first, linears[k]));
+      if (report != nullptr) (*report)["mask_sha256"][masks[k].first] = MaskSha256(masks[k].second);
+    }
     const LayerTiming& t = site.timings().back();
     layers.push_back({{"layer", layer}, {"forward_seconds", t.forward_seconds},
                       {"statistics_seconds", t.statistics_seconds}, {"selection_seconds", t.selection_seconds},
@@ -70,7 +73,6 @@ absl::StatusOr<nlohmann::json> RunPruneJob(const PruneJobOptions& options,
                    options.sampling.seqlen, " (seed ", options.sampling.seed, ")"));
   nlohmann::json report;
   ASSIGN_OR_RETURN(LlamaModel pruned, PruneModel(model, samples, options.prune, &report, log));
-  RETURN_IF_ERROR(pruned.SaveHf(options.out_dir, tokenizer.path()));
   std::vector<std::string> files;
   for (const auto& s : options.calibration) files.push_back(s.path);
   report["model"] = options.model_path;
@@ -82,9 +84,23 @@ absl::StatusOr<nlohmann::json> RunPruneJob(const PruneJobOptions& options,
   report["pattern"] = options.prune.pattern.ToString();
   report["metric"] = PruneMetricName(options.prune.metric);
   report["group"] = std::string(ComparisonGroupName(options.prune.group));
+  HfSaveOptions save;
+  save.tokenizer_path = tokenizer.path();
+  save.settings = {{"tool", "fedprllm-prune"},
+                   {"sparsity", absl::StrCat(options.prune.pattern.sparsity)},
+                   {"pattern", options.prune.pattern.ToString()},
+                   {"metric", PruneMetricName(options.prune.metric)},
+                   {"group", std::string(ComparisonGroupName(options.prune.group))},
+                   {"nsamples", absl::StrCat(options.sampling.nsamples)},
+                   {"seqlen", absl::StrCat(options.sampling.seqlen)},
+                   {"seed", absl::StrCat(options.sampling.seed)}};
+  const nlohmann::json digests = report["mask_sha256"];
+  save.transform = [&digests](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<SavedTensor> {
+    return SavedTensor{stored, digests.value(name, std::string())};
+  };
   report["total_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  RETURN_IF_ERROR(WriteFileAtomically((std::filesystem::path(options.out_dir) / "prune_report.json").string(),
-                                      report.dump(2) + "\n"));
+  save.report = report;
+  RETURN_IF_ERROR(pruned.SaveHf(options.out_dir, save));
   log(absl::StrCat("wrote ", options.out_dir));
   return report;
 }

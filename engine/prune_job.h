@@ -21,12 +21,13 @@ struct PruneJobOptions {
   std::vector<CalibrationSource> calibration;
   SamplingOptions sampling;
   LocalPruneOptions prune;
-  // Output directory: Hugging Face layout plus prune_report.json.
+  // Output directory: Hugging Face layout plus pruning_report.json (settings, mask digests,
+  // per-matrix sparsity, per-layer timings).
   std::string out_dir;
 };
 
 // Prunes `model` on `samples` and returns it with every pruned matrix replaced. `report`
-// receives per-matrix sparsity and per-layer timings. Progress lines go to `log`.
+// receives per-matrix sparsity, per-layer timings and each mask's digest (mask_sha256). Progress lines go to `log`.
 absl::StatusOr<LlamaModel> PruneModel(const LlamaModel& model, const at::Tensor& samples,
                                       const LocalPruneOptions& options, nlohmann::json* report,
                                       const std::function<void(const std::string&)>& log = nullptr);

@@ -175,7 +175,9 @@ absl::StatusOr<LlamaModel> LlamaModel::CastTo(at::ScalarType dtype) const {
   RETURN_IF_ERROR(TorchCall(absl::StrCat("casting the model to ", TorchDtypeName(dtype)), [&] {
     for (const auto& [name, t] : tensors_) tensors[name] = t.to(dtype).contiguous();
   }));
-  return LlamaModel(std::move(config), std::move(tensors), source_);
+  LlamaModel cast(std::move(config), std::move(tensors), source_);
+  cast.layout_ = layout_;  // same files and names; SaveHf rewrites config.json's torch_dtype
+  return cast;
 }
 
 absl::StatusOr<ComputeOptions> ParseComputeOptions(const std::string& device, const std::string& dtype) {
@@ -523,10 +525,20 @@ absl::Status LlamaModel::SaveHf(const std::string& dir, const HfSaveOptions& opt
     RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
   }
   if (!options.tokenizer_path.empty()) {
-    const fs::path target = fs::path(dir) / (EndsWith(options.tokenizer_path, ".json") ? "tokenizer.json" : "tokenizer.model");
-    if (!fs::exists(target, ec)) {
-      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(options.tokenizer_path));
-      RETURN_IF_ERROR(WriteFileAtomically(target.string(), bytes));
+    // A tokenizer.json takes the files that give it BOS, EOS and the chat template along.
+    const bool json = EndsWith(options.tokenizer_path, ".json");
+    std::vector<std::pair<fs::path, std::string>> files = {
+        {options.tokenizer_path, json ? "tokenizer.json" : "tokenizer.model"}};
+    if (json) {
+      for (const char* side : {"tokenizer_config.json", "special_tokens_map.json"}) {
+        const fs::path beside = fs::path(options.tokenizer_path).parent_path() / side;
+        if (fs::exists(beside, ec)) files.emplace_back(beside, side);
+      }
+    }
+    for (const auto& [from, name] : files) {
+      if (fs::exists(fs::path(dir) / name, ec)) continue;  // the source directory's own file wins
+      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(from.string()));
+      RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), bytes));
     }
   }
 

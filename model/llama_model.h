@@ -68,9 +68,9 @@ using SaveTransform = std::function<absl::StatusOr<SavedTensor>(const std::strin
 std::string MaskSha256(const PackedMask& mask);
 
 struct HfSaveOptions {
-  // A tokenizer file to place in the output as tokenizer.json (a .json file) or
-  // tokenizer.model (anything else), unless the source directory already provided a file of
-  // that name. Default: none.
+  // A tokenizer file to place in the output as tokenizer.json (a .json file, with the
+  // tokenizer_config.json and special_tokens_map.json beside it) or tokenizer.model (anything
+  // else), unless the source directory already provided a file of that name. Default: none.
   std::string tokenizer_path;
   // What is written for each tensor, one at a time, in file order. Default: the stored value.
   SaveTransform transform;

@@ -45,7 +45,11 @@ absl::StatusOr<std::string> ReadTextForTokenizing(const std::string& path, int64
 }
 
 absl::Status CheckSeqlenFitsModel(absl::string_view what, int64_t seqlen, const LlamaConfig& config) {
-  if (seqlen <= config.max_position_embeddings) return absl::OkStatus();
+  const absl::Status fits = config.CheckSequenceLength(seqlen);
+  if (fits.ok()) return fits;
+  if (config.max_sequence_length() != config.max_position_embeddings) {  // a window or dynamic RoPE
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", seqlen, ": ", fits.message()));
+  }
   return absl::InvalidArgumentError(absl::StrCat(what, " ", seqlen, " exceeds the model's max_position_embeddings ",
                                                  config.max_position_embeddings));
 }

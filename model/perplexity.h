@@ -43,9 +43,10 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model, con
 // `tokens` ([batch, seq] int64), computed in float64 from float32 logits.
 absl::StatusOr<double> SumNll(const LlamaModel& model, const at::Tensor& tokens, const ComputeOptions& compute);
 
-// OK when windows of `seqlen` tokens fit `config`: seqlen <= max_position_embeddings.
-// Otherwise InvalidArgument "<what> <seqlen> exceeds the model's max_position_embeddings <n>"
-// (`what` names the setting: "seqlen", "--seqlen", "config key 'seqlen':").
+// OK when windows of `seqlen` tokens fit `config` (LlamaConfig::CheckSequenceLength:
+// max_position_embeddings, a sliding window, dynamic RoPE scaling). Otherwise InvalidArgument
+// "<what> <seqlen> exceeds the model's max_position_embeddings <n>", or "<what> <seqlen>: "
+// and the window's or the scaling's limit (`what` names the setting: "seqlen", "--seqlen").
 absl::Status CheckSeqlenFitsModel(absl::string_view what, int64_t seqlen, const LlamaConfig& config);
 
 // Reads a whole file into a string, bytes unchanged (also for PEM and other non-text files).

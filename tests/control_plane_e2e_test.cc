@@ -39,7 +39,7 @@ using e2e::FreePort;
 using e2e::kModel;
 using e2e::kSites;
 using e2e::ReadAll;
-using e2e::Sha256OfFile;
+using e2e::Sha256OfSafetensorsTensors;
 using e2e::StartClient;
 using e2e::StartServer;
 using e2e::WaitForText;
@@ -66,7 +66,7 @@ class ControlPlaneE2eTest : public ::testing::Test {
     }
     for (auto& c : clients) ASSERT_EQ(c->Wait(120), 0) << c->Log();
     ASSERT_EQ(server->Wait(60), 0) << server->Log();
-    reference_digest_ = new std::string(Sha256OfFile(run + "/out/model/model.safetensors"));
+    reference_digest_ = new std::string(Sha256OfSafetensorsTensors(run + "/out/model/model.safetensors"));
     ASSERT_FALSE(reference_digest_->empty());
   }
   static void TearDownTestSuite() {
@@ -189,7 +189,7 @@ TEST_F(ControlPlaneE2eTest, JobsSubmittedToALongRunningServerMatchASingleJobRun)
     const nlohmann::json status =
         WaitForStatus(run, name, [](const nlohmann::json& s) { return JobState(s) == "JOB_STATE_DONE"; }, 180);
     ASSERT_EQ(JobState(status), "JOB_STATE_DONE") << status.dump() << "\n" << server->Log();
-    EXPECT_EQ(Sha256OfFile(run + "/jobs/" + name + "/output/model/model.safetensors"), *reference_digest_) << name;
+    EXPECT_EQ(Sha256OfSafetensorsTensors(run + "/jobs/" + name + "/output/model/model.safetensors"), *reference_digest_) << name;
     for (auto& site : sites) EXPECT_EQ(site->Wait(0), -1) << "a daemon exited after " << name << ":\n" << site->Log();
   }
   const AdminResult jobs = Admin(run, "jobs");
@@ -380,7 +380,7 @@ TEST_F(ControlPlaneE2eTest, SubmittedJobResumesAfterTheServerIsKilledAndTheDaemo
   EXPECT_GT(lines, 10);
   EXPECT_TRUE(resumed_line) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("resuming from"));
-  EXPECT_EQ(Sha256OfFile(run + "/jobs/resumed/output/model/model.safetensors"), *reference_digest_);
+  EXPECT_EQ(Sha256OfSafetensorsTensors(run + "/jobs/resumed/output/model/model.safetensors"), *reference_digest_);
   for (auto& site : sites) EXPECT_EQ(site->Wait(0), -1) << site->Log();
   for (auto& site : sites) {
     site->Signal(SIGTERM);

@@ -11,10 +11,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "common/sha256.h"
 
@@ -115,6 +118,20 @@ std::string Sha256OfFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";
   return Sha256Hex(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+}
+
+std::string Sha256OfSafetensorsTensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  uint64_t header_length = 0;
+  if (bytes.size() < 8) return "";
+  std::memcpy(&header_length, bytes.data(), 8);
+  if (header_length > bytes.size() - 8) return "";
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_length), nullptr, /*allow_exceptions=*/false);
+  if (!header.is_object()) return "";
+  header.erase("__metadata__");
+  return Sha256Hex(header.dump() + bytes.substr(8 + header_length));
 }
 
 bool WaitForText(const std::string& path, const std::string& text, double timeout_s) {

@@ -48,6 +48,9 @@ int FreePort();
 bool PortOpen(int port);
 // Lower-case hex SHA-256 of a file's bytes ("" if it cannot be read).
 std::string Sha256OfFile(const std::string& path);
+// SHA-256 of a safetensors file's tensors (entries and bytes) without its __metadata__, which
+// records the job that wrote it: equal for the same model written by different jobs.
+std::string Sha256OfSafetensorsTensors(const std::string& path);
 // Polls `path` for `text` until it appears or `timeout_s` passes.
 bool WaitForText(const std::string& path, const std::string& text, double timeout_s);
 
