@@ -55,7 +55,7 @@ hand: rerun the script.
   are shuffled with the seed and dealt 128/C to each of C clients. Clients compute Wanda masks
   (row group, sequential) on their own windows; the server aggregates votes.
 - **Perplexity columns:** tinystories = first half of \`tinystories_val.txt\` (held out);
-  wikitext2 = \`wikitext-2-raw/wiki.test.raw\`; c4 = the last 480 \`c4.jsonl\` records (disjoint
+  wikitext2 = \`wikitext-2-raw/wiki.test.raw\` (its CRLF line ends read as LF, as Wanda's evaluation reads it); c4 = the last 480 \`c4.jsonl\` records (disjoint
   from the calibration records). Each column uses the first ${EVAL_WINDOWS} non-overlapping windows of 256
   tokens of its text (a cap that keeps the run to minutes; absolute numbers are therefore noisy,
   but every row is scored on the same windows).
