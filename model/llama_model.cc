@@ -15,6 +15,7 @@
 #include "common/packed_mask.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "model/perplexity.h"  // ReadTextFile
 #include "model/rotary_embedding.h"
 #include "model/torch_wall.h"
 
@@ -387,13 +388,6 @@ std::string WhyNotCopied(const std::string& name, const std::set<std::string>& s
   return "";
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 }  // namespace
 
@@ -511,7 +505,7 @@ absl::Status LlamaModel::SaveHf(const std::string& dir, const HfSaveOptions& opt
         if (why != "weights (rewritten)") not_copied.push_back({{"name", name}, {"why", why}});
         continue;
       }
-      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(entry.path().string()));
+      ASSIGN_OR_RETURN(std::string bytes, ReadTextFile(entry.path().string()));
       RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), bytes));
       copied.push_back(name);
       wrote_config = wrote_config || name == "config.json";
@@ -537,7 +531,7 @@ absl::Status LlamaModel::SaveHf(const std::string& dir, const HfSaveOptions& opt
     }
     for (const auto& [from, name] : files) {
       if (fs::exists(fs::path(dir) / name, ec)) continue;  // the source directory's own file wins
-      ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(from.string()));
+      ASSIGN_OR_RETURN(std::string bytes, ReadTextFile(from.string()));
       RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), bytes));
     }
   }
