@@ -140,10 +140,26 @@ absl::Status CheckMaskPattern(absl::string_view tensor_name, const PackedMask& m
   // Rows are multiples of m long, so groups never straddle rows: group g covers flattened
   // elements [g*m, g*m + m).
   const int64_t m = pattern.m, numel = mask.numel(), row_len = mask.shape().back();
-  for (int64_t start = 0; start < numel; start += m) {
+  const int64_t groups = numel / m;
+  const uint8_t* bytes = mask.bytes().data();
+  // Group g's count; popcounts over whole bytes or aligned bit fields where m allows (m of
+  // 1, 2, 4, 8 or a multiple of 8), bit by bit otherwise.
+  auto count_of = [&](int64_t g) -> int {
+    const int64_t start = g * m;
+    if (8 % m == 0) return __builtin_popcount((bytes[start >> 3] >> (start & 7)) & ((1u << m) - 1u));
+    if (m % 8 == 0) {
+      int count = 0;
+      for (int64_t b = start >> 3; b < (start + m) >> 3; ++b) count += __builtin_popcount(bytes[b]);
+      return count;
+    }
     int count = 0;
     for (int64_t i = start; i < start + m; ++i) count += mask.Get(i);
+    return count;
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    const int count = count_of(g);
     if (count != pattern.n) {
+      const int64_t start = g * m;
       return absl::InvalidArgumentError(absl::StrCat(
           Label(tensor_name), "pattern ", PatternToString(pattern), " violated in row ",
           start / row_len, ", group ", (start % row_len) / m, " (flattened elements [", start, ", ",

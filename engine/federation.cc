@@ -3,6 +3,7 @@
 #include "engine/federation.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -36,8 +37,8 @@ absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const T
   });
 }
 
-GlobalPruner::GlobalPruner(LlamaModel model, AggregationOptions options)
-    : model_(std::move(model)), options_(std::move(options)) {
+GlobalPruner::GlobalPruner(LlamaModel model, AggregationOptions options, OutlierOptions outliers)
+    : model_(std::move(model)), options_(std::move(options)), outliers_(outliers) {
   report_["rounds"] = nlohmann::json::array();
   report_["tensors"] = nlohmann::json::object();
 }
@@ -129,11 +130,13 @@ absl::StatusOr<RoundDecision> GlobalPruner::CloseRound() {
   return decisions;
 }
 
-absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
-  if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
+absl::Status GlobalPruner::DecideRound(const std::vector<bool>& counted, const DecisionSink* sink,
+                                       std::vector<AgreementCounts>* agreement) {
+  agreement->assign(sources_.size(), AgreementCounts{});
   for (const auto& [name, shape] : shapes_) {
     VoteCounter counter(shape, max_clients_);
     for (size_t c = 0; c < sources_.size(); ++c) {
+      if (!counted[c]) continue;
       absl::StatusOr<PackedMask> mask = sources_[c](name);
       absl::Status added = mask.ok() ? counter.Add(*mask) : mask.status();
       if (!added.ok()) {
@@ -145,6 +148,17 @@ absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
     TensorDecision decision;
     decision.name = name;
     ASSIGN_OR_RETURN(decision.mask, ChooseMask(counter, weight, options_, name));
+    // Each client's mask is read again rather than kept from the count: memory holds one
+    // client mask of the tensor at a time (the sources are memory-mapped upload files).
+    for (size_t c = 0; c < sources_.size(); ++c) {
+      absl::StatusOr<PackedMask> mask = sources_[c](name);
+      absl::Status compared = mask.ok() ? AddAgreement(*mask, decision.mask, &(*agreement)[c]) : mask.status();
+      if (!compared.ok()) {
+        return absl::DataLossError(absl::StrCat("round ", round_, ": the mask of ", clients_[c], " for ", name,
+                                                " cannot be compared with the decision: ", compared.message()));
+      }
+    }
+    if (sink == nullptr) continue;
     if (options_.weight_scaling) {
       ASSIGN_OR_RETURN(decision.scale, TorchCall("computing keep fractions", [&] {
         const float clients = static_cast<float>(counter.num_clients());
@@ -159,9 +173,70 @@ absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
         {"sparsity", static_cast<double>(decision.mask.CountOnes()) / static_cast<double>(decision.mask.numel())},
         {"vote_histogram", std::vector<int64_t>(h.data_ptr<int64_t>(), h.data_ptr<int64_t>() + h.numel())},
         {"round", round_}};
-    RETURN_IF_ERROR(sink(std::move(decision)));
+    RETURN_IF_ERROR((*sink)(std::move(decision)));
   }
-  report_["rounds"].push_back({{"round", round_}, {"layers", layers_}, {"clients", clients_}});
+  return absl::OkStatus();
+}
+
+absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
+  if (clients_.empty()) return absl::FailedPreconditionError(absl::StrCat("round ", round_, " has no clients"));
+  const size_t n = clients_.size();
+  std::vector<bool> counted(n, true);
+  std::vector<AgreementCounts> all_sites;  // against the decision of all sites
+  auto agreements = [](const std::vector<AgreementCounts>& counts) {
+    std::vector<double> out;
+    for (const AgreementCounts& c : counts) out.push_back(c.agreement());
+    return out;
+  };
+  OutlierVerdict verdict;
+  const bool exclude = outliers_.policy == OutlierPolicy::kExclude && static_cast<int>(n) >= outliers_.min_sites;
+  if (exclude) {
+    // The pre-decision consensus: decide once with every site (nothing is kept), judge the
+    // sites against it, then decide for real without the outliers.
+    RETURN_IF_ERROR(DecideRound(counted, nullptr, &all_sites));
+    verdict = FindOutliers(agreements(all_sites), outliers_);
+    for (size_t c = 0; c < n; ++c) counted[c] = !verdict.outlier[c];
+  }
+  std::vector<AgreementCounts> final_counts;
+  RETURN_IF_ERROR(DecideRound(counted, &sink, &final_counts));
+  if (!exclude) verdict = FindOutliers(agreements(final_counts), outliers_);
+
+  last_standings_.clear();
+  nlohmann::json sites = nlohmann::json::object();
+  std::vector<std::string> counted_clients, excluded_clients;
+  auto finite_or_null = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); };
+  for (size_t c = 0; c < n; ++c) {
+    SiteStanding s{clients_[c], final_counts[c],
+                   exclude ? all_sites[c].agreement() : final_counts[c].agreement(), verdict.z[c],
+                   verdict.outlier[c], !counted[c]};
+    (counted[c] ? counted_clients : excluded_clients).push_back(clients_[c]);
+    sites[clients_[c]] = {{"agreement", s.against_final.agreement()},
+                          {"distance", s.against_final.distance()},
+                          {"pruned", s.against_final.site_pruned},
+                          {"also_pruned_by_decision", s.against_final.both_pruned},
+                          {"weights", s.against_final.weights},
+                          {"robust_z", finite_or_null(s.z)},
+                          {"outlier", s.outlier},
+                          {"excluded", s.excluded}};
+    if (exclude) sites[clients_[c]]["agreement_with_all_sites"] = all_sites[c].agreement();
+    last_standings_.push_back(std::move(s));
+  }
+  last_verdict_ = verdict;
+  report_["rounds"].push_back({{"round", round_},
+                               {"layers", layers_},
+                               {"clients", clients_},
+                               {"counted_clients", counted_clients},
+                               {"excluded_clients", excluded_clients},
+                               {"sites", sites},
+                               {"outliers",
+                                {{"policy", std::string(OutlierPolicyName(outliers_.policy))},
+                                 {"applied", verdict.applied},
+                                 {"median_agreement", verdict.median},
+                                 {"mad", verdict.mad},
+                                 {"cutoff", verdict.cutoff},
+                                 {"z_threshold", outliers_.z_threshold},
+                                 {"min_gap", outliers_.min_gap},
+                                 {"min_sites", outliers_.min_sites}}}});
   sources_.clear();  // the masks held for in-memory clients
   return absl::OkStatus();
 }
@@ -193,6 +268,7 @@ absl::Status GlobalPruner::SavePrunedHf(const std::string& dir, const std::strin
   HfSaveOptions save;
   save.tokenizer_path = tokenizer_path;
   save.settings = AggregationSettings(options_);
+  save.settings["outlier_policy"] = std::string(OutlierPolicyName(outliers_.policy));
   for (const auto& [key, value] : settings) save.settings[key] = value;
   save.report = report_;
   save.transform = [&](const std::string& name, const at::Tensor& stored) -> absl::StatusOr<SavedTensor> {

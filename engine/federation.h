@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "engine/site_agreement.h"
 #include "engine/site_session.h"
 #include "engine/vote_aggregation.h"
 #include "model/llama_model.h"
@@ -53,9 +54,26 @@ using DecisionLookup = std::function<absl::StatusOr<std::optional<TensorDecision
 // The server's side: the global model and the votes of the open round. Votes are counted
 // when the round closes, one tensor at a time, so a round holds one tensor's counters at
 // most, whatever the model's size.
+// One site's standing in a closed round (docs/robustness.md §2).
+struct SiteStanding {
+  std::string site;
+  // Its masks against the round's final decision, over every tensor of the round.
+  AgreementCounts against_final;
+  // The agreement the outlier rule judged: with the decision of ALL the round's sites (with
+  // kReport that is the final decision, so equal to against_final.agreement()).
+  double judged_agreement = 1;
+  // Its robust z-score and verdict under the outlier rule.
+  double z = 0;
+  bool outlier = false;
+  // True when its votes were not counted (kExclude and an outlier).
+  bool excluded = false;
+};
+
 class GlobalPruner {
  public:
-  GlobalPruner(LlamaModel model, AggregationOptions options);
+  // `outliers` says what happens to a site whose agreement is far below the others'
+  // (default: reported only).
+  GlobalPruner(LlamaModel model, AggregationOptions options, OutlierOptions outliers = {});
 
   // Starts a round that aggregates `layers` (one-shot: all decoder layers; iterative: one),
   // from at most `max_clients` clients: up to 255 the counters take 1 byte per weight, else 2.
@@ -94,12 +112,28 @@ class GlobalPruner {
   // The same with the decisions from `lookup` (for rounds closed by CloseRoundInto).
   absl::Status SavePrunedHf(const std::string& dir, const std::string& tokenizer_path, const DecisionLookup& lookup,
                             const std::map<std::string, std::string>& settings = {}) const;
-  // Per-matrix sparsity, vote histograms and contributing clients per round.
+  // Per-matrix sparsity, vote histograms and contributing clients per round; per round,
+  // every client's agreement with the decision, its distance and the outlier verdict
+  // ("sites", "outliers").
   const nlohmann::json& report() const { return report_; }
+  // The standing of every client of the round closed last, in AddClient order, and the rule's
+  // median, MAD and cut-off for it.
+  const std::vector<SiteStanding>& last_standings() const { return last_standings_; }
+  const OutlierVerdict& last_verdict() const { return last_verdict_; }
+  const OutlierOptions& outlier_options() const { return outliers_; }
 
  private:
+  // Counts the votes of the clients with counted[c] for every tensor of the round, decides,
+  // and adds every client's (counted or not) agreement with each decision to agreement[c].
+  // The decisions go to `sink` (and the tensor report is written) when `sink` is not null.
+  absl::Status DecideRound(const std::vector<bool>& counted, const DecisionSink* sink,
+                           std::vector<AgreementCounts>* agreement);
+
   LlamaModel model_;
   AggregationOptions options_;
+  OutlierOptions outliers_;
+  std::vector<SiteStanding> last_standings_;
+  OutlierVerdict last_verdict_;
   int64_t round_ = -1;
   std::vector<int64_t> layers_;
   int max_clients_ = VoteCounter::kMaxClients;

@@ -8,9 +8,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/crash_point.h"
@@ -67,6 +69,19 @@ nlohmann::json ConfigDigestJson(const ServerConfig& c) {
           {"group", c.group},             {"weight_scaling", c.weight_scaling}, {"tie_break", c.tie_break},
           {"seed", c.seed},               {"allowed_clients", c.allowed_clients},
           {"expected_clients", c.expected_clients}, {"min_clients", c.min_clients}};
+}
+
+// ConfigDigestJson plus the outlier rule when it can change the decision (exclude), so the
+// job id of a job under the default rule is what it was before the rule existed.
+nlohmann::json JobDigestJson(const ServerConfig& c) {
+  nlohmann::json digest = ConfigDigestJson(c);
+  if (c.outlier_policy != "report") {
+    digest["outlier_policy"] = c.outlier_policy;
+    digest["outlier_z_threshold"] = c.outlier_z_threshold;
+    digest["outlier_min_gap"] = c.outlier_min_gap;
+    digest["outlier_min_sites"] = c.outlier_min_sites;
+  }
+  return digest;
 }
 
 // Appends `payload` to a DecisionChunk stream of `round`: its header, then its chunks.
@@ -126,6 +141,9 @@ absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfi
   ASSIGN_OR_RETURN(const Strategy strategy, config.ParsedStrategy());
   ASSIGN_OR_RETURN(const AggregationOptions aggregation, config.Aggregation());
   RETURN_IF_ERROR(aggregation.pattern.Validate());
+  ASSIGN_OR_RETURN(const OutlierOptions outliers, config.Outliers());
+  RETURN_IF_ERROR(outliers.Validate());
+  ASSIGN_OR_RETURN(const SiteGroup site_group, ParseSiteGroup(config.site_group));
   for (int64_t layer = 0; layer < model.config().num_hidden_layers; ++layer) {
     for (const char* linear : kLinearNames) {
       const std::string name = LayerTensorName(layer, linear);
@@ -138,13 +156,13 @@ absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfi
   }
   std::string fingerprint = model.Fingerprint();
   const std::string job_id =
-      "job-" + Sha256Hex(fingerprint + "\n" + ConfigDigestJson(config).dump()).substr(0, 16);
+      "job-" + Sha256Hex(fingerprint + "\n" + JobDigestJson(config).dump()).substr(0, 16);
   RETURN_IF_ERROR(CheckWritableDirectory(config.state_dir, "state_dir"));
   RETURN_IF_ERROR(CheckWritableDirectory(config.output_dir, "output_dir"));
   ASSIGN_OR_RETURN(StateStore store, StateStore::Open(config.state_dir, job_id, std::move(write_hook)));
   std::unique_ptr<FederationJob> job(new FederationJob(std::move(config), std::move(model), std::move(tokenizer_path),
                                                        std::move(clock), std::move(store), std::move(fingerprint),
-                                                       job_id, strategy, aggregation));
+                                                       job_id, strategy, aggregation, outliers, site_group));
   if (job->store_.has_state()) {
     ASSIGN_OR_RETURN(RecoveredJob saved, ReadJobState(job->store_, job->Manifest()));
     if (saved.state == "FAILED") {
@@ -159,7 +177,7 @@ absl::StatusOr<std::unique_ptr<FederationJob>> FederationJob::Create(ServerConfi
 
 FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string tokenizer_path, ClockMs clock,
                              StateStore store, std::string fingerprint, std::string job_id, Strategy strategy,
-                             AggregationOptions aggregation)
+                             AggregationOptions aggregation, OutlierOptions outliers, SiteGroup site_group)
     : config_(std::move(config)),
       tokenizer_path_(std::move(tokenizer_path)),
       clock_(std::move(clock)),
@@ -172,8 +190,9 @@ FederationJob::FederationJob(ServerConfig config, LlamaModel model, std::string 
       num_layers_(static_cast<int>(model.config().num_hidden_layers)),
       job_spec_(BuildJobSpec(config_, model, strategy, aggregation)),
       tensor_table_(job_spec_),
+      plausibility_(std::make_shared<const MaskPlausibility>(site_group, aggregation.pattern)),
       created_ms_(clock_()),
-      pruner_(std::move(model), aggregation),
+      pruner_(std::move(model), aggregation, outliers),
       sites_(config_.allowed_clients, int64_t{1000} * config_.site_timeout_seconds),
       join_phase_started_ms_(created_ms_) {}
 
@@ -549,6 +568,7 @@ absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token
   ticket.tensors = r.tensors;
   ticket.table = &tensor_table_;
   ticket.pattern = MaskPattern{aggregation_.pattern.n, aggregation_.pattern.m};
+  ticket.plausibility = plausibility_;
   ticket.max_chunk_bytes = config_.max_chunk_bytes;
   if (r.committed.count(client) != 0) {
     ticket.duplicate = true;
@@ -1083,6 +1103,7 @@ absl::Status FederationJob::CloseRound(int index) {
     spdlog::info("round {}: layer {} aggregated from {} clients: {} of {} weights pruned ({:.4f})", index, layer,
                  clients.size(), counts.first, counts.second, static_cast<double>(counts.first) / counts.second);
   }
+  LogStandings(index);
   {
     absl::MutexLock lock(&mu_);
     Round& r = rounds_[index];
@@ -1098,6 +1119,34 @@ absl::Status FederationJob::CloseRound(int index) {
   CrashPoint("round-closed");
   if (index + 1 < NumRounds()) return OpenRound(index + 1);
   return WriteModel();
+}
+
+void FederationJob::LogStandings(int index) const {
+  const std::vector<SiteStanding>& standings = pruner_.last_standings();
+  const OutlierVerdict& v = pruner_.last_verdict();
+  const OutlierOptions& rule = pruner_.outlier_options();
+  std::string list;
+  for (const SiteStanding& s : standings) {
+    absl::StrAppend(&list, list.empty() ? "" : ", ", s.site, " ", absl::StrFormat("%.4f", s.against_final.agreement()),
+                    " (distance ", absl::StrFormat("%.4f", s.against_final.distance()), ")");
+  }
+  spdlog::info("round {}: agreement of each site's pruned weights with the decision: {}; {}", index, list,
+               v.applied ? absl::StrFormat("outlier rule (outlier_policy %s, against the decision of all %d sites): "
+                                           "median %.4f, MAD %.4f, cut-off %.4f",
+                                           OutlierPolicyName(rule.policy), static_cast<int>(standings.size()),
+                                           v.median, v.mad, v.cutoff)
+                         : absl::StrFormat("no outlier rule with %d sites (outlier_min_sites %d)",
+                                           static_cast<int>(standings.size()), rule.min_sites));
+  for (const SiteStanding& s : standings) {
+    if (!s.outlier) continue;
+    spdlog::warn("round {}: site {} is an outlier: its agreement with the decision of all sites, {:.4f}, is far "
+                 "below the other sites' (median {:.4f}, robust z {} < -{}, gap above outlier_min_gap {}); {}",
+                 index, s.site, s.judged_agreement, v.median,
+                 std::isfinite(s.z) ? absl::StrFormat("%.2f", s.z) : std::string("-inf (MAD 0)"), rule.z_threshold,
+                 rule.min_gap,
+                 s.excluded ? "its votes were NOT counted (outlier_policy exclude)"
+                            : "its votes were counted (outlier_policy report)");
+  }
 }
 
 absl::Status FederationJob::WriteModel() {
@@ -1243,6 +1292,12 @@ nlohmann::json FederationJob::BuildReport() {
       {"model_fingerprint", fingerprint_},
       {"output_model", (std::filesystem::path(config_.output_dir) / "model").string()},
       {"config", ConfigDigestJson(config_)},
+      {"robustness",
+       {{"site_group", config_.site_group},
+        {"outlier_policy", config_.outlier_policy},
+        {"outlier_z_threshold", config_.outlier_z_threshold},
+        {"outlier_min_gap", config_.outlier_min_gap},
+        {"outlier_min_sites", config_.outlier_min_sites}}},
       {"joined_clients", sites_.Participants()},
       {"sites", sites_.StatusJson(clock_())},
       {"rounds", rounds},

@@ -34,6 +34,7 @@
 #include "proto/fedprllm.pb.h"
 #include "proto/payload_convert.h"
 #include "server/job_recovery.h"
+#include "server/mask_plausibility.h"
 #include "server/server_config.h"
 #include "server/site_registry.h"
 #include "server/state_store.h"
@@ -56,6 +57,9 @@ struct UploadTicket {
   // The job's tensor table, to resolve payload headers; outlives every stream.
   const JobTensorTable* table = nullptr;
   MaskPattern pattern;
+  // The job's sparsity rule, checked on every header and decoded mask before it is spooled;
+  // outlives every stream.
+  std::shared_ptr<const MaskPlausibility> plausibility;
   int64_t max_chunk_bytes = 0;
 };
 
@@ -200,7 +204,9 @@ class FederationJob {
 
   FederationJob(ServerConfig config, LlamaModel model, std::string tokenizer_path, ClockMs clock,
                 StateStore store, std::string fingerprint, std::string job_id, Strategy strategy,
-                AggregationOptions aggregation);
+                AggregationOptions aggregation, OutlierOptions outliers, SiteGroup site_group);
+  // Logs every site's agreement with round `index`'s decision, and each outlier (worker).
+  void LogStandings(int index) const;
 
   // A round's decision, encoded for FetchDecisions and for the state directory.
   struct Decided {
@@ -270,6 +276,7 @@ class FederationJob {
   const int num_layers_;
   const v1::JobSpec job_spec_;
   const JobTensorTable tensor_table_;  // of job_spec_: payload headers name tensors by index
+  const std::shared_ptr<const MaskPlausibility> plausibility_;
   const int64_t created_ms_;
   bool resumed_ = false;                       // set by Create() before any thread starts
   JobEvents events_;                           // set before Start()

@@ -188,17 +188,17 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     if (ticket_->duplicate) return absl::OkStatus();  // drained without validation
     switch (message_.body_case()) {
       case v1::UploadChunk::kHeader:
-        return StartPayload(message_.header());
+        return ForSite(StartPayload(message_.header()));
       case v1::UploadChunk::kChunk: {
         if (!current_.has_value()) {
           return absl::InvalidArgumentError(
               absl::StrCat("chunk ", message_.chunk().chunk_index(), " arrived before any payload header"));
         }
         const int64_t size = static_cast<int64_t>(message_.chunk().data().size());
-        RETURN_IF_ERROR(current_->AddChunk(ChunkFromProto(message_.mutable_chunk())));
+        RETURN_IF_ERROR(ForSite(current_->AddChunk(ChunkFromProto(message_.mutable_chunk()))));
         stats_.payload_bytes += size;
-        RETURN_IF_ERROR(Spool(current_->TakeDecoded()));
-        if (current_->complete()) return FinishPayload();
+        RETURN_IF_ERROR(ForSite(Spool(current_->TakeDecoded())));
+        if (current_->complete()) return ForSite(FinishPayload());
         return absl::OkStatus();
       }
       default:
@@ -230,8 +230,17 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     expect.pattern = ticket_->pattern;
     expect.max_chunk_bytes = ticket_->max_chunk_bytes;
     ASSIGN_OR_RETURN(MaskAssembler assembler, MaskAssembler::Create(std::move(header), expect));
+    // The job's declared counts, before any chunk is read (docs/robustness.md §1).
+    RETURN_IF_ERROR(ticket_->plausibility->CheckHeader(assembler.header()));
     current_.emplace(std::move(assembler));
     return absl::OkStatus();
+  }
+
+  // A refusal of the payload's content, prefixed with the site it came from, so the site's
+  // operator reads whose masks broke which rule ("site-c: tensor '...': row 3 prunes ...").
+  absl::Status ForSite(absl::Status status) const {
+    if (status.ok()) return status;
+    return absl::Status(status.code(), absl::StrCat(ticket_->client, ": ", status.message()));
   }
 
   absl::Status FinishPayload() {
@@ -247,6 +256,9 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadChunk> {
     const std::vector<PayloadTensor>& tensors = current_->header().tensors;
     for (PackedMask& mask : masks) {
       const PayloadTensor& t = tensors[spooled_in_payload_++];
+      // The job's per-row rule, on each tensor as soon as it is decoded: memory holds this
+      // one mask, and a refused upload has spooled nothing that counts.
+      RETURN_IF_ERROR(ticket_->plausibility->CheckMask(t.name, mask));
       RETURN_IF_ERROR(spool_->Add(t.name, mask));
       stats_.weights += mask.numel();
       ++stats_.tensors;

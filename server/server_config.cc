@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "config/yaml_config.h"
+#include "server/mask_plausibility.h"
 
 namespace fedprllm {
 namespace {
@@ -57,6 +58,11 @@ std::map<std::string, YamlSetter> PruningJobSetters(ServerConfig* c) {
       {"weight_scaling", StoreIn(&c->weight_scaling)},
       {"tie_break", StoreIn(&c->tie_break)},
       {"seed", StoreIn(&c->seed)},
+      {"site_group", StoreIn(&c->site_group)},
+      {"outlier_policy", StoreIn(&c->outlier_policy)},
+      {"outlier_z_threshold", StoreIn(&c->outlier_z_threshold)},
+      {"outlier_min_gap", StoreIn(&c->outlier_min_gap)},
+      {"outlier_min_sites", StoreIn(&c->outlier_min_sites)},
       {"join_timeout_seconds", StoreIn(&c->join_timeout_seconds)},
       {"round_deadline_seconds", StoreIn(&c->round_deadline_seconds)},
       {"max_round_extensions", StoreIn(&c->max_round_extensions)},
@@ -161,6 +167,17 @@ absl::Status ServerConfig::ValidateJob() {
   if (auto g = ParseComparisonGroup(group); !g.ok()) return ConfigKeyError("group", g.status().message());
   if (auto s = ParseStrategy(strategy); !s.ok()) return ConfigKeyError("strategy", s.status().message());
   if (auto t = ParseTieBreak(tie_break); !t.ok()) return ConfigKeyError("tie_break", t.status().message());
+  if (auto g = ParseSiteGroup(site_group); !g.ok()) return ConfigKeyError("site_group", g.status().message());
+  if (auto p = ParseOutlierPolicy(outlier_policy); !p.ok()) {
+    return ConfigKeyError("outlier_policy", p.status().message());
+  }
+  if (!(outlier_z_threshold >= 1.0 && outlier_z_threshold <= 100.0)) {
+    return ConfigKeyError("outlier_z_threshold", absl::StrCat("value ", outlier_z_threshold, " is outside [1, 100]"));
+  }
+  if (!(outlier_min_gap >= 0.0 && outlier_min_gap <= 1.0)) {
+    return ConfigKeyError("outlier_min_gap", absl::StrCat("value ", outlier_min_gap, " is outside [0, 1]"));
+  }
+  RETURN_IF_ERROR(CheckConfigRange("outlier_min_sites", outlier_min_sites, 3, 1000));
   RETURN_IF_ERROR(CheckConfigRange("join_timeout_seconds", join_timeout_seconds, 1, 86400));
   RETURN_IF_ERROR(CheckConfigRange("round_deadline_seconds", round_deadline_seconds, 10, 604800));
   RETURN_IF_ERROR(CheckConfigRange("max_round_extensions", max_round_extensions, 0, 100));
@@ -175,6 +192,22 @@ absl::StatusOr<AggregationOptions> ServerConfig::Aggregation() const {
   options.seed = seed;
   options.weight_scaling = weight_scaling;
   return options;
+}
+
+absl::StatusOr<OutlierOptions> ServerConfig::Outliers() const {
+  OutlierOptions options;
+  ASSIGN_OR_RETURN(options.policy, ParseOutlierPolicy(outlier_policy));
+  options.z_threshold = outlier_z_threshold;
+  options.min_gap = outlier_min_gap;
+  options.min_sites = outlier_min_sites;
+  return options;
+}
+
+std::vector<std::string> ServerConfigKeys() {
+  ServerConfig scratch;
+  std::vector<std::string> keys;
+  for (const auto& [key, setter] : Setters(&scratch)) keys.push_back(key);
+  return keys;
 }
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, const std::string& source) {

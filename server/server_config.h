@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "config/yaml_config.h"
 #include "engine/federation.h"
+#include "engine/site_agreement.h"
 #include "engine/mask_selection.h"
 #include "engine/vote_aggregation.h"
 
@@ -101,6 +102,26 @@ struct ServerConfig {
   // Seconds to wait for every expected client before opening round 0 with at least
   // min_clients joined. Default 600. Bounds 1..86400.
   int join_timeout_seconds = 600;
+  // The comparison group of every site's own masks (the clients' `local_group`), which
+  // each upload is checked against before it is counted (docs/robustness.md §1): "row"
+  // (Wanda's: every row prunes exactly NumToPrune(row length, sparsity)) | "layer" (every
+  // tensor prunes exactly NumToPrune(numel, sparsity)) | "any" (no sparsity rule, only the
+  // wire format's checks). N:M jobs are checked by the wire format's N:M rule whatever this
+  // says. Default "row".
+  std::string site_group = "row";
+  // What to do with a site whose agreement with the consensus is far below the others'
+  // (docs/robustness.md §2): "report" (log it and name it in the report; its votes count) |
+  // "exclude" (drop its votes and decide again without it). Default "report".
+  std::string outlier_policy = "report";
+  // A site is an outlier when its robust z-score, (agreement - median) / (1.4826 * MAD) over
+  // the round's sites, is below -outlier_z_threshold AND its agreement is more than
+  // outlier_min_gap below the median. Default 3.5. Bounds 1..100.
+  double outlier_z_threshold = 3.5;
+  // The least agreement gap (fraction of a site's pruned weights) below the median that
+  // can make a site an outlier, whatever the spread. Default 0.05. Bounds 0..1.
+  double outlier_min_gap = 0.05;
+  // Sites a round needs before any site can be called an outlier. Default 3. Bounds 3..1000.
+  int outlier_min_sites = 3;
   // Seconds from a round's opening to its deadline. Default 3600. Bounds 10..604800.
   int round_deadline_seconds = 3600;
   // Deadline extensions (each round_deadline_seconds) when fewer than min_clients have
@@ -139,6 +160,7 @@ struct ServerConfig {
   // Parsed forms (valid after Validate()).
   absl::StatusOr<AggregationOptions> Aggregation() const;
   absl::StatusOr<Strategy> ParsedStrategy() const { return ParseStrategy(strategy); }
+  absl::StatusOr<OutlierOptions> Outliers() const;
 };
 
 // Reads and validates a YAML file. Unknown keys are refused (a typo must not silently fall
@@ -147,6 +169,9 @@ struct ServerConfig {
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // Same from YAML text; `source` labels messages.
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, const std::string& source);
+
+// Every key the server config accepts (deploy/server.example.yaml lists each).
+std::vector<std::string> ServerConfigKeys();
 
 // True for 1..64 bytes of [A-Za-z0-9._-] not starting with '.', '_' or '-'.
 bool ValidIdentity(const std::string& name);

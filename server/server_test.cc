@@ -229,5 +229,48 @@ TEST(ServerConfigTest, TheExampleFilesParse) {
   EXPECT_EQ(job->config.allowed_clients, server->allowed_clients);  // sites: [] = all of them
 }
 
+// Every key of the server config appears in deploy/server.example.yaml, and every job key in
+// deploy/job.example.yaml, as "key:" at the start of a line (nested keys by their last part).
+TEST(ServerConfigTest, TheExampleFilesListEveryKey) {
+  auto read = [](const std::string& name) {
+    std::ifstream in(std::string(FEDPRLLM_SOURCE_DIR) + "/deploy/" + name);
+    return "\n" + std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string server = read("server.example.yaml"), job = read("job.example.yaml");
+  for (const std::string& key : ServerConfigKeys()) {
+    const std::string leaf = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+    EXPECT_TRUE(server.find("\n" + key + ":") != std::string::npos || server.find(" " + leaf + ":") != std::string::npos)
+        << key << " is not in deploy/server.example.yaml";
+  }
+  ServerConfig scratch;
+  for (const auto& [key, setter] : PruningJobSetters(&scratch)) {
+    EXPECT_NE(job.find("\n" + key + ":"), std::string::npos) << key << " is not in deploy/job.example.yaml";
+  }
+}
+
+TEST(ServerConfigTest, RobustnessKeys) {
+  const std::string base = "allowed_clients: [a, b, c]\ninsecure: true\nmodel: m\noutput_dir: o\nstate_dir: s\n";
+  auto parsed = ParseServerConfig(base, "t.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->site_group, "row");
+  EXPECT_EQ(parsed->outlier_policy, "report");
+  EXPECT_DOUBLE_EQ(parsed->outlier_z_threshold, 3.5);
+  EXPECT_DOUBLE_EQ(parsed->outlier_min_gap, 0.05);
+  EXPECT_EQ(parsed->outlier_min_sites, 3);
+  auto exclude = ParseServerConfig(base + "outlier_policy: exclude\nsite_group: layer\n", "t.yaml");
+  ASSERT_TRUE(exclude.ok()) << exclude.status();
+  EXPECT_EQ(exclude->Outliers()->policy, OutlierPolicy::kExclude);
+  for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
+           {"site_group: column", "'site_group'"},
+           {"outlier_policy: drop", "'outlier_policy'"},
+           {"outlier_z_threshold: 0.5", "'outlier_z_threshold'"},
+           {"outlier_min_gap: 1.5", "'outlier_min_gap'"},
+           {"outlier_min_sites: 2", "'outlier_min_sites'"}}) {
+    auto bad = ParseServerConfig(base + line + "\n", "t.yaml");
+    ASSERT_FALSE(bad.ok()) << line;
+    EXPECT_NE(std::string(bad.status().message()).find(key), std::string::npos) << bad.status();
+  }
+}
+
 }  // namespace
 }  // namespace fedprllm

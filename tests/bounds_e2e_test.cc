@@ -245,13 +245,18 @@ class BoundsE2eTest : public ::testing::Test {
     return joined;
   }
 
-  // An honest upload of the round: an all-kept mask per tensor, as the client sends it.
+  // An honest upload of the round, as the client sends it: per tensor, the first half of
+  // every row pruned (the job's row rule at sparsity 0.5; its rows have even lengths).
   static std::vector<v1::UploadChunk> HonestUpload(const v1::JoinResponse& joined, const v1::RoundAssignment& round) {
     std::vector<std::pair<std::string, PackedMask>> masks;
     for (const v1::TensorSpec& t : joined.job().tensors()) {
       bool in_round = false;
       for (const int32_t layer : round.layers()) in_round |= layer == t.layer();
-      if (in_round) masks.emplace_back(t.name(), PackedMask(std::vector<int64_t>(t.shape().begin(), t.shape().end())));
+      if (!in_round) continue;
+      PackedMask m(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+      const int64_t cols = m.shape().back();
+      for (int64_t i = 0; i < m.numel(); ++i) m.Set(i, i % cols < cols / 2);
+      masks.emplace_back(t.name(), std::move(m));
     }
     auto payload = EncodeMasks(masks, MaskPattern{}, joined.job().max_chunk_bytes());
     EXPECT_TRUE(payload.ok()) << payload.status();

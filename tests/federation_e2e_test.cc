@@ -463,10 +463,20 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
   ASSERT_TRUE(raw.Wait(token, &a).ok());
   ASSERT_EQ(a.state(), v1::ROUND_STATE_OPEN);
   const std::string name = LayerTensorName(0, "self_attn.q_proj");
-  // An incompressible (pseudo-random) mask, so it travels as RAW_BITS in one 512-byte chunk.
+  // An incompressible (pseudo-random) mask, so it travels as RAW_BITS in one 512-byte chunk;
+  // plausible (32 of 64 pruned in every row, the job's row rule), so only the defect each
+  // case adds is refused.
   PackedMask mask({64, 64});
   uint64_t state = 7;
-  for (int64_t i = 0; i < mask.numel(); ++i) mask.Set(i, SplitMix64(&state) & 1);
+  for (int64_t r = 0; r < 64; ++r) {
+    for (int set = 0; set < 32;) {
+      const int64_t i = r * 64 + static_cast<int64_t>(SplitMix64(&state) % 64);
+      if (!mask.Get(i)) {
+        mask.Set(i, true);
+        ++set;
+      }
+    }
+  }
   const EncodedPayload good = *EncodeMask(name, mask, {});
   ASSERT_EQ(good.header.encoding, PayloadEncoding::kRawBits);
   const int64_t ones = mask.CountOnes();
@@ -497,11 +507,23 @@ TEST_F(FederationE2eTest, RejectionsLeaveTheRoundUnchanged) {
     p.chunks[0].data[3] ^= 0x10;
     expect_refused(Messages(p, token, 0, job), grpc::StatusCode::DATA_LOSS, "crc32c");
   }
-  {  // Declared count differs from the bits.
-    EncodedPayload p = good;
-    p.header.tensors[0].declared_count -= 1;
+  {  // Declared count differs from the bits (the declared count is the job's, the bits are one short).
+    PackedMask short_one = mask;
+    for (int64_t i = 0; i < short_one.numel(); ++i) {
+      if (short_one.Get(i)) {
+        short_one.Set(i, false);
+        break;
+      }
+    }
+    EncodedPayload p = *EncodeMask(name, short_one, {});
+    p.header.tensors[0].declared_count = ones;
     expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT,
-                   absl::StrCat("mask has ", ones, " pruned weights, declared_count is ", ones - 1));
+                   absl::StrCat("mask has ", ones - 1, " pruned weights, declared_count is ", ones));
+  }
+  {  // A declared count the job's row rule cannot have (the 100% and 0% masks).
+    EncodedPayload p = *EncodeMask(name, PackedMask({64, 64}), {});
+    expect_refused(Messages(p, token, 0, job), grpc::StatusCode::INVALID_ARGUMENT,
+                   "declared_count 0, but the job's Wanda row rule (site_group row, sparsity 0.5) needs exactly 2048");
   }
   {  // Unknown tensor, a tensor twice, chunk before header, unknown payload kind.
     std::vector<v1::UploadChunk> m = Messages(good, token, 0, job);
