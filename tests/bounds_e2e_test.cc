@@ -154,11 +154,7 @@ class BoundsE2eTest : public ::testing::Test {
   static std::unique_ptr<ChildProcess> StartServer(const std::string& run, int port) {
     auto server = std::make_unique<ChildProcess>(
         std::vector<std::string>{FEDPRLLM_SERVER_BIN, "--config", run + "/server.yaml"}, run + "/server.log");
-    const auto end = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < end && !PortOpen(port)) {
-      if (server->Wait(0) >= 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    e2e::WaitUntilListening(*server, port, 60);
     return server;
   }
 

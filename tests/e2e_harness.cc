@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -40,6 +42,9 @@ void WriteAll(const std::string& path, const std::string& text) {
 ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::string& log,
                            const std::vector<std::string>& env)
     : log_(log) {
+  std::error_code size_error;
+  const auto size = std::filesystem::file_size(log, size_error);
+  log_start_ = size_error ? 0 : static_cast<size_t>(size);
   std::vector<std::string> environment = env;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry = *e;
@@ -91,16 +96,33 @@ void ChildProcess::Signal(int signal) {
 }
 
 int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  // Below the kernel's ephemeral range (32768..60999 by default), so that no outgoing
+  // connection of a concurrently running test takes the port between this check and the
+  // server's bind; the start is drawn per process so that parallel tests rarely meet.
+  static std::atomic<int> next{20000 + static_cast<int>((::getpid() * 7919 +
+      std::chrono::steady_clock::now().time_since_epoch().count()) % 12000)};
+  for (int attempt = 0; attempt < 12000; ++attempt) {
+    const int port = 20000 + (next.fetch_add(1) - 20000) % 12000;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
+}
+
+bool WaitUntilListening(ChildProcess& server, int port, double timeout_s) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < end) {
+    if (server.Wait(0) >= 0) return false;
+    if (server.Log().find("listening on", server.log_start()) != std::string::npos && PortOpen(port)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
 }
 
 bool PortOpen(int port) {

@@ -34,16 +34,23 @@ class ChildProcess {
   // Sends `signal` to the process if it is still running.
   void Signal(int signal);
   std::string Log() const { return ReadAll(log_); }
+  // Where this process's output starts in Log() (the log is appended to).
+  size_t log_start() const { return log_start_; }
 
  private:
   pid_t pid_ = -1;
   std::string log_;
+  size_t log_start_ = 0;
   bool exited_ = false;
   int code_ = -1;
 };
 
-// A loopback TCP port that was free a moment ago.
+// A loopback TCP port that was free a moment ago, outside the ephemeral range.
 int FreePort();
+// Waits until `server` has logged "listening on" and accepts connections on `port`: true
+// then; false if it exited or `timeout_s` passed. Checking its own log, not only the port,
+// keeps a test from talking to another test's server.
+bool WaitUntilListening(ChildProcess& server, int port, double timeout_s);
 // True if something accepts connections on 127.0.0.1:`port`.
 bool PortOpen(int port);
 // Lower-case hex SHA-256 of a file's bytes ("" if it cannot be read).

@@ -74,11 +74,7 @@ std::string FederationFiles::WriteClientConfig(const std::string& run, const std
 std::unique_ptr<ChildProcess> StartServer(const std::string& run, int port, const std::vector<std::string>& env) {
   auto server = std::make_unique<ChildProcess>(
       std::vector<std::string>{FEDPRLLM_SERVER_BIN, "--config", run + "/server.yaml"}, run + "/server.log", env);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < end && !PortOpen(port)) {
-    if (server->Wait(0) >= 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  WaitUntilListening(*server, port, 60);
   return server;
 }
 

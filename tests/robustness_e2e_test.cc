@@ -37,7 +37,6 @@ using ::testing::HasSubstr;
 using e2e::ChildProcess;
 using e2e::FederationFiles;
 using e2e::FreePort;
-using e2e::PortOpen;
 using e2e::ReadAll;
 using e2e::RunSettings;
 using e2e::StartClient;
@@ -57,6 +56,7 @@ class HandWrittenSite {
   }
   grpc::Status Join(const std::string& fingerprint) {
     grpc::ClientContext context;
+    context.set_deadline(Deadline(30));
     v1::JoinRequest request;
     request.set_client_name("hand-written");
     request.set_model_fingerprint(fingerprint);
@@ -65,10 +65,11 @@ class HandWrittenSite {
   }
   const v1::JobSpec& job() const { return joined_.job(); }
   // Long-polls until WaitForRound answers something other than NOT_READY (at most `tries`).
-  v1::RoundAssignment Wait(int last_completed_round, int tries = 40) {
+  v1::RoundAssignment Wait(int last_completed_round, int tries = 10) {
     v1::RoundAssignment a;
     for (int i = 0; i < tries; ++i) {
       grpc::ClientContext context;
+      context.set_deadline(Deadline(30));
       v1::WaitRequest request;
       request.set_session_token(joined_.session_token());
       request.set_last_completed_round(last_completed_round);
@@ -93,6 +94,7 @@ class HandWrittenSite {
     }
     for (const PayloadChunk& c : p->chunks) ChunkToProto(c, messages.emplace_back().mutable_chunk());
     grpc::ClientContext context;
+    context.set_deadline(Deadline(120));
     auto writer = stub_->UploadPayloads(&context, ack);
     for (const v1::UploadChunk& m : messages) {
       if (!writer->Write(m)) break;  // the server finished the call; Finish says why
@@ -102,6 +104,10 @@ class HandWrittenSite {
   }
 
  private:
+  // Every call has a deadline, so a server that stops answering fails the test, not hangs it.
+  static std::chrono::system_clock::time_point Deadline(int seconds) {
+    return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+  }
   std::unique_ptr<v1::FedPrLLM::Stub> stub_;
   v1::JoinResponse joined_;
 };
@@ -175,7 +181,10 @@ class RobustnessE2eTest : public ::testing::Test {
         name, RunSettings{}, port,
         absl::StrCat("allowed_clients: [site-a, site-b, site-d]\noutlier_policy: ", policy, "\n"));
     auto server = StartServer(run, port);
-    EXPECT_TRUE(PortOpen(port)) << server->Log();
+    if (!e2e::WaitUntilListening(*server, port, 5)) {
+      ADD_FAILURE() << "the server is not listening\n" << server->Log();
+      return run;
+    }
     HandWrittenSite site(port, files_->Certs());
     if (const grpc::Status joined = site.Join(base_->Fingerprint()); !joined.ok()) {
       ADD_FAILURE() << "the hand-written site cannot join: " << joined.error_message() << "\n" << server->Log();
@@ -261,7 +270,7 @@ TEST_F(RobustnessE2eTest, NmViolationIsRefusedWithTheRowAndGroup) {
       "nm", RunSettings{"one-shot", "layer", "2:4"}, port,
       "allowed_clients: [site-a, site-b, site-d]\nmin_clients: 1\njoin_timeout_seconds: 1\n");
   auto server = StartServer(run, port);
-  ASSERT_TRUE(PortOpen(port)) << server->Log();
+  ASSERT_TRUE(e2e::WaitUntilListening(*server, port, 5)) << server->Log();
   HandWrittenSite site(port, files_->Certs());
   ASSERT_TRUE(site.Join(base_->Fingerprint()).ok());
   ASSERT_EQ(site.Wait(-1).state(), v1::ROUND_STATE_OPEN);
@@ -301,7 +310,7 @@ TEST_F(RobustnessE2eTest, ExcludeDropsTheInvertedSiteAndReportNamesIt) {
       files_->WriteServerConfig("honest-2", RunSettings{}, port, "allowed_clients: [site-a, site-b]\n");
   {
     auto server = StartServer(honest_run, port);
-    ASSERT_TRUE(PortOpen(port)) << server->Log();
+    ASSERT_TRUE(e2e::WaitUntilListening(*server, port, 5)) << server->Log();
     RunHonestSites(honest_run, port);
     ASSERT_EQ(server->Wait(60), 0) << server->Log();
   }
