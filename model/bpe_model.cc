@@ -31,7 +31,9 @@ absl::StatusOr<BpeModel> BpeModel::Create(absl::flat_hash_map<std::string, int> 
   const size_t prefix_len = model.options_.continuing_subword_prefix.size();
   model.merges_.reserve(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const auto& [a, b] = merges[rank];
+    // Named references, not a structured binding: C++17 lambdas cannot capture those (clang).
+    const auto& a = merges[rank].first;
+    const auto& b = merges[rank].second;
     auto describe = [&](absl::string_view what) {
       return absl::InvalidArgumentError(absl::StrCat("merge ", rank, " (\"", a, "\" \"", b, "\"): ", what));
     };
