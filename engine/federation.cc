@@ -15,10 +15,18 @@ namespace fedprllm {
 absl::StatusOr<Strategy> ParseStrategy(absl::string_view text) {
   if (text == "one-shot") return Strategy::kOneShot;
   if (text == "iterative") return Strategy::kIterative;
-  return absl::InvalidArgumentError(absl::StrCat("strategy \"", text, "\": expected one-shot or iterative"));
+  if (text == "exact") return Strategy::kExact;
+  return absl::InvalidArgumentError(absl::StrCat("strategy \"", text, "\": expected one-shot, iterative or exact"));
 }
 
-std::string StrategyName(Strategy strategy) { return strategy == Strategy::kOneShot ? "one-shot" : "iterative"; }
+std::string StrategyName(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kOneShot: return "one-shot";
+    case Strategy::kIterative: return "iterative";
+    case Strategy::kExact: return "exact";
+  }
+  return "?";
+}
 
 absl::StatusOr<at::Tensor> ApplyTensorDecision(const at::Tensor& weight, const TensorDecision& decision) {
   if (weight.sizes().vec() != decision.mask.shape()) {
@@ -317,12 +325,54 @@ absl::StatusOr<LlamaModel> AggregateOneShot(const LlamaModel& base,
   return pruner.PrunedModel();
 }
 
+absl::StatusOr<std::vector<LayerMasks>> RunExactRounds(const LlamaModel& base,
+                                                       const std::vector<at::Tensor>& client_samples,
+                                                       const FederationOptions& options,
+                                                       const std::function<void(const std::string&)>& progress) {
+  if (client_samples.empty()) return absl::InvalidArgumentError("a federation needs at least one client");
+  if (options.local.metric != PruneMetric::kWanda) {
+    return absl::InvalidArgumentError("the exact strategy pools Wanda's statistics; it has no magnitude variant");
+  }
+  std::vector<SiteSession> sites;
+  for (const at::Tensor& samples : client_samples) {
+    ASSIGN_OR_RETURN(SiteSession site, SiteSession::Start(base, samples, options.local));
+    sites.push_back(std::move(site));
+  }
+  std::vector<LayerMasks> decided;
+  for (int64_t layer = 0; layer < base.config().num_hidden_layers; ++layer) {
+    std::vector<LayerStatistics> statistics;
+    for (SiteSession& site : sites) {
+      ASSIGN_OR_RETURN(LayerStatistics mine, site.ComputeStatistics());
+      statistics.push_back(std::move(mine));
+    }
+    ASSIGN_OR_RETURN(const LayerStatistics pooled, PoolStatistics(statistics));
+    ASSIGN_OR_RETURN(LayerMasks masks, MasksFromStatistics(base, pooled, options.aggregation.group,
+                                                           options.aggregation.pattern, options.local.compute));
+    for (SiteSession& site : sites) {
+      ASSIGN_OR_RETURN(const LayerLinears linears, site.ApplyMasks(masks));
+      RETURN_IF_ERROR(site.Advance(linears));
+    }
+    decided.push_back(std::move(masks));
+    if (progress) progress(absl::StrCat("layer ", layer, " decided from ", pooled.tokens, " pooled tokens"));
+  }
+  return decided;
+}
+
 absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const std::vector<at::Tensor>& client_samples,
                                                   const FederationOptions& options,
                                                   const std::function<void(const std::string&)>& progress,
                                                   nlohmann::json* report) {
   if (client_samples.empty()) return absl::InvalidArgumentError("a federation needs at least one client");
   auto say = [&](const std::string& line) { if (progress) progress(line); };
+  if (options.strategy == Strategy::kExact) {
+    ASSIGN_OR_RETURN(std::vector<LayerMasks> decided, RunExactRounds(base, client_samples, options, progress));
+    // One "client" whose 0/1 votes hold exactly the decided count per group: aggregating
+    // them in the same group returns them unchanged.
+    AggregationOptions apply;
+    apply.group = options.aggregation.group;
+    apply.pattern = options.aggregation.pattern;
+    return AggregateOneShot(base, {decided}, apply, report);
+  }
   if (options.strategy == Strategy::kOneShot) {
     std::vector<std::vector<LayerMasks>> client_masks;
     for (size_t c = 0; c < client_samples.size(); ++c) {

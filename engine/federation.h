@@ -21,8 +21,10 @@
 
 namespace fedprllm {
 
-enum class Strategy { kOneShot, kIterative };
-absl::StatusOr<Strategy> ParseStrategy(absl::string_view text);  // "one-shot", "iterative"
+// kExact: one round per decoder layer in which sites send Wanda's column statistics, not
+// masks, and the server decides like centralized Wanda (engine/exact_statistics.h).
+enum class Strategy { kOneShot, kIterative, kExact };
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view text);  // "one-shot", "iterative", "exact"
 std::string StrategyName(Strategy strategy);
 
 // The server's decision for one tensor.
@@ -156,6 +158,15 @@ absl::StatusOr<LlamaModel> RunInProcessFederation(const LlamaModel& base, const 
                                                   const FederationOptions& options,
                                                   const std::function<void(const std::string&)>& progress = nullptr,
                                                   nlohmann::json* report = nullptr);
+
+// The exact strategy in one process: per decoder layer, every client's float64 column
+// statistics are pooled and the layer's masks chosen from them (options.aggregation's
+// group and pattern), then every client propagates through the decided layer. Returns
+// the decided masks per layer.
+absl::StatusOr<std::vector<LayerMasks>> RunExactRounds(const LlamaModel& base,
+                                                       const std::vector<at::Tensor>& client_samples,
+                                                       const FederationOptions& options,
+                                                       const std::function<void(const std::string&)>& progress = nullptr);
 
 // One-shot aggregation from masks computed beforehand (client -> per-layer masks): lets the
 // simulator reuse clients' masks across comparison groups, scaling and tie-break settings.

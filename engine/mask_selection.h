@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -19,6 +20,9 @@
 #include "common/packed_mask.h"
 
 namespace fedprllm {
+
+// One decoder layer's masks (1 = prune) keyed by full tensor name, ordered as kLinearNames.
+using LayerMasks = std::vector<std::pair<std::string, PackedMask>>;
 
 // Which weights compete with each other when choosing the ones to prune.
 enum class ComparisonGroup {

@@ -50,20 +50,17 @@ absl::StatusOr<SiteSession> SiteSession::Start(const LlamaModel& model, const at
   return session;
 }
 
-absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
+absl::Status SiteSession::RunDense(const DecoderLayerWeights& weights, bool float64, DenseStatistics* out) {
   const int64_t layer = next_layer_;
-  ASSIGN_OR_RETURN(DecoderLayerWeights weights, model_->Layer(layer, options_.compute));
-  LayerTiming timing;
   // Running sums of squared input columns; q/k/v share one input, as do gate/up.
-  std::array<at::Tensor, kNumLinears> sums;
-  int64_t samples = 0;
   double statistics_seconds = 0;
   const bool need_statistics = options_.metric == PruneMetric::kWanda;
+  const at::ScalarType sum_type = float64 ? at::kDouble : at::kFloat;
   LinearInputObserver observer = [&](int index, const at::Tensor& input) {
     if (!need_statistics || index == 1 || index == 2 || index == 5) return;
     const auto start = std::chrono::steady_clock::now();
-    const at::Tensor squares = input.to(at::kFloat).pow(2).sum(at::IntArrayRef{0, 1});
-    sums[index] = sums[index].defined() ? sums[index] + squares : squares;
+    const at::Tensor squares = input.to(sum_type).pow(2).sum(at::IntArrayRef{0, 1});
+    out->sums[index] = out->sums[index].defined() ? out->sums[index] + squares : squares;
     Synchronize(input.device());
     statistics_seconds += Seconds(start);
   };
@@ -72,14 +69,57 @@ absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
   for (size_t b = 0; need_statistics && b < inputs_.size(); ++b) {
     const at::Tensor input = inputs_[b].to(options_.compute.device);
     ASSIGN_OR_RETURN(at::Tensor unused, model_->DecoderLayerForward(weights, input, &observer));
-    samples += input.size(0);
+    out->samples += input.size(0);
+    out->tokens += input.size(0) * input.size(1);
     if (options_.batch_progress) {
       options_.batch_progress({layer, false, static_cast<int64_t>(b) + 1, static_cast<int64_t>(inputs_.size())});
     }
   }
   Synchronize(options_.compute.device);
-  timing.statistics_seconds = statistics_seconds;
-  timing.forward_seconds = Seconds(forward_start) - statistics_seconds;
+  out->timing.statistics_seconds = statistics_seconds;
+  out->timing.forward_seconds = Seconds(forward_start) - statistics_seconds;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LayerStatistics> SiteSession::ComputeStatistics() {
+  if (options_.metric != PruneMetric::kWanda) {
+    return absl::FailedPreconditionError("column statistics are Wanda's; this site prunes by magnitude");
+  }
+  ASSIGN_OR_RETURN(DecoderLayerWeights weights, model_->Layer(next_layer_, options_.compute));
+  DenseStatistics dense;
+  RETURN_IF_ERROR(RunDense(weights, /*float64=*/true, &dense));
+  LayerStatistics out;
+  out.layer = next_layer_;
+  out.tokens = dense.tokens;
+  for (int k = 0; k < kNumLinears; ++k) {
+    if (k == 1 || k == 2 || k == 5) continue;
+    out.column_sums[kStatisticInputOf[k]] = dense.sums[k].cpu();
+  }
+  timings_.push_back(dense.timing);
+  return out;
+}
+
+absl::StatusOr<LayerMasks> SiteSession::ComputeMasks() {
+  const int64_t layer = next_layer_;
+  if (options_.float64_statistics && options_.metric == PruneMetric::kWanda) {
+    ASSIGN_OR_RETURN(LayerStatistics statistics, ComputeStatistics());
+    const auto selection_start = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(LayerMasks masks, MasksFromStatistics(*model_, statistics, options_.group, options_.pattern,
+                                                           options_.compute));
+    for (int k = 0; k < kNumLinears; ++k) {
+      column_norms_[k] = (statistics.column_sums[kStatisticInputOf[k]] / static_cast<double>(statistics.tokens))
+                             .to(at::kFloat);
+    }
+    timings_.back().selection_seconds = Seconds(selection_start);
+    return masks;
+  }
+  ASSIGN_OR_RETURN(DecoderLayerWeights weights, model_->Layer(layer, options_.compute));
+  DenseStatistics dense;
+  RETURN_IF_ERROR(RunDense(weights, /*float64=*/false, &dense));
+  LayerTiming timing = dense.timing;
+  const std::array<at::Tensor, kNumLinears>& sums = dense.sums;
+  const int64_t samples = dense.samples;
+  const bool need_statistics = options_.metric == PruneMetric::kWanda;
 
   const auto selection_start = std::chrono::steady_clock::now();
   LayerMasks masks;

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/packed_mask.h"
+#include "engine/exact_statistics.h"
 #include "engine/mask_selection.h"
 #include "model/llama_model.h"
 
@@ -52,6 +53,10 @@ struct LocalPruneOptions {
   // Keep calibration activations in host memory between layers (for models whose
   // activations do not fit on the device). Default: on the compute device.
   bool activations_on_host = false;
+  // Accumulate the column statistics as float64 sums over tokens and choose masks with
+  // MasksFromStatistics (engine/exact_statistics.h): the exact strategy's sites and its
+  // centralized comparison. Default: float32 sums over samples, as the Wanda reference.
+  bool float64_statistics = false;
   // Samples per forward pass. Default 8.
   int64_t batch_size = 8;
   // Called after each batch of a layer's calibration pass (`propagating` false) and of its
@@ -59,8 +64,6 @@ struct LocalPruneOptions {
   std::function<void(const BatchProgress&)> batch_progress;
 };
 
-// One decoder layer's masks (1 = prune) keyed by full tensor name, ordered as kLinearNames.
-using LayerMasks = std::vector<std::pair<std::string, PackedMask>>;
 // One decoder layer's linear weights (host, the model's dtype), ordered as kLinearNames.
 using LayerLinears = std::array<at::Tensor, kNumLinears>;
 
@@ -86,6 +89,10 @@ class SiteSession {
   // site's masks for its 7 linear layers. Embeddings and the LM head are never pruned.
   absl::StatusOr<LayerMasks> ComputeMasks();
 
+  // Runs next_layer() densely over all samples and returns its float64 column sums and token
+  // count (Wanda only), without choosing masks: what an exact-strategy site sends.
+  absl::StatusOr<LayerStatistics> ComputeStatistics();
+
   // The current weights of next_layer() with `masks` applied (pruned weights zeroed).
   absl::StatusOr<LayerLinears> ApplyMasks(const LayerMasks& masks) const;
 
@@ -100,6 +107,16 @@ class SiteSession {
 
  private:
   SiteSession(const LlamaModel& model, LocalPruneOptions options) : model_(&model), options_(std::move(options)) {}
+
+  // What a dense pass over next_layer() gathered: per linear index (0, 3, 4, 6 filled) the
+  // column sums of squares, in float64 or float32.
+  struct DenseStatistics {
+    std::array<at::Tensor, kNumLinears> sums;
+    int64_t samples = 0;
+    int64_t tokens = 0;
+    LayerTiming timing;
+  };
+  absl::Status RunDense(const DecoderLayerWeights& weights, bool float64, DenseStatistics* out);
 
   const LlamaModel* model_;  // not owned; outlives the session
   LocalPruneOptions options_;

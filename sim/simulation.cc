@@ -359,7 +359,7 @@ absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& s, size_t set_i
   ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split,
                                                                  {base.config().vocab_size, nullptr}));
   ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
-  if (fed.strategy == Strategy::kIterative) return RunInProcessFederation(base, drawn.second, fed);
+  if (fed.strategy != Strategy::kOneShot) return RunInProcessFederation(base, drawn.second, fed);
   ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, drawn.second, fed.local));
   return AggregateOneShot(base, masks, fed.aggregation);
 }
