@@ -79,9 +79,16 @@ inline FuzzedPayload ReadPayloadBytes(ByteReader& in) {
       if (numel >= 0 && (t.shape.back() < 0 || __builtin_mul_overflow(numel, t.shape.back(), &numel))) numel = -1;
     }
     t.declared_count = in.I64();
+    // The repair's own arithmetic must not overflow on fuzzed shapes: saturate instead.
+    int64_t tensor_bytes = -1;
     if (numel >= 0) {
-      raw_bytes += (h.kind == PayloadKind::kWeightScale) ? numel * 4 : (numel + 7) / 8;
+      if (h.kind != PayloadKind::kWeightScale) {
+        tensor_bytes = numel / 8 + (numel % 8 != 0);
+      } else if (__builtin_mul_overflow(numel, int64_t{4}, &tensor_bytes)) {
+        tensor_bytes = -1;
+      }
     }
+    if (tensor_bytes < 0 || __builtin_add_overflow(raw_bytes, tensor_bytes, &raw_bytes)) raw_bytes = INT64_MAX;
     h.tensors.push_back(std::move(t));
   }
   const size_t chunks = std::min<size_t>(in.U8(), kMaxFuzzChunks);
