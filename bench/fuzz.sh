@@ -48,10 +48,10 @@ done
 out=build-fuzz
 if [[ $build -eq 1 ]]; then
   export CCACHE_BASEDIR=$repo CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  mkdir -p "$out"
   cmake -S . -B "$out" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DFEDPRLLM_SANITIZE=ON \
-    -DFEDPRLLM_LIBFUZZER=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$out.configure.log" 2>&1 \
-    || { cat "$out.configure.log" >&2; exit 2; }
-  mv "$out.configure.log" "$out/configure.log"
+    -DFEDPRLLM_LIBFUZZER=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$out/configure.log" 2>&1 \
+    || { tail -40 "$out/configure.log" >&2; echo "fuzz.sh: configure failed ($out/configure.log)" >&2; exit 2; }
   bins=()
   for t in "${targets[@]}"; do bins+=("${t}_fuzz"); done
   cmake --build "$out" -j"${BUILD_JOBS:-2}" --target "${bins[@]}" > "$out/build.log" 2>&1 \
