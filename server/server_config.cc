@@ -165,7 +165,12 @@ absl::Status ServerConfig::ValidateJob() {
     return ConfigKeyError("pattern", absl::StrCat("\"", pattern, "\": expected unstructured, 2:4 or 4:8"));
   }
   if (auto g = ParseComparisonGroup(group); !g.ok()) return ConfigKeyError("group", g.status().message());
-  if (auto s = ParseStrategy(strategy); !s.ok()) return ConfigKeyError("strategy", s.status().message());
+  if (auto s = ParseStrategy(strategy); !s.ok()) {
+    return ConfigKeyError("strategy", s.status().message());
+  } else if (*s == Strategy::kExact) {
+    return ConfigKeyError("strategy", "\"exact\" runs in fedprllm-sim only so far; fedprllm-server serves one-shot and "
+                                      "iterative (docs/secure_aggregation.md, status)");
+  }
   if (auto t = ParseTieBreak(tie_break); !t.ok()) return ConfigKeyError("tie_break", t.status().message());
   if (auto g = ParseSiteGroup(site_group); !g.ok()) return ConfigKeyError("site_group", g.status().message());
   if (auto p = ParseOutlierPolicy(outlier_policy); !p.ok()) {

@@ -40,6 +40,7 @@ TEST(ServerConfigTest, EveryBadValueNamesItsKey) {
       {"pattern: \"1:8\"", "'pattern'"},
       {"group: diagonal", "'group'"},
       {"strategy: twice", "'strategy'"},
+      {"strategy: exact", "\"exact\" runs in fedprllm-sim only so far"},
       {"tie_break: coin", "'tie_break'"},
       {"expected_clients: 4", "'expected_clients'"},
       {"min_clients: 9", "'min_clients'"},

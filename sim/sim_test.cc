@@ -146,6 +146,37 @@ TEST_F(SimTest, SmallTableHasTheExpectedRows) {
   EXPECT_NE(FormatFindings(*table).find("centralized Wanda"), std::string::npos);
 }
 
+TEST_F(SimTest, ExactRowsMatchCentralizedWanda) {
+  SimSettings s;
+  s.model_path = testing::BundledModel();
+  auto calib = ParseCalibrationSet("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@second-half");
+  auto eval = ParseEvalText("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@first-half");
+  ASSERT_TRUE(calib.ok() && eval.ok());
+  s.calibrations = {*calib};
+  s.evals = {*eval};
+  s.clients = {4};
+  s.nsamples = 8;
+  s.seqlen = 32;
+  s.seeds = {0};
+  s.patterns = {SparsityPattern{0.5, 0, 0}};
+  s.strategies = {Strategy::kExact};
+  s.eval_seqlen = 32;
+  s.eval_max_windows = 4;
+  auto table = RunSimulation(s);
+  ASSERT_TRUE(table.ok()) << table.status();
+  const SimRow* centralized = nullptr;
+  const SimRow* exact = nullptr;
+  for (const SimRow& row : table->rows) {
+    if (row.method == "centralized-wanda") centralized = &row;
+    if (row.strategy == "exact") exact = &row;
+  }
+  ASSERT_NE(centralized, nullptr);
+  ASSERT_NE(exact, nullptr);
+  EXPECT_EQ(exact->Label(), "FedPrLLM exact (pooled statistics), row");
+  // The sim's centralized row accumulates in float32: equal up to near-ties.
+  EXPECT_NEAR(exact->ppl.at("ts").mean(), centralized->ppl.at("ts").mean(), 1e-3 * centralized->ppl.at("ts").mean());
+}
+
 TEST_F(SimTest, SpecsParse) {
   auto set = ParseCalibrationSet("c4=a.jsonl:prefix+gold_completion|b.txt@second-half");
   ASSERT_TRUE(set.ok()) << set.status();

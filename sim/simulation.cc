@@ -288,6 +288,7 @@ std::string SimRow::Label() const {
   if (method == "magnitude") return "Magnitude";
   if (method == "centralized-wanda") return "Centralized Wanda (all samples)";
   if (method == "local-only") return "Local-only Wanda";
+  if (strategy == "exact") return absl::StrCat("FedPrLLM exact (pooled statistics), ", group);
   return absl::StrCat("FedPrLLM ", strategy, ", ", group, ", ", scaling ? "scaling" : "no scaling", ", tie: ",
                       tie_break);
 }
@@ -390,6 +391,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
   const bool one_shot = std::find(s.strategies.begin(), s.strategies.end(), Strategy::kOneShot) != s.strategies.end();
   const bool iterative =
       std::find(s.strategies.begin(), s.strategies.end(), Strategy::kIterative) != s.strategies.end();
+  const bool exact = std::find(s.strategies.begin(), s.strategies.end(), Strategy::kExact) != s.strategies.end();
 
   std::vector<PreparedCalibration> calibrations;
   for (const CalibrationSet& set : s.calibrations) {
@@ -446,6 +448,18 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
         if (s.local_only_max_clients > 0 && c >= static_cast<size_t>(s.local_only_max_clients)) break;
         ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, masks[c], pattern));
         RETURN_IF_ERROR(evaluate(m, id(clients, "local-only")));
+      }
+      if (exact) {  // pooled statistics, Wanda's row group; no votes, so no tie-break
+        FederationOptions fed;
+        fed.strategy = Strategy::kExact;
+        fed.aggregation.group = ComparisonGroup::kRow;
+        fed.aggregation.pattern = pattern;
+        fed.local = local;
+        ASSIGN_OR_RETURN(LlamaModel m, RunInProcessFederation(base, split, fed));
+        SimRow row = id(clients, "fedprllm");
+        row.strategy = "exact";
+        row.group = pattern.structured() ? "any (N:M)" : "row";
+        RETURN_IF_ERROR(evaluate(m, std::move(row)));
       }
       for (TieBreak tie : s.tie_breaks) {
         if (one_shot) {
