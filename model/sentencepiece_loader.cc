@@ -8,8 +8,35 @@
 
 #include "model/sentencepiece_adapter.h"
 
+// AddressSanitizer's dlopen interceptor kills the process when RTLD_DEEPBIND is asked for
+// (google/sanitizers#611: a deep-bound library binds malloc, memcpy and the like to libc,
+// past the interceptors). The module needs RTLD_DEEPBIND all the same, so a sanitized build
+// (scripts/sanitize_check.sh, docs/sanitizers.md) calls libc's dlopen itself. Only
+// libsentencepiece's own direct libc calls then go unchecked; its `new` still reaches ASan's
+// malloc, through libstdc++'s operator new, so ASan records the block as malloc'ed while its
+// `delete` reaches ASan's operator delete: the sanitized run needs
+// ASAN_OPTIONS=alloc_dealloc_mismatch=0 (seen in absl::internal::RegisterFlag, called from
+// libsentencepiece's own static initializers while this dlopen runs).
+#if defined(__SANITIZE_ADDRESS__)
+#define FEDPRLLM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FEDPRLLM_ASAN 1
+#endif
+#endif
+
 namespace fedprllm::internal {
 namespace {
+
+void* OpenDeepBound(const char* path) {
+  constexpr int kFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+#ifdef FEDPRLLM_ASAN
+  using DlopenFn = void* (*)(const char*, int);
+  static const auto libc_dlopen = reinterpret_cast<DlopenFn>(::dlsym(RTLD_NEXT, "dlopen"));
+  if (libc_dlopen != nullptr) return libc_dlopen(path, kFlags);
+#endif
+  return ::dlopen(path, kFlags);
+}
 
 using EntryPoint = SentencePieceAdapter* (*)(const std::string*, std::string*);
 
@@ -37,7 +64,7 @@ EntryPoint LoadEntryPoint(std::string* error) {
   std::call_once(once, [] {
     for (const std::string& path : CandidatePaths()) {
       if (!std::filesystem::exists(path)) continue;
-      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      void* handle = OpenDeepBound(path.c_str());
       if (handle == nullptr) {
         load_error = std::string("cannot load ") + path + ": " + ::dlerror();
         return;

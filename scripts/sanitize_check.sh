@@ -48,7 +48,7 @@ mkdir -p "$logs"
 supp="$root/scripts/sanitizers"
 # Why each option is set: docs/sanitizers.md, "Options".
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:detect_leaks=1:print_stacktrace=1:\
-strict_init_order=1:check_initialization_order=1:\
+strict_init_order=1:check_initialization_order=1:alloc_dealloc_mismatch=0:\
 log_path=$logs/asan:log_exe_name=1"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:report_error_type=1:log_path=$logs/ubsan:log_exe_name=1"
