@@ -42,6 +42,9 @@ class Certs {
   std::string RogueKey() const { return ReadFile(dir_ + "/rogue/mallory.key"); }
   std::string RogueCert() const { return ReadFile(dir_ + "/rogue/mallory.crt"); }
   bool ok() const { return ok_; }
+  ~Certs() {
+    if (!dir_.empty() && !::testing::UnitTest::GetInstance()->Failed()) std::filesystem::remove_all(dir_);
+  }
 
  private:
   Certs() {
