@@ -36,6 +36,12 @@ void FillKey(const VoteCounter& votes, const Count* counts, const at::Tensor& we
         out[i] = high(i) | bits;
       }
     });
+  } else if (options.tie_break == TieBreak::kIndex) {
+    // The priority is the flat index, which fits its 32 bits for matrices below 2^32 weights
+    // (the largest LLaMA-family matrix, 70B's MLP, has 235 M).
+    at::parallel_for(0, votes.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = high(i) | (static_cast<int64_t>(i) & 0xffffffff);
+    });
   } else {
     const uint64_t stream = SplitMix64Mix(options.seed ^ SplitMix64Mix(Fnv1a64(tensor_name)));
     at::parallel_for(0, votes.numel(), kGrain, [&](int64_t begin, int64_t end) {
@@ -145,12 +151,18 @@ at::Tensor VoteCounter::votes() const {
 absl::StatusOr<TieBreak> ParseTieBreak(std::string_view text) {
   if (text == "magnitude") return TieBreak::kSmallerMagnitude;
   if (text == "random") return TieBreak::kRandom;
+  if (text == "index") return TieBreak::kIndex;
   return absl::InvalidArgumentError(
-      absl::StrCat("tie break must be magnitude or random; got '", std::string(text), "'"));
+      absl::StrCat("tie break must be magnitude, random or index; got '", std::string(text), "'"));
 }
 
 std::string_view TieBreakName(TieBreak tie_break) {
-  return tie_break == TieBreak::kRandom ? "random" : "magnitude";
+  switch (tie_break) {
+    case TieBreak::kSmallerMagnitude: return "magnitude";
+    case TieBreak::kRandom: return "random";
+    case TieBreak::kIndex: return "index";
+  }
+  return "?";
 }
 
 absl::StatusOr<PackedMask> ChooseMask(const VoteCounter& votes, const at::Tensor& weight,

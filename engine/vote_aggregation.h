@@ -70,8 +70,11 @@ enum class TieBreak {
   kSmallerMagnitude,
   // A seeded pseudo-random order (see ChooseMask), then the lower flat index.
   kRandom,
+  // The lower row-major flat index first: FedPrLLM's stable-sort rule (in a row group the
+  // lower column, in a column group the lower row).
+  kIndex,
 };
-// "magnitude" | "random".
+// "magnitude" | "random" | "index".
 absl::StatusOr<TieBreak> ParseTieBreak(std::string_view text);
 std::string_view TieBreakName(TieBreak tie_break);
 

@@ -44,6 +44,7 @@ PackedMask BruteChoose(const std::vector<int>& votes, const std::vector<float>& 
                        int64_t cols, const AggregationOptions& o, const std::string& name) {
   PackedMask out({rows, cols});
   auto tie = [&](int64_t i) -> double {
+    if (o.tie_break == TieBreak::kIndex) return 0;  // the index itself decides
     return o.tie_break == TieBreak::kRandom ? double(RandomPriority(o.seed, name, i))
                                             : std::fabs(double(w[i]));
   };
@@ -190,7 +191,7 @@ TEST(ChooseMaskTest, MatchesBruteForce) {
   at::Tensor w = at::randint(-3, 4, {rows, cols}, at::kFloat) * 0.5;
   const std::vector<float> wv = ToFloats(w);
   VoteCounter counter = CounterFromVotes({rows, cols}, votes, 3);
-  for (TieBreak tb : {TieBreak::kSmallerMagnitude, TieBreak::kRandom}) {
+  for (TieBreak tb : {TieBreak::kSmallerMagnitude, TieBreak::kRandom, TieBreak::kIndex}) {
     for (ComparisonGroup g :
          {ComparisonGroup::kLayer, ComparisonGroup::kRow, ComparisonGroup::kColumn}) {
       for (SparsityPattern p : {SparsityPattern{0.5}, SparsityPattern{0.3},
@@ -204,6 +205,28 @@ TEST(ChooseMaskTest, MatchesBruteForce) {
       }
     }
   }
+}
+
+TEST(ChooseMaskTest, IndexTieBreakPrunesTheLowestIndexesOfEachGroup) {
+  // Every weight has one vote and a different |W|: the tie-break alone decides.
+  const std::vector<int64_t> shape = {4, 6};
+  at::Tensor w = at::arange(24, at::kFloat).flip(0).view({4, 6}) + 1;  // larger |W| at lower indexes
+  VoteCounter counter = CounterFromVotes(shape, std::vector<int>(24, 1), 1);
+  AggregationOptions o;
+  o.tie_break = TieBreak::kIndex;
+  o.group = ComparisonGroup::kRow;
+  auto rows = ChooseMask(counter, w, o, "t");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  for (int64_t i = 0; i < 24; ++i) EXPECT_EQ(rows->Get(i), i % 6 < 3) << i;
+  o.group = ComparisonGroup::kColumn;
+  auto columns = ChooseMask(counter, w, o, "t");
+  ASSERT_TRUE(columns.ok());
+  for (int64_t i = 0; i < 24; ++i) EXPECT_EQ(columns->Get(i), i / 6 < 2) << i;
+  o.tie_break = TieBreak::kSmallerMagnitude;  // the other rule picks the other end
+  auto by_magnitude = ChooseMask(counter, w, o, "t");
+  ASSERT_TRUE(by_magnitude.ok());
+  for (int64_t i = 0; i < 24; ++i) EXPECT_EQ(by_magnitude->Get(i), i / 6 >= 2) << i;
+  EXPECT_EQ(TieBreakName(ParseTieBreak("index").value()), "index");
 }
 
 TEST(ChooseMaskTest, RandomTieBreakIsSeededPerTensor) {
@@ -237,7 +260,7 @@ TEST(ChooseMaskTest, RandomTieBreakIsSeededPerTensor) {
 TEST(ChooseMaskTest, OneClientGetsItsOwnMask) {
   at::Tensor w = at::randn({8, 32});
   at::Tensor score = WandaScore(w, at::rand({32}));
-  for (TieBreak tb : {TieBreak::kSmallerMagnitude, TieBreak::kRandom}) {
+  for (TieBreak tb : {TieBreak::kSmallerMagnitude, TieBreak::kRandom, TieBreak::kIndex}) {
     for (ComparisonGroup g :
          {ComparisonGroup::kLayer, ComparisonGroup::kRow, ComparisonGroup::kColumn}) {
       for (SparsityPattern p :
