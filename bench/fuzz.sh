@@ -89,8 +89,17 @@ for t in "${targets[@]}"; do
     status=$?
   fi
   set -e
-  execs=$(awk '/stat::number_of_executed_units:/ {s += $2} END {print s + 0}' "$log")
-  rate=$(awk '/stat::average_exec_per_sec:/ {s += $2} END {print s + 0}' "$log")
+  # libFuzzer may print its final stats twice (at a crash, then at exit): take each log's
+  # last report, and sum over the jobs' logs.
+  stat_logs=("$log")
+  if [[ $jobs -gt 1 ]]; then stat_logs=("$out/logs/$t.jobs"/fuzz-*.log); fi
+  last_stat() { awk -v k="stat::$1:" '$1 == k {v = $2} END {print v + 0}' "$2"; }
+  execs=0 rate=0
+  for l in "${stat_logs[@]}"; do
+    [[ -f $l ]] || continue
+    execs=$((execs + $(last_stat number_of_executed_units "$l")))
+    rate=$((rate + $(last_stat average_exec_per_sec "$l")))
+  done
   new_crashes=$(( $(find "$crashes" -type f | wc -l) - before ))
   if [[ $status -ne 0 && $new_crashes -eq 0 ]]; then new_crashes=1; fi  # died without an artifact
   [[ $new_crashes -gt 0 ]] && failed=1

@@ -3,6 +3,7 @@
 #include "model/llama_config.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,19 @@ bool IsSet(const nlohmann::json& json, const char* key) {
   return json.contains(key) && !json.at(key).is_null();
 }
 
+// OK unless json[key] is set and is not a JSON integer in the int64 range. get<int64_t>()
+// would convert 8.5 to 8 and 1e30 by a float-to-integer cast that is undefined out of range,
+// so every integer key is checked with this before it is read. `name` labels the error.
+absl::Status CheckInt64Key(const nlohmann::json& json, const char* key, absl::string_view name) {
+  if (!IsSet(json, key)) return absl::OkStatus();
+  const nlohmann::json& v = json.at(key);
+  const bool fits = v.is_number_integer() &&
+                    !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
+  if (fits) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("config.json: ", name, " must be an integer in the int64 range, got ", v.dump()));
+}
+
 absl::StatusOr<RopeScaling> ParseRopeScaling(const nlohmann::json& value, int64_t max_position_embeddings) {
   RopeScaling scaling;
   if (value.is_null()) return scaling;
@@ -87,6 +101,10 @@ absl::StatusOr<RopeScaling> ParseRopeScaling(const nlohmann::json& value, int64_
     }
   }
   if (scaling.type == RopeScaling::Type::kNone) return scaling;
+  if (auto s = CheckInt64Key(value, "original_max_position_embeddings", "rope_scaling.original_max_position_embeddings");
+      !s.ok()) {
+    return s;
+  }
   if (!value.contains("factor") || !value.at("factor").is_number() || !(value.at("factor").get<double>() >= 1.0)) {
     return absl::InvalidArgumentError("config.json: rope_scaling.factor must be a number >= 1");
   }
@@ -230,6 +248,11 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromHfJson(const nlohmann::json& json) 
     }
     if (json.contains("hidden_act") && json.at("hidden_act") != "silu") {
       return Refused("hidden_act", absl::StrCat(json.at("hidden_act").dump(), " is not supported (silu is)"));
+    }
+    for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                            "num_key_value_heads", "vocab_size", "max_position_embeddings", "head_dim",
+                            "sliding_window"}) {
+      if (auto s = CheckInt64Key(json, key, key); !s.ok()) return s;
     }
     c.hidden_size = json.at("hidden_size").get<int64_t>();
     c.intermediate_size = json.at("intermediate_size").get<int64_t>();

@@ -41,6 +41,27 @@ TEST(LlamaConfigTest, KeysThatChangeTheForwardPassAreRefusedByName) {
   EXPECT_NE(LlamaConfig::FromHfJson(mistral).status().message().find("attention_bias"), std::string::npos);
 }
 
+TEST(LlamaConfigTest, IntegerKeysMustBeIntegersInRange) {
+  // fuzz/corpus/llama_config/regress-int-key-out-of-int64-range.json: 3.3e84 used to reach a
+  // float-to-int64 cast (undefined behaviour); 8.5 used to be read as 8.
+  const std::vector<std::pair<std::string, nlohmann::json>> refused = {
+      {"max_position_embeddings", 3.276e84}, {"hidden_size", 64.5}, {"vocab_size", "97"},
+      {"num_hidden_layers", uint64_t{1} << 63}, {"head_dim", 1e30}};
+  for (const auto& [key, value] : refused) {
+    nlohmann::json json = Base();
+    json[key] = value;
+    auto config = LlamaConfig::FromHfJson(json);
+    ASSERT_FALSE(config.ok()) << key << " = " << value.dump();
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << config.status();
+    EXPECT_NE(config.status().message().find(key), std::string::npos) << config.status();
+  }
+  nlohmann::json dynamic = Base();
+  dynamic["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}, {"original_max_position_embeddings", 1e300}};
+  EXPECT_NE(LlamaConfig::FromHfJson(dynamic).status().message().find("original_max_position_embeddings"),
+            std::string::npos);
+  EXPECT_TRUE(LlamaConfig::FromHfJson(Base()).ok());
+}
+
 TEST(LlamaConfigTest, FollowsBiasesHeadDimRopeScalingAndWindows) {
   nlohmann::json json = Base();
   json["attention_bias"] = true;
