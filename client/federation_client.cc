@@ -391,9 +391,15 @@ class FederationClient {
 
   // Runs `call` until it succeeds, fails permanently, or transient failures have lasted
   // retry_max_seconds. UNAUTHENTICATED re-joins once per attempt (the server restarted).
+  // (An overload, not a `= {}` default argument: clang refuses a default argument that needs
+  // RetryControl's member initializers inside the class that declares it.)
+  template <typename T>
+  absl::StatusOr<T> Retrying(const std::string& what, const std::function<absl::StatusOr<T>()>& call) {
+    return Retrying<T>(what, call, RetryControl{});
+  }
   template <typename T>
   absl::StatusOr<T> Retrying(const std::string& what, const std::function<absl::StatusOr<T>()>& call,
-                             const RetryControl& control = {}) {
+                             const RetryControl& control) {
     auto first = Clock::now();
     double delay = config_.retry_initial_seconds;
     std::mt19937_64 rng(std::random_device{}());
