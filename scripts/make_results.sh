@@ -34,6 +34,7 @@ start=$(date +%s)
   --calib "tinystories=$DATA/tinystories/tinystories_val.txt@second-half,c4=$TMP/c4_calib.jsonl:prefix+gold_completion" \
   --eval "tinystories=$DATA/tinystories/tinystories_val.txt@first-half,wikitext2=$DATA/wikitext-2-raw/wiki.test.raw,c4=$TMP/c4_eval.jsonl:prefix+gold_completion" \
   --clients 64,8,16 --nsamples 128 --seqlen 256 --seeds 0,1,2 --patterns unstructured,2:4 --sparsity 0.5 \
+  --strategies one-shot,iterative,exact --tie_breaks magnitude,random,index \
   --eval_seqlen 256 --eval_max_windows "$EVAL_WINDOWS" --local_only_max_clients "$LOCAL_CLIENTS" \
   --sweep --out "$TMP/out"
 seconds=$(( $(date +%s) - start ))
@@ -53,7 +54,13 @@ hand: rerun the script.
 - **Calibration:** 128 windows x 256 tokens per seed, from the second half of \`tinystories_val.txt\`,
   or from the first 1000 records of \`c4.jsonl\` (prefix + gold_completion). Even split: the windows
   are shuffled with the seed and dealt 128/C to each of C clients. Clients compute Wanda masks
-  (row group, sequential) on their own windows; the server aggregates votes.
+  (row group, sequential) on their own windows; the server aggregates votes. Exact rows send no
+  masks: the sites' float64 column statistics are pooled per layer and the server scores like
+  centralized Wanda (row group); per site and LLaMA-7B layer that is 186,400 bytes against
+  25.3 MB of mask bits (\`docs/secure_aggregation.md\`).
+- **Baselines:** magnitude per matrix (Wanda's baseline) and, unstructured, per row.
+- **Tie-breaks:** magnitude (smaller |W| first), random (seeded) and index (the lower flat index
+  first, the stable-sort rule).
 - **Perplexity columns:** tinystories = first half of \`tinystories_val.txt\` (held out);
   wikitext2 = \`wikitext-2-raw/wiki.test.raw\` (its CRLF line ends read as LF, as Wanda's evaluation reads it); c4 = the last 480 \`c4.jsonl\` records (disjoint
   from the calibration records). Each column uses the first ${EVAL_WINDOWS} non-overlapping windows of 256
@@ -61,6 +68,7 @@ hand: rerun the script.
   but every row is scored on the same windows).
 - **Seeds 0, 1, 2:** cells are "mean [min, max]" over seeds. Local-only cells are over
   ${LOCAL_WHICH} clients of each split x 3 seeds. Dense and magnitude do not depend on the seed.
+  Each range mixes the client split and the calibration draw (both follow the seed).
 - **N:M:** the server's comparison group does not apply to 2:4 (every run of 4 keeps 2), so one
   row "any (N:M)" stands for layer, row and column.
 - **Plot:** \`sparsity_sweep.png\`, unstructured sparsity 0.1 to 0.8, tinystories calibration,

@@ -123,17 +123,20 @@ TEST_F(SimTest, SmallTableHasTheExpectedRows) {
   s.eval_max_windows = 2;
   auto table = RunSimulation(s);
   ASSERT_TRUE(table.ok()) << table.status();
-  // Per pattern: dense, magnitude, centralized, local-only, then per tie-break the one-shot
-  // rows (3 groups x 2 scalings unstructured; 1 x 2 for 2:4) and one iterative row.
-  ASSERT_EQ(table->rows.size(), (4 + 2 * (6 + 1)) + (4 + 2 * (2 + 1)));
+  // Per pattern: dense, magnitude per matrix (and per row, unstructured only), centralized,
+  // local-only, then per tie-break the one-shot rows (3 groups x 2 scalings unstructured;
+  // 1 x 2 for 2:4) and one iterative row.
+  ASSERT_EQ(table->rows.size(), (5 + 2 * (6 + 1)) + (4 + 2 * (2 + 1)));
   const SimRow& dense = table->rows[0];
   EXPECT_EQ(dense.method, "dense");
   EXPECT_EQ(dense.ppl.at("ts").values.size(), 1u);
   EXPECT_EQ(table->rows[1].method, "magnitude");
-  EXPECT_EQ(table->rows[2].method, "centralized-wanda");
-  EXPECT_EQ(table->rows[2].ppl.at("ts").values.size(), 2u);  // seeds
-  EXPECT_EQ(table->rows[3].method, "local-only");
-  EXPECT_EQ(table->rows[3].ppl.at("ts").values.size(), 4u);  // 2 clients x 2 seeds
+  EXPECT_EQ(table->rows[1].Label(), "Magnitude (per matrix)");
+  EXPECT_EQ(table->rows[2].method, "magnitude-row");
+  EXPECT_EQ(table->rows[3].method, "centralized-wanda");
+  EXPECT_EQ(table->rows[3].ppl.at("ts").values.size(), 2u);  // seeds
+  EXPECT_EQ(table->rows[4].method, "local-only");
+  EXPECT_EQ(table->rows[4].ppl.at("ts").values.size(), 4u);  // 2 clients x 2 seeds
   for (const SimRow& row : table->rows) {
     EXPECT_GT(row.ppl.at("ts").mean(), 1.0) << row.Label();
     if (row.method != "dense") EXPECT_GT(row.ppl.at("ts").min(), dense.ppl.at("ts").mean() * 0.5) << row.Label();
