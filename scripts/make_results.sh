@@ -72,7 +72,8 @@ hand: rerun the script.
 - **N:M:** the server's comparison group does not apply to 2:4 (every run of 4 keeps 2), so one
   row "any (N:M)" stands for layer, row and column.
 - **Plot:** \`sparsity_sweep.png\`, unstructured sparsity 0.1 to 0.8, tinystories calibration,
-  64 clients, seed 0, tinystories held-out perplexity (local-only: mean over ${LOCAL_WHICH} clients).
+  64 clients, seed 0, tinystories held-out perplexity (local-only: mean over ${LOCAL_WHICH} clients;
+  magnitude: per row).
 
 ## Findings
 
