@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/sanitizer_build.h"
 #include "model/sentencepiece_adapter.h"
 
 // AddressSanitizer's dlopen interceptor kills the process when RTLD_DEEPBIND is asked for
@@ -17,14 +18,6 @@
 // `delete` reaches ASan's operator delete: the sanitized run needs
 // ASAN_OPTIONS=alloc_dealloc_mismatch=0 (seen in absl::internal::RegisterFlag, called from
 // libsentencepiece's own static initializers while this dlopen runs).
-#if defined(__SANITIZE_ADDRESS__)
-#define FEDPRLLM_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FEDPRLLM_ASAN 1
-#endif
-#endif
-
 namespace fedprllm::internal {
 namespace {
 
