@@ -164,9 +164,9 @@ TEST(MaskPlausibilityTest, BitRangePopcountMatchesBitByBit) {
   }
 }
 
-// A LLaMA-7B decoder layer's largest matrix (11008 x 4096, 45M weights): the row check must
-// cost little next to the upload itself. Prints the time; the bound is loose for slow CI.
-TEST(MaskPlausibilityTest, SevenBillionScaleTensorIsFast) {
+// A LLaMA-7B decoder layer's largest matrix (11008 x 4096, 45M weights) passes, and one
+// row broken at the end is found. Prints the check's time (a measurement, not a bound).
+TEST(MaskPlausibilityTest, SevenBillionScaleTensor) {
   const int64_t rows = 11008, cols = 4096;
   PackedMask mask({rows, cols});
   // Every row prunes its first half: byte-aligned rows of 512 bytes.
@@ -180,7 +180,9 @@ TEST(MaskPlausibilityTest, SevenBillionScaleTensorIsFast) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("row check of an 11008 x 4096 mask: %.2f ms (%.2f GB/s of packed mask)\n", seconds * 1e3,
               rows * cols / 8 / seconds / 1e9);
-  EXPECT_LT(seconds, 1.0);
+  mask.Set((rows - 1) * cols + cols - 1, true);  // the last row prunes one weight too many
+  const absl::Status broken = rule.CheckMask(kName, mask);
+  EXPECT_THAT(broken.message(), ::testing::HasSubstr(absl::StrCat("row ", rows - 1, " prunes 2049 of 4096 weights")));
 }
 
 }  // namespace
