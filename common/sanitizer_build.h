@@ -2,7 +2,6 @@
 // scripts/sanitize_check.sh, docs/sanitizers.md), for the few places that must know:
 //
 //   if (fedprllm::kAddressSanitizer) { ... }
-//   EXPECT_LT(seconds, 5.0 * fedprllm::kSanitizerSlowdown);
 //
 // gcc says so with __SANITIZE_ADDRESS__, clang with __has_feature(address_sanitizer).
 #pragma once
@@ -22,10 +21,5 @@ inline constexpr bool kAddressSanitizer = true;
 #else
 inline constexpr bool kAddressSanitizer = false;
 #endif
-
-// What a test's wall-clock bound on our own code is multiplied by: AddressSanitizer and
-// UndefinedBehaviorSanitizer make that code several times slower (docs/sanitizers.md).
-// Only for bounds that measure speed, never for a protocol's timeouts under test.
-inline constexpr double kSanitizerSlowdown = kAddressSanitizer ? 5.0 : 1.0;
 
 }  // namespace fedprllm

@@ -222,8 +222,9 @@ TEST(HfTokenizerTest, InvalidUtf8IsRefused) {
   EXPECT_TRUE(hf->Encode(std::string("a\0b", 3), true).ok());
 }
 
-// Speed: a megabyte of text, as one call, for one tokenizer of each kind.
-TEST(HfTokenizerTest, TokenizesAMegabyteQuickly) {
+// A megabyte of real text as one call, for one tokenizer of each kind: it encodes, and the
+// time is printed (a measurement; speed targets belong in bench/).
+TEST(HfTokenizerTest, TokenizesAMegabyte) {
   std::string text = ReadAll(testing::SharedData("wikitext-2-raw/wiki.test.raw"));
   ASSERT_GT(text.size(), 1000000u);
   size_t cut = 1000000;
@@ -238,7 +239,6 @@ TEST(HfTokenizerTest, TokenizesAMegabyteQuickly) {
     ASSERT_TRUE(ids.ok()) << ids.status();
     std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", name, text.size(), ids->size(), seconds);
     EXPECT_GT(ids->size(), text.size() / 8);
-    EXPECT_LT(seconds, 5.0 * kSanitizerSlowdown) << name;
   }
 }
 
