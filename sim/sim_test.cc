@@ -107,14 +107,19 @@ TEST_F(SimTest, LocalOnlyWithOneClientEqualsCentralizedWanda) {
   }
 }
 
-TEST_F(SimTest, SmallTableHasTheExpectedRows) {
-  SimSettings s;
-  s.model_path = testing::BundledModel();
+// The bundled model, calibrated on TinyStories' second half, evaluated on its first.
+void TinyStoriesSettings(SimSettings* s) {
+  s->model_path = testing::BundledModel();
   auto calib = ParseCalibrationSet("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@second-half");
   auto eval = ParseEvalText("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@first-half");
   ASSERT_TRUE(calib.ok() && eval.ok());
-  s.calibrations = {*calib};
-  s.evals = {*eval};
+  s->calibrations = {*calib};
+  s->evals = {*eval};
+}
+
+TEST_F(SimTest, SmallTableHasTheExpectedRows) {
+  SimSettings s;
+  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
   s.clients = {2};
   s.nsamples = 4;
   s.seqlen = 32;
@@ -151,12 +156,7 @@ TEST_F(SimTest, SmallTableHasTheExpectedRows) {
 
 TEST_F(SimTest, ExactRowsMatchCentralizedWanda) {
   SimSettings s;
-  s.model_path = testing::BundledModel();
-  auto calib = ParseCalibrationSet("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@second-half");
-  auto eval = ParseEvalText("ts=" + testing::SharedData("tinystories/tinystories_val.txt") + "@first-half");
-  ASSERT_TRUE(calib.ok() && eval.ok());
-  s.calibrations = {*calib};
-  s.evals = {*eval};
+  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
   s.clients = {4};
   s.nsamples = 8;
   s.seqlen = 32;
