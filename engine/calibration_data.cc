@@ -354,13 +354,23 @@ absl::StatusOr<at::Tensor> SampleWindows(const std::vector<int>& tokens, const S
 }
 
 std::pair<std::string, std::string> SplitHalves(const std::string& text) {
-  const size_t middle = text.size() / 2;
-  size_t cut = text.rfind('\n', middle);
-  const size_t after = text.find('\n', middle);
-  if (cut == std::string::npos || (after != std::string::npos && after - middle < middle - cut)) cut = after;
-  if (cut == std::string::npos) cut = middle;
-  else cut += 1;
-  return {text.substr(0, cut), text.substr(cut)};
+  // The byte offset of code point floor(N / 2), N the text's code points: a byte that is not
+  // a UTF-8 continuation byte (10xxxxxx) starts a code point.
+  auto starts_code_point = [&text](size_t i) { return (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80; };
+  size_t code_points = 0;
+  for (size_t i = 0; i < text.size(); ++i) code_points += starts_code_point(i);
+  size_t middle = text.size();
+  for (size_t i = 0, seen = 0; i < text.size(); ++i) {
+    if (!starts_code_point(i)) continue;
+    if (seen == code_points / 2) {
+      middle = i;
+      break;
+    }
+    ++seen;
+  }
+  const size_t cut = text.find("\n\n", middle);
+  if (cut == std::string::npos) return {text.substr(0, middle), text.substr(middle)};
+  return {text.substr(0, cut), text.substr(cut + 2)};
 }
 
 }  // namespace fedprllm

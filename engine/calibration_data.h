@@ -104,7 +104,12 @@ struct SamplingOptions {
 // [nsamples, seqlen]. Fails when the text holds fewer than seqlen + 1 tokens.
 absl::StatusOr<at::Tensor> SampleWindows(const std::vector<int>& tokens, const SamplingOptions& options);
 
-// Splits text at the line break nearest its byte midpoint: {first half, second half}.
+// Splits text into {held-out half, calibration half} (docs/calibration_data.md §9), the split
+// Wanda-style references use: with N the text's code points (UTF-8), the first half ends at the
+// first "\n\n" that starts at or after code point floor(N / 2), and the second half starts
+// right after that "\n\n" (the two newlines belong to neither half). A text with no "\n\n"
+// there is cut at code point floor(N / 2) itself, nothing dropped. Requires valid UTF-8 (as
+// ReadCalibrationData guarantees); on other bytes the count is of non-continuation bytes.
 std::pair<std::string, std::string> SplitHalves(const std::string& text);
 
 }  // namespace fedprllm

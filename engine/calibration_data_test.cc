@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -468,6 +469,68 @@ TEST(CalibrationDataTest, WindowsAreSeededAndInRange) {
   auto short_text = SampleWindows(std::vector<int>(10, 5), {4, 16, 0});
   ASSERT_FALSE(short_text.ok());
   EXPECT_THAT(std::string(short_text.status().message()), HasSubstr("10 tokens"));
+}
+
+// ---- Halves (§9) ----
+
+using Halves = std::pair<std::string, std::string>;
+
+TEST(SplitHalvesTest, HeldOutEndsAtTheFirstBlankLineAtOrAfterTheMiddle) {
+  // 16 characters, middle 8: characters 8-9 are the second "\n\n".
+  EXPECT_EQ(SplitHalves("aaaa\n\nbb\n\ncccccc"), Halves("aaaa\n\nbb", "cccccc"));
+  // 12 characters, middle 6 (a 'b'): the "\n\n" at 0-1 lies before it; the next starts at 9.
+  EXPECT_EQ(SplitHalves("\n\nbbbbbbb\n\nc"), Halves("\n\nbbbbbbb", "c"));
+  // 14 characters, middle 7; a single "\n" is no paragraph break: the cut waits for the
+  // "\n\n" at 10.
+  EXPECT_EQ(SplitHalves("ab\ncd\nefgh\n\nij"), Halves("ab\ncd\nefgh", "ij"));
+  // 14 characters, middle 7 is the first character of a "\n\n" (7-8): cut there.
+  EXPECT_EQ(SplitHalves("abcdefg\n\nabcde"), Halves("abcdefg", "abcde"));
+}
+
+TEST(SplitHalvesTest, TheMiddleCountsCharactersNotBytes) {
+  // 8 two-byte characters, then "\n\nab\n\ncdefghij": 22 characters (30 bytes), middle 11
+  // ('b', byte 19). Counting bytes instead (middle byte 15) would cut at the first "\n\n".
+  const std::string e8 = "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9";
+  ASSERT_EQ(e8.size(), 16u);
+  EXPECT_EQ(SplitHalves(e8 + "\n\nab\n\ncdefghij"), Halves(e8 + "\n\nab", "cdefghij"));
+  // Three- and four-byte characters: "\u20ac\U0001F642\u20ac\U0001F642\n\nab\n\ncdefghij\n\nk" has 21
+  // characters, middle 10 ('c'); the next "\n\n" follows "cdefghij".
+  const std::string mixed = "\u20ac\U0001F642\u20ac\U0001F642";
+  ASSERT_EQ(mixed.size(), 14u);
+  EXPECT_EQ(SplitHalves(mixed + "\n\nab\n\ncdefghij\n\nk"), Halves(mixed + "\n\nab\n\ncdefghij", "k"));
+}
+
+TEST(SplitHalvesTest, WithoutABlankLineAfterTheMiddleTheCutIsAtTheMiddle) {
+  // No "\n\n" at all: 9 characters, middle 4; nothing is dropped.
+  EXPECT_EQ(SplitHalves("abcdefghi"), Halves("abcd", "efghi"));
+  // A "\n\n" only before the middle (characters 1-2 of 10, middle 5): still the middle.
+  EXPECT_EQ(SplitHalves("a\n\nbcdefgh"), Halves("a\n\nbc", "defgh"));
+  // 6 characters, middle 3 is the second newline of the "\n\n" at 2-3, which starts before it.
+  EXPECT_EQ(SplitHalves("ab\n\ncd"), Halves("ab\n", "\ncd"));
+  // Multibyte: "\u20ac\u20ac\u20ac\u20acab" is 6 characters, middle 3 starts at byte 9.
+  EXPECT_EQ(SplitHalves("\u20ac\u20ac\u20ac\u20acab"), Halves("\u20ac\u20ac\u20ac", "\u20acab"));
+  EXPECT_EQ(SplitHalves(""), Halves("", ""));
+  EXPECT_EQ(SplitHalves("x"), Halves("", "x"));
+}
+
+// On the shared TinyStories text: the halves and the "\n\n" between them rebuild the text, the
+// held-out half reaches the middle character and holds no "\n\n" that starts at or after it.
+TEST(SplitHalvesTest, TinyStoriesHalvesFollowTheRule) {
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto characters = [](const std::string& s) {
+    return std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+  };
+  const auto [first, second] = SplitHalves(*text);
+  EXPECT_EQ(first + "\n\n" + second, *text);
+  const int64_t middle = characters(*text) / 2;
+  EXPECT_GE(characters(first), middle);
+  // The "\n\n" the cut follows is the first one starting at or after the middle character.
+  size_t middle_byte = 0;  // where character `middle` starts
+  for (int64_t seen = -1; middle_byte < text->size(); ++middle_byte) {
+    if ((static_cast<unsigned char>((*text)[middle_byte]) & 0xC0) != 0x80 && ++seen == middle) break;
+  }
+  EXPECT_EQ(text->find("\n\n", middle_byte), first.size());
 }
 
 TEST(CalibrationDataTest, SeqlenAboveMaxPositionsNamesBothNumbers) {
