@@ -126,6 +126,7 @@ TEST_F(SimTest, SmallTableHasTheExpectedRows) {
   s.seeds = {0, 1};
   s.eval_seqlen = 32;
   s.eval_max_windows = 2;
+  s.full_headline = false;
   auto table = RunSimulation(s);
   ASSERT_TRUE(table.ok()) << table.status();
   // Per pattern: dense, magnitude per matrix (and per row, unstructured only), centralized,
@@ -165,6 +166,7 @@ TEST_F(SimTest, ExactRowsMatchCentralizedWanda) {
   s.strategies = {Strategy::kExact};
   s.eval_seqlen = 32;
   s.eval_max_windows = 4;
+  s.full_headline = false;
   auto table = RunSimulation(s);
   ASSERT_TRUE(table.ok()) << table.status();
   const SimRow* centralized = nullptr;
@@ -178,6 +180,88 @@ TEST_F(SimTest, ExactRowsMatchCentralizedWanda) {
   EXPECT_EQ(exact->Label(), "FedPrLLM exact (pooled statistics), row");
   // The sim's centralized row accumulates in float32: equal up to near-ties.
   EXPECT_NEAR(exact->ppl.at("ts").mean(), centralized->ppl.at("ts").mean(), 1e-3 * centralized->ppl.at("ts").mean());
+}
+
+// Runs vary the draw or the split as asked; a capped table scores its headline rows on the
+// whole text too; a bit-identical model (one client's local-only = centralized) is evaluated once.
+TEST_F(SimTest, SeedsWholeTextsAndTheEvaluationCache) {
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok());
+  std::string dir = ::testing::TempDir() + "fedprllm-sim-eval-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const std::string eval_path = dir + "/eval.txt";
+  std::ofstream(eval_path) << SplitHalves(*text).first.substr(0, 3000);
+  SimSettings s;
+  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
+  s.evals = {*ParseEvalText("small=" + eval_path)};
+  s.clients = {1};
+  s.headline_clients = 1;
+  s.nsamples = 1;  // one window: the split's shuffle keeps the one client's samples as drawn
+  s.seqlen = 32;
+  s.seeds = {0};
+  s.split_seeds = {0, 1};
+  s.patterns = {SparsityPattern{0.5, 0, 0}};
+  s.groups = {ComparisonGroup::kLayer};
+  s.scalings = {false};
+  s.tie_breaks = {TieBreak::kSmallerMagnitude};
+  s.strategies = {Strategy::kOneShot};
+  s.eval_seqlen = 32;
+  s.eval_max_windows = 2;
+  auto table = RunSimulation(s);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_NE(table->runs.find("client split only"), std::string::npos) << table->runs;
+  ASSERT_EQ(table->eval_windows, std::vector<int64_t>{2});
+  auto tokens = TokenizeCalibrationSources(*Tokenizer::Load(testing::BundledTokenizer()),
+                                           {*ParseCalibrationSource(eval_path)}, {512, nullptr});
+  ASSERT_TRUE(tokens.ok());
+  ASSERT_EQ(table->full_windows, std::vector<int64_t>{static_cast<int64_t>(tokens->size()) / 32});
+  ASSERT_GT(table->full_windows[0], 2);
+  const SimRow *dense = nullptr, *centralized = nullptr, *local = nullptr, *one_shot = nullptr;
+  for (const SimRow& row : table->rows) {
+    if (row.method == "dense") dense = &row;
+    if (row.method == "centralized-wanda") centralized = &row;
+    if (row.method == "local-only") local = &row;
+    if (row.method == "fedprllm") one_shot = &row;
+    if (row.method == "magnitude-row") EXPECT_TRUE(row.full_ppl.empty());
+  }
+  ASSERT_TRUE(dense && centralized && local && one_shot);
+  // The split does not change centralized Wanda: one value for the one draw seed.
+  EXPECT_EQ(centralized->ppl.at("small").values.size(), 1u);
+  EXPECT_EQ(one_shot->ppl.at("small").values.size(), 2u);
+  for (const SimRow* row : {dense, centralized, local, one_shot}) {
+    ASSERT_EQ(row->full_ppl.count("small"), 1u) << row->Label();
+  }
+  PerplexityOptions whole;
+  whole.seqlen = 32;
+  auto dense_whole = EvaluatePerplexity(*model_, *tokens, whole);
+  ASSERT_TRUE(dense_whole.ok());
+  EXPECT_DOUBLE_EQ(dense->full_ppl.at("small").mean(), dense_whole->perplexity);
+  whole.max_windows = 2;
+  auto dense_capped = EvaluatePerplexity(*model_, *tokens, whole);
+  ASSERT_TRUE(dense_capped.ok());
+  EXPECT_DOUBLE_EQ(dense->ppl.at("small").mean(), dense_capped->perplexity);
+  // One client: local-only and one-shot are centralized Wanda's model, scored once per window set.
+  EXPECT_EQ(local->ppl.at("small").values, std::vector<double>(2, centralized->ppl.at("small").mean()));
+  EXPECT_EQ(one_shot->full_ppl.at("small").values,
+            std::vector<double>(2, centralized->full_ppl.at("small").mean()));
+  EXPECT_GT(table->evaluation_requests, table->models_evaluated);
+  const std::string md = FormatMarkdown(s, *table);
+  EXPECT_NE(md.find("cache hit rate"), std::string::npos) << md;
+  EXPECT_NE(md.find(absl::StrCat("small ", table->full_windows[0])), std::string::npos) << md;
+  const std::string csv = FormatCsv(*table);
+  EXPECT_NE(csv.find(absl::StrCat(",small,", table->full_windows[0], ",")), std::string::npos) << csv;
+
+  s.seeds = {0, 1};
+  s.split_seeds = {3};
+  s.full_headline = false;
+  auto by_draw = RunSimulation(s);
+  ASSERT_TRUE(by_draw.ok()) << by_draw.status();
+  EXPECT_NE(by_draw->runs.find("calibration draw only"), std::string::npos) << by_draw->runs;
+  for (const SimRow& row : by_draw->rows) {
+    EXPECT_TRUE(row.full_ppl.empty()) << row.Label();
+    if (row.method == "centralized-wanda") EXPECT_EQ(row.ppl.at("small").values.size(), 2u);
+  }
+  if (!HasFailure()) std::filesystem::remove_all(dir);
 }
 
 TEST_F(SimTest, SpecsParse) {

@@ -54,8 +54,8 @@ absl::Status ParseNamedSpec(const std::string& spec, const char* what, std::stri
   return absl::OkStatus();
 }
 
-// The token stream of `part` of `sources`: text is split at the line break nearest its
-// middle (SplitHalves), then tokenized with BOS first; ids are split at their middle index.
+// The token stream of `part` of `sources` (docs/calibration_data.md §9): text is split by
+// SplitHalves, then tokenized with BOS first; ids are split at their middle index.
 absl::StatusOr<std::vector<int>> ReadPartTokens(const std::vector<CalibrationSource>& sources, TextPart part,
                                                 const Tokenizer& tokenizer, const CalibrationReadOptions& read) {
   ASSIGN_OR_RETURN(CalibrationData data, ReadCalibrationData(sources, read));
@@ -77,27 +77,36 @@ absl::Status CheckWindowsFitModel(const SimSettings& s, const LlamaModel& model,
   return absl::OkStatus();
 }
 
-// Perplexity of each distinct model on every evaluation text, cached by model fingerprint.
-// Safe to call from several jobs at once; a model two jobs race on is evaluated twice, with
-// the same result.
+// Perplexity of each distinct model on every evaluation text, on the capped windows or on
+// the whole texts, cached by the model's fingerprint (SHA-256 of every tensor) and the
+// window set. Safe to call from several jobs at once; a model two jobs race on is evaluated
+// twice, with the same result, and counted once.
 class Evaluator {
  public:
-  Evaluator(std::vector<std::vector<int>> texts, PerplexityOptions options)
-      : texts_(std::move(texts)), options_(options) {}
+  // `capped` scores options.max_windows windows per text (0 = all); the full evaluation uses
+  // the same options with no cap.
+  Evaluator(std::vector<std::vector<int>> texts, PerplexityOptions capped)
+      : texts_(std::move(texts)), capped_(capped), full_(capped) {
+    full_.max_windows = 0;
+  }
 
-  absl::StatusOr<std::vector<double>> Evaluate(const LlamaModel& model) {
-    const std::string key = model.Fingerprint();
+  absl::StatusOr<std::vector<double>> Evaluate(const LlamaModel& model, bool full = false) {
+    const std::string key = absl::StrCat(model.Fingerprint(), full ? "|full" : "|capped");
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      ++requests_;
       auto it = cache_.find(key);
       if (it != cache_.end()) return it->second;
     }
     std::vector<double> ppl;
+    std::vector<int64_t> windows;
     for (const std::vector<int>& tokens : texts_) {
-      ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(model, tokens, options_));
+      ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(model, tokens, full ? full_ : capped_));
       ppl.push_back(r.perplexity);
+      windows.push_back(r.windows);
     }
     std::lock_guard<std::mutex> lock(mutex_);
+    (full ? full_windows_ : capped_windows_) = windows;
     if (cache_.emplace(key, ppl).second) ++evaluated_;
     return ppl;
   }
@@ -105,13 +114,23 @@ class Evaluator {
     std::lock_guard<std::mutex> lock(mutex_);
     return evaluated_;
   }
+  int64_t requests() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return requests_;
+  }
+  // Windows per text of the last evaluation of each kind (empty before the first).
+  std::vector<int64_t> windows(bool full) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return full ? full_windows_ : capped_windows_;
+  }
 
  private:
   const std::vector<std::vector<int>> texts_;
-  const PerplexityOptions options_;
+  PerplexityOptions capped_, full_;
   mutable std::mutex mutex_;
   std::map<std::string, std::vector<double>> cache_;
-  int64_t evaluated_ = 0;
+  int64_t evaluated_ = 0, requests_ = 0;
+  std::vector<int64_t> capped_windows_, full_windows_;
 };
 
 // Runs job(0) ... job(count - 1), on `threads` threads at once when threads > 1; each job's
@@ -142,7 +161,8 @@ int JobThreads(const SimSettings& s, const LlamaModel& model) {
 class RowBook {
  public:
   explicit RowBook(std::vector<std::string> eval_names) : eval_names_(std::move(eval_names)) {}
-  void Add(const SimRow& id, const std::vector<double>& ppl) {
+  // `full` (whole-text values) may be empty.
+  void Add(const SimRow& id, const std::vector<double>& ppl, const std::vector<double>& full) {
     const std::string key = absl::StrCat(id.calibration, "|", id.pattern, "|", id.clients, "|", id.method, "|",
                                          id.strategy, "|", id.group, "|", id.scaling, "|", id.tie_break);
     auto it = index_.find(key);
@@ -152,6 +172,7 @@ class RowBook {
       rows_.back().ppl.clear();
     }
     for (size_t e = 0; e < eval_names_.size(); ++e) rows_[it->second].ppl[eval_names_[e]].values.push_back(ppl[e]);
+    for (size_t e = 0; e < full.size(); ++e) rows_[it->second].full_ppl[eval_names_[e]].values.push_back(full[e]);
   }
   std::vector<SimRow> Take() { return std::move(rows_); }
 
@@ -180,19 +201,22 @@ absl::StatusOr<PreparedCalibration> PrepareCalibration(const CalibrationSet& set
   return out;
 }
 
-// The pooled windows and each client's share for one seed and client count.
+// The pooled windows and each client's share for one client count: the windows drawn with
+// `draw_seed`, dealt (even split) with `split_seed`. A by-file split deals nothing: client c
+// draws from file c with `draw_seed`.
 absl::StatusOr<std::pair<at::Tensor, std::vector<at::Tensor>>> DrawClientSamples(const SimSettings& s,
                                                                                   const PreparedCalibration& calib,
-                                                                                  int clients, uint64_t seed) {
+                                                                                  int clients, uint64_t draw_seed,
+                                                                                  uint64_t split_seed) {
   if (s.split == SplitMode::kEven) {
-    ASSIGN_OR_RETURN(at::Tensor pooled, SampleWindows(calib.pooled, {s.nsamples, s.seqlen, seed}));
-    ASSIGN_OR_RETURN(std::vector<at::Tensor> split, EvenSplit(pooled, clients, seed));
+    ASSIGN_OR_RETURN(at::Tensor pooled, SampleWindows(calib.pooled, {s.nsamples, s.seqlen, draw_seed}));
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> split, EvenSplit(pooled, clients, split_seed));
     return std::make_pair(pooled, split);
   }
   std::vector<at::Tensor> split;
   for (const std::vector<int>& tokens : calib.per_file) {
-    ASSIGN_OR_RETURN(at::Tensor samples,
-                     SampleWindows(tokens, {s.nsamples / static_cast<int64_t>(calib.per_file.size()), s.seqlen, seed}));
+    ASSIGN_OR_RETURN(at::Tensor samples, SampleWindows(tokens, {s.nsamples / static_cast<int64_t>(calib.per_file.size()),
+                                                                s.seqlen, draw_seed}));
     split.push_back(samples);
   }
   ASSIGN_OR_RETURN(at::Tensor pooled, TorchCall("pooling client samples", [&] { return at::cat(split, 0); }));
@@ -212,6 +236,27 @@ std::string Cell(const CellValues& v) {
 
 std::string PatternLabel(const SparsityPattern& p) {
   return p.structured() ? p.ToString() : absl::StrFormat("unstructured %g%%", p.sparsity * 100);
+}
+
+std::string SeedList(const std::vector<uint64_t>& seeds) { return absl::StrJoin(seeds, ", "); }
+
+// What the runs of one cell vary (SimSettings::split_seeds), for the table's header.
+std::string DescribeRuns(const SimSettings& s) {
+  const std::string what = s.split == SplitMode::kEven ? "client split" : "random tie-break";
+  if (s.split_seeds.empty()) {
+    return absl::StrCat("the calibration draw and the ", what, " together (seeds ", SeedList(s.seeds),
+                        "; each run uses its seed for both)");
+  }
+  if (s.split_seeds.size() == 1) {
+    return absl::StrCat("the calibration draw only (draw seeds ", SeedList(s.seeds), "; ", what, " seed ",
+                        s.split_seeds.front(), " in every run)");
+  }
+  if (s.seeds.size() == 1) {
+    return absl::StrCat("the ", what, " only (split seeds ", SeedList(s.split_seeds), "; draw seed ", s.seeds.front(),
+                        " in every run)");
+  }
+  return absl::StrCat("the calibration draw and the ", what, " independently (draw seeds ", SeedList(s.seeds),
+                      " x split seeds ", SeedList(s.split_seeds), ")");
 }
 
 }  // namespace
@@ -255,7 +300,8 @@ absl::Status SimSettings::Validate() const {
   if (nsamples < 1) return absl::InvalidArgumentError("nsamples: must be >= 1");
   if (seqlen < 2) return absl::InvalidArgumentError("seqlen: must be >= 2");
   if (eval_seqlen < 2) return absl::InvalidArgumentError("eval_seqlen: must be >= 2");
-  if (eval_max_windows < 0) return absl::InvalidArgumentError("eval_max_windows: must be >= 0");
+  if (eval_max_windows < 0) return absl::InvalidArgumentError("eval_max_windows: must be >= 0 (0 = whole texts)");
+  if (headline_clients < 1) return absl::InvalidArgumentError("headline_clients: must be >= 1");
   if (jobs < 0) return absl::InvalidArgumentError("jobs: must be >= 0 (0 = auto)");
   for (const SparsityPattern& p : patterns) RETURN_IF_ERROR(p.Validate());
   if (split == SplitMode::kEven) {
@@ -360,7 +406,7 @@ absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& s, size_t set_i
   RETURN_IF_ERROR(CheckWindowsFitModel(s, base, /*evaluates=*/false));
   ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations[set_index], tokenizer, s.split,
                                                                  {base.config().vocab_size, nullptr}));
-  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
+  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed, seed));
   if (fed.strategy != Strategy::kOneShot) return RunInProcessFederation(base, drawn.second, fed);
   ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, drawn.second, fed.local));
   return AggregateOneShot(base, masks, fed.aggregation);
@@ -399,18 +445,32 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
     ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(set, tokenizer, s.split, read));
     calibrations.push_back(std::move(calib));
   }
-  // One job per (calibration set, pattern, seed); its rows go to the book in job order, so the
+  // The runs: (draw seed, split seed) pairs (SimSettings::split_seeds).
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  for (uint64_t draw : s.seeds) {
+    if (s.split_seeds.empty()) runs.emplace_back(draw, draw);
+    for (uint64_t split : s.split_seeds) runs.emplace_back(draw, split);
+  }
+  table.runs = DescribeRuns(s);
+  // One job per (calibration set, pattern, run); its rows go to the book in job order, so the
   // table does not depend on how many jobs ran at once.
-  const int64_t num_patterns = s.patterns.size(), num_seeds = s.seeds.size();
+  const int64_t num_patterns = s.patterns.size(), num_seeds = runs.size();
   const int64_t num_jobs = static_cast<int64_t>(s.calibrations.size()) * num_patterns * num_seeds;
-  std::vector<std::vector<std::pair<SimRow, std::vector<double>>>> job_rows(num_jobs);
+  struct Evaluated {
+    SimRow row;
+    std::vector<double> ppl, full;
+  };
+  std::vector<std::vector<Evaluated>> job_rows(num_jobs);
   std::mutex log_mutex;
+  const bool capped = s.eval_max_windows > 0;
   auto run_job = [&](int64_t job) -> absl::Status {
     const CalibrationSet& set = s.calibrations[job / (num_patterns * num_seeds)];
     const PreparedCalibration& calib = calibrations[job / (num_patterns * num_seeds)];
     const SparsityPattern& pattern = s.patterns[(job / num_seeds) % num_patterns];
     const size_t si = job % num_seeds;
-    const uint64_t seed = s.seeds[si];
+    const uint64_t draw_seed = runs[si].first, split_seed = runs[si].second;
+    // The first run of its draw seed: centralized Wanda depends on the draw only.
+    const bool first_of_draw = s.split_seeds.empty() || split_seed == s.split_seeds.front();
     const std::string plabel = PatternLabel(pattern);
     auto& rows = job_rows[job];
     auto id = [&](int clients, const std::string& method) {
@@ -422,14 +482,24 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
       return row;
     };
     auto evaluate = [&](const LlamaModel& model, SimRow row) -> absl::Status {
-      ASSIGN_OR_RETURN(std::vector<double> ppl, evaluator.Evaluate(model));
-      rows.emplace_back(std::move(row), std::move(ppl));
+      Evaluated e;
+      ASSIGN_OR_RETURN(e.ppl, evaluator.Evaluate(model));
+      const bool headline =
+          row.method == "dense" || row.method == "magnitude" || row.method == "centralized-wanda" ||
+          (row.clients == s.headline_clients &&
+           (row.method == "local-only" || (row.strategy == "one-shot" && !row.scaling &&
+                                           (row.group == "layer" || row.group == "any (N:M)"))));
+      if (capped && s.full_headline && headline) {
+        ASSIGN_OR_RETURN(e.full, evaluator.Evaluate(model, /*full=*/true));
+      }
+      e.row = std::move(row);
+      rows.push_back(std::move(e));
       return absl::OkStatus();
     };
     if (si == 0) RETURN_IF_ERROR(evaluate(base, id(0, "dense")));
     const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
     const std::vector<int> client_counts = ClientCounts(s);
-    ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, client_counts.front(), seed));
+    ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, client_counts.front(), draw_seed, split_seed));
     const at::Tensor pooled = drawn.first;
     if (si == 0) {  // Wanda's magnitude baseline compares whole matrices; per row is the extra row
       LocalPruneOptions magnitude = local;
@@ -443,12 +513,12 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
         RETURN_IF_ERROR(evaluate(per_row, id(0, "magnitude-row")));
       }
     }
-    {
+    if (first_of_draw) {
       ASSIGN_OR_RETURN(LlamaModel m, PruneModel(base, pooled, local, nullptr));
       RETURN_IF_ERROR(evaluate(m, id(0, "centralized-wanda")));
     }
     for (int clients : client_counts) {
-      ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, seed));
+      ASSIGN_OR_RETURN(auto split_draw, DrawClientSamples(s, calib, clients, draw_seed, split_seed));
       const std::vector<at::Tensor>& split = split_draw.second;
       ASSIGN_OR_RETURN(auto masks, ComputeClientMasks(base, split, local));
       for (size_t c = 0; c < masks.size(); ++c) {
@@ -478,7 +548,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
               agg.group = group;
               agg.pattern = pattern;
               agg.tie_break = tie;
-              agg.seed = seed;
+              agg.seed = split_seed;
               agg.weight_scaling = scaling;
               ASSIGN_OR_RETURN(LlamaModel m, AggregateOneShot(base, masks, agg));
               SimRow row = id(clients, "fedprllm");
@@ -496,7 +566,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
           fed.aggregation.group = ComparisonGroup::kLayer;
           fed.aggregation.pattern = pattern;
           fed.aggregation.tie_break = tie;
-          fed.aggregation.seed = seed;
+          fed.aggregation.seed = split_seed;
           fed.local = local;
           ASSIGN_OR_RETURN(LlamaModel m, RunInProcessFederation(base, split, fed));
           SimRow row = id(clients, "fedprllm");
@@ -507,64 +577,141 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
         }
       }
       std::lock_guard<std::mutex> lock(log_mutex);
-      say(absl::StrFormat("%s %s seed %d: %d clients done (%d models evaluated, %.0fs)", set.name, plabel, seed,
-                          clients, evaluator.evaluated(),
+      say(absl::StrFormat("%s %s draw seed %d split seed %d: %d clients done (%d models evaluated, %.0fs)", set.name,
+                          plabel, draw_seed, split_seed, clients, evaluator.evaluated(),
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
     }
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(RunJobs(num_jobs, JobThreads(s, base), run_job));
   for (const auto& rows : job_rows) {
-    for (const auto& [row, ppl] : rows) book.Add(row, ppl);
+    for (const Evaluated& e : rows) book.Add(e.row, e.ppl, e.full);
   }
   table.rows = book.Take();
+  table.eval_windows = evaluator.windows(false);
+  table.full_windows = evaluator.windows(true);
   table.models_evaluated = evaluator.evaluated();
+  table.evaluation_requests = evaluator.requests();
   table.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return table;
 }
 
-std::string FormatMarkdown(const SimSettings& s, const SimTable& table) {
-  std::ostringstream out;
+namespace {
+
+// Rows of `table` as markdown sections, one per (calibration, pattern), from `cells` (ppl or
+// full_ppl); rows without values there are left out.
+void WriteSections(const SimTable& table, std::map<std::string, CellValues> SimRow::*cells, const std::string& title,
+                   std::ostringstream* out) {
   std::string current_section;
   for (const SimRow& row : table.rows) {
+    if ((row.*cells).empty()) continue;
     const std::string section = absl::StrCat(row.calibration, "|", row.pattern);
     if (section != current_section) {
       current_section = section;
-      out << "\n### Calibration: " << row.calibration << ", " << row.pattern << "\n\n";
-      out << "| Method | Clients |";
-      for (const std::string& e : table.eval_names) out << " " << e << " |";
-      out << "\n|---|---|";
-      for (size_t i = 0; i < table.eval_names.size(); ++i) out << "---|";
-      out << "\n";
+      *out << "\n### " << title << "Calibration: " << row.calibration << ", " << row.pattern << "\n\n";
+      *out << "| Method | Clients |";
+      for (const std::string& e : table.eval_names) *out << " " << e << " |";
+      *out << "\n|---|---|";
+      for (size_t i = 0; i < table.eval_names.size(); ++i) *out << "---|";
+      *out << "\n";
     }
-    out << "| " << row.Label() << " | " << (row.clients == 0 ? std::string("—") : std::to_string(row.clients)) << " |";
+    *out << "| " << row.Label() << " | " << (row.clients == 0 ? std::string("—") : std::to_string(row.clients))
+         << " |";
     for (const std::string& e : table.eval_names) {
-      auto it = row.ppl.find(e);
-      out << " " << (it == row.ppl.end() ? std::string() : Cell(it->second)) << " |";
+      auto it = (row.*cells).find(e);
+      *out << " " << (it == (row.*cells).end() ? std::string() : Cell(it->second)) << " |";
     }
-    out << "\n";
+    *out << "\n";
   }
-  (void)s;
+}
+
+std::string WindowList(const SimTable& table, const std::vector<int64_t>& windows) {
+  std::vector<std::string> parts;
+  for (size_t e = 0; e < table.eval_names.size() && e < windows.size(); ++e) {
+    parts.push_back(absl::StrCat(table.eval_names[e], " ", windows[e]));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+bool HasFull(const SimTable& table) {
+  return std::any_of(table.rows.begin(), table.rows.end(), [](const SimRow& r) { return !r.full_ppl.empty(); });
+}
+
+}  // namespace
+
+std::string FormatMarkdown(const SimSettings& s, const SimTable& table) {
+  std::ostringstream out;
+  const bool full = HasFull(table);
+  const bool capped = s.eval_max_windows > 0;
+  out << "- **Runs:** each cell is \"mean [min, max]\" over its runs, which vary " << table.runs
+      << ". Local-only cells are over clients x runs.\n";
+  out << "- **Windows of " << s.eval_seqlen << " tokens per column:** "
+      << (capped ? absl::StrCat("the first ", s.eval_max_windows, " of each text, the same for every cell: ")
+                 : std::string("every window of each whole text: "))
+      << WindowList(table, table.eval_windows);
+  if (full) out << "; whole texts (headline rows, their own section): " << WindowList(table, table.full_windows);
+  out << ".\n";
+  const double hits = table.evaluation_requests - table.models_evaluated;
+  out << absl::StrFormat(
+      "- **Evaluations:** %d distinct (model, window set) evaluations for %d cells asked for; %d reused a "
+      "bit-identical model's evaluation (SHA-256 of every tensor): cache hit rate %.1f%%.\n",
+      table.models_evaluated, table.evaluation_requests, static_cast<int64_t>(hits),
+      table.evaluation_requests > 0 ? 100.0 * hits / table.evaluation_requests : 0.0);
+  if (full) WriteSections(table, &SimRow::full_ppl, "Whole texts (headline rows). ", &out);
+  WriteSections(table, &SimRow::ppl, capped ? absl::StrCat("First ", s.eval_max_windows, " windows. ") : "", &out);
   return out.str();
 }
 
 std::string FormatCsv(const SimTable& table) {
   std::ostringstream out;
-  out << "calibration,pattern,clients,method,strategy,group,scaling,tie_break,eval,mean,min,max,runs\n";
-  for (const SimRow& row : table.rows) {
-    for (const std::string& e : table.eval_names) {
-      auto it = row.ppl.find(e);
-      if (it == row.ppl.end()) continue;
+  out << "calibration,pattern,clients,method,strategy,group,scaling,tie_break,eval,windows,mean,min,max,runs\n";
+  auto write = [&](const SimRow& row, const std::map<std::string, CellValues>& cells,
+                   const std::vector<int64_t>& windows) {
+    for (size_t e = 0; e < table.eval_names.size(); ++e) {
+      auto it = cells.find(table.eval_names[e]);
+      if (it == cells.end()) continue;
       out << row.calibration << "," << row.pattern << "," << row.clients << "," << row.method << "," << row.strategy
           << "," << row.group << "," << (row.method == "fedprllm" ? (row.scaling ? "yes" : "no") : "") << ","
-          << row.tie_break << "," << e << ","
+          << row.tie_break << "," << table.eval_names[e] << "," << (e < windows.size() ? windows[e] : 0) << ","
           << absl::StrFormat("%.4f,%.4f,%.4f,%d", it->second.mean(), it->second.min(), it->second.max(),
                              it->second.values.size())
           << "\n";
     }
-  }
+  };
+  for (const SimRow& row : table.rows) write(row, row.ppl, table.eval_windows);
+  for (const SimRow& row : table.rows) write(row, row.full_ppl, table.full_windows);
   return out.str();
 }
+
+namespace {
+
+// Half the range of a cell, as a fraction of its mean: the seed spread stated beside claims.
+double HalfRange(const CellValues& v) { return v.values.size() < 2 ? 0 : (v.max() - v.min()) / (2 * v.mean()); }
+
+// A row's values on `eval`: on the whole text when it has them, else on the table's windows.
+const CellValues* Values(const SimRow& row, const std::string& eval, bool whole) {
+  const auto& cells = whole ? row.full_ppl : row.ppl;
+  auto it = cells.find(eval);
+  return it == cells.end() ? nullptr : &it->second;
+}
+
+struct Range {
+  double lo = 1e300, hi = -1e300;
+  int n = 0;
+  void Add(double v) {
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    ++n;
+  }
+  std::string Percent() const {
+    return n == 0 ? "n/a" : absl::StrFormat("%.1f%% to %.1f%%", lo * 100, hi * 100);
+  }
+  std::string SignedPercent() const {
+    return n == 0 ? "n/a" : absl::StrFormat("%+.1f%% to %+.1f%%", lo * 100, hi * 100);
+  }
+};
+
+}  // namespace
 
 std::string FormatFindings(const SimTable& table) {
   auto find = [&](const SimRow& like, const std::string& method, const std::string& strategy, const std::string& group,
@@ -578,80 +725,121 @@ std::string FormatFindings(const SimTable& table) {
     }
     return nullptr;
   };
+  std::ostringstream out;
+  const bool whole_available = HasFull(table);
   // Exact (pooled statistics) vs centralized: the ratio of every cell.
-  double exact_min = 1e9, exact_max = -1e9;
-  int exact_cells = 0;
+  Range exact;
   for (const SimRow& r : table.rows) {
     if (r.method != "fedprllm" || r.strategy != "exact") continue;
     const SimRow* c = find(r, "centralized-wanda", "", "", false, "");
     if (c == nullptr) continue;
-    for (const std::string& e : table.eval_names) {
-      const double ratio = r.ppl.at(e).mean() / c->ppl.at(e).mean();
-      exact_min = std::min(exact_min, ratio);
-      exact_max = std::max(exact_max, ratio);
-      ++exact_cells;
-    }
+    for (const std::string& e : table.eval_names) exact.Add(r.ppl.at(e).mean() / c->ppl.at(e).mean() - 1);
   }
-  // One-shot (magnitude tie-break) vs centralized; scaling vs none; random vs magnitude tie.
-  int within = 0, settings = 0, scaling_worse = 0, scaling_pairs = 0, magnitude_wins = 0, tie_pairs = 0;
-  double gap_min = 1e9, gap_max = -1e9, scale_change_sum = 0, tie_change_sum = 0;
+  if (exact.n > 0) {
+    out << "- **Exact** (pooled statistics, row group) vs centralized Wanda: perplexity change " << exact.SignedPercent()
+        << " over " << exact.n << " (calibration, pattern, clients, eval) cells.\n";
+  }
+  // One-shot, layer (any for N:M), no scaling, per tie-break: vs centralized and vs local-only.
+  std::vector<std::string> ties;
   for (const SimRow& r : table.rows) {
-    if (r.method != "fedprllm" || r.strategy != "one-shot") continue;
-    for (const std::string& e : table.eval_names) {
-      const double v = r.ppl.at(e).mean();
-      if (!r.scaling && r.tie_break == "magnitude" && (r.group == "layer" || r.group == "any (N:M)")) {
-        const SimRow* c = find(r, "centralized-wanda", "", "", false, "");
-        if (c != nullptr) {
-          const double gap = v / c->ppl.at(e).mean() - 1;
-          gap_min = std::min(gap_min, gap);
-          gap_max = std::max(gap_max, gap);
-          ++settings;
-          if (std::abs(gap) <= 0.01) ++within;
-        }
-      }
-      if (r.scaling) {
-        const SimRow* u = find(r, "fedprllm", "one-shot", r.group, false, r.tie_break);
-        if (u != nullptr) {
-          ++scaling_pairs;
-          const double change = v / u->ppl.at(e).mean() - 1;
-          scale_change_sum += change;
-          if (change > 0) ++scaling_worse;
-        }
-      }
-      if (r.tie_break == "random") {
-        const SimRow* m = find(r, "fedprllm", "one-shot", r.group, r.scaling, "magnitude");
-        if (m != nullptr) {
-          ++tie_pairs;
-          const double change = v / m->ppl.at(e).mean() - 1;
-          tie_change_sum += change;
-          if (change > 0) ++magnitude_wins;
-        }
-      }
+    if (r.method == "fedprllm" && r.strategy == "one-shot" &&
+        std::find(ties.begin(), ties.end(), r.tie_break) == ties.end()) {
+      ties.push_back(r.tie_break);
     }
   }
-  std::ostringstream out;
-  if (exact_cells > 0) {
-    out << absl::StrFormat(
-        "- Exact (pooled statistics, row group) vs centralized Wanda: perplexity ratio %.4f to %.4f over %d "
-        "(calibration, pattern, clients, eval) cells.\n",
-        exact_min, exact_max, exact_cells);
+  for (const std::string& tie : ties) {
+    int within = 0, cells = 0, beats = 0, beats_all = 0, local_cells = 0;
+    Range gap, own_spread, cen_spread, local_gap;
+    std::vector<std::string> detail;
+    for (const SimRow& r : table.rows) {
+      if (r.method != "fedprllm" || r.strategy != "one-shot" || r.scaling || r.tie_break != tie ||
+          !(r.group == "layer" || r.group == "any (N:M)")) {
+        continue;
+      }
+      const SimRow* c = find(r, "centralized-wanda", "", "", false, "");
+      const SimRow* l = find(r, "local-only", "", "", false, "");
+      const bool whole = whole_available && !r.full_ppl.empty();
+      std::vector<std::string> parts;
+      for (const std::string& e : table.eval_names) {
+        const CellValues* v = Values(r, e, whole);
+        if (v == nullptr) continue;
+        if (c != nullptr && Values(*c, e, whole) != nullptr) {
+          const CellValues& cv = *Values(*c, e, whole);
+          const double g = v->mean() / cv.mean() - 1;
+          gap.Add(g);
+          own_spread.Add(HalfRange(*v));
+          cen_spread.Add(HalfRange(cv));
+          ++cells;
+          if (std::abs(g) <= 0.01) ++within;
+          if (whole) {
+            parts.push_back(absl::StrFormat("%s %+.1f%% (±%.1f%% vs ±%.1f%%)", e, g * 100, HalfRange(*v) * 100,
+                                            HalfRange(cv) * 100));
+          }
+        }
+        if (l != nullptr && Values(*l, e, whole) != nullptr) {
+          const CellValues& lv = *Values(*l, e, whole);
+          ++local_cells;
+          local_gap.Add(v->mean() / lv.mean() - 1);
+          if (v->mean() < lv.mean()) ++beats;
+          if (v->max() < lv.min()) ++beats_all;
+        }
+      }
+      if (!parts.empty()) {
+        detail.push_back(absl::StrCat("  - ", r.calibration, ", ", r.pattern, ", ", r.clients,
+                                      " clients (whole texts): ", absl::StrJoin(parts, "; ")));
+      }
+    }
+    if (cells == 0) continue;
+    out << "- **One-shot, layer, no scaling (tie-break " << tie << ") vs centralized Wanda:** within 1% in " << within
+        << " of " << cells << " (calibration, pattern, clients, eval) cells" << (whole_available ? " (whole texts where the row has them)" : "")
+        << "; the gap ranges " << gap.SignedPercent() << ". Seed spread (half the range over runs) of those cells: "
+        << "one-shot " << own_spread.Percent() << ", centralized " << cen_spread.Percent()
+        << ", so a gap inside the spread is not resolved.\n";
+    for (const std::string& d : detail) out << d << "\n";
+    if (local_cells > 0) {
+      out << "- **Same rows vs local-only** (each client's own masks): lower mean perplexity in " << beats << " of "
+          << local_cells << " cells, below every local-only run in " << beats_all << "; change vs local-only mean "
+          << local_gap.SignedPercent() << ".\n";
+    }
   }
-  if (settings > 0) {
-    out << absl::StrFormat(
-        "- One-shot, layer, no scaling (magnitude tie-break) vs centralized Wanda: within 1%% in %d of %d "
-        "(calibration, pattern, clients, eval) cells; the gap ranges from %+.1f%% to %+.1f%%.\n",
-        within, settings, gap_min * 100, gap_max * 100);
+  // Scaling vs none, per group and pattern kind: where does it help?
+  std::map<std::string, std::pair<int, int>> scaling_help;  // group -> (clearly lower, pairs)
+  std::map<std::string, Range> scaling_change;
+  for (const SimRow& r : table.rows) {
+    if (r.method != "fedprllm" || r.strategy != "one-shot" || !r.scaling) continue;
+    const SimRow* u = find(r, "fedprllm", "one-shot", r.group, false, r.tie_break);
+    if (u == nullptr) continue;
+    for (const std::string& e : table.eval_names) {
+      const CellValues& a = r.ppl.at(e);
+      const CellValues& b = u->ppl.at(e);
+      const double change = a.mean() / b.mean() - 1;
+      auto& [lower, pairs] = scaling_help[r.group];
+      ++pairs;
+      // Clearly lower: the scaled mean is below the unscaled cell's whole range.
+      if (a.mean() < b.min()) ++lower;
+      scaling_change[r.group].Add(change);
+    }
   }
-  if (scaling_pairs > 0) {
-    out << absl::StrFormat(
-        "- Weight scaling raises perplexity in %d of %d one-shot comparisons (mean change %+.1f%%).\n", scaling_worse,
-        scaling_pairs, scale_change_sum / scaling_pairs * 100);
+  for (const auto& [group, counts] : scaling_help) {
+    out << "- **Weight scaling, " << group << " group:** perplexity below the unscaled cell's whole seed range in "
+        << counts.first << " of " << counts.second << " (calibration, pattern, clients, eval, tie-break) cells; change "
+        << scaling_change[group].SignedPercent() << ".\n";
   }
-  if (tie_pairs > 0) {
-    out << absl::StrFormat(
-        "- Tie-break: the magnitude rule gives lower perplexity than the random rule in %d of %d one-shot "
-        "comparisons (random vs magnitude, mean change %+.2f%%).\n",
-        magnitude_wins, tie_pairs, tie_change_sum / tie_pairs * 100);
+  // Tie-breaks against the magnitude rule, per group.
+  std::map<std::string, std::map<std::string, Range>> tie_change;  // tie -> group -> change
+  for (const SimRow& r : table.rows) {
+    if (r.method != "fedprllm" || r.strategy != "one-shot" || r.tie_break == "magnitude") continue;
+    const SimRow* m = find(r, "fedprllm", "one-shot", r.group, r.scaling, "magnitude");
+    if (m == nullptr) continue;
+    for (const std::string& e : table.eval_names) {
+      tie_change[r.tie_break][r.group].Add(r.ppl.at(e).mean() / m->ppl.at(e).mean() - 1);
+    }
+  }
+  for (const auto& [tie, groups] : tie_change) {
+    std::vector<std::string> parts;
+    for (const auto& [group, change] : groups) parts.push_back(absl::StrCat(group, " ", change.SignedPercent()));
+    out << "- **Tie-break " << tie << " vs magnitude** (one-shot, change in mean perplexity): "
+        << absl::StrJoin(parts, "; ") << ".\n";
   }
   return out.str();
 }
@@ -674,7 +862,8 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
   ASSIGN_OR_RETURN(PreparedCalibration calib, PrepareCalibration(s.calibrations.front(), tokenizer, s.split, read));
   const int clients = ClientCounts(s).front();
   const uint64_t seed = s.seeds.front();
-  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed));
+  const uint64_t split_seed = s.split_seeds.empty() ? seed : s.split_seeds.front();
+  ASSIGN_OR_RETURN(auto drawn, DrawClientSamples(s, calib, clients, seed, split_seed));
   std::vector<SweepPoint> points(sparsities.size());
   std::mutex log_mutex;
   auto run_point = [&](int64_t index) -> absl::Status {
@@ -684,8 +873,9 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
     const LocalPruneOptions local = ClientPruneOptions(pattern, s.compute);
     SweepPoint& point = points[index];
     point.sparsity = pattern.sparsity;
-    LocalPruneOptions magnitude = local;
+    LocalPruneOptions magnitude = local;  // Wanda's magnitude baseline: per matrix, as in the table
     magnitude.metric = PruneMetric::kMagnitude;
+    magnitude.group = ComparisonGroup::kLayer;
     ASSIGN_OR_RETURN(LlamaModel mag, PruneModel(base, drawn.first, magnitude, nullptr));
     ASSIGN_OR_RETURN(auto mag_ppl, evaluator.Evaluate(mag));
     point.magnitude = mag_ppl[0];
@@ -696,7 +886,7 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
     AggregationOptions agg;
     agg.group = ComparisonGroup::kLayer;
     agg.pattern = pattern;
-    agg.seed = seed;
+    agg.seed = split_seed;
     ASSIGN_OR_RETURN(LlamaModel fed, AggregateOneShot(base, masks, agg));
     ASSIGN_OR_RETURN(auto fed_ppl, evaluator.Evaluate(fed));
     point.fedprllm = fed_ppl[0];
@@ -722,7 +912,7 @@ absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& s, const std
 }
 
 absl::Status WriteSweepPlot(const std::vector<SweepPoint>& points, const std::string& eval_name,
-                            const std::string& dir) {
+                            const std::string& dir, const std::string& model_name) {
   namespace fs = std::filesystem;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     return absl::FailedPreconditionError("gnuplot is not installed (apt-get install gnuplot-nox); cannot draw the sweep plot");
@@ -745,7 +935,7 @@ absl::Status WriteSweepPlot(const std::vector<SweepPoint>& points, const std::st
     std::ofstream f(gp);
     f << "set terminal pngcairo size 900,600 enhanced font 'DejaVu Sans,11'\n"
       << "set output '" << png << "'\n"
-      << "set title 'stories260K: perplexity vs unstructured sparsity (" << eval_name << ")'\n"
+      << "set title '" << model_name << ": perplexity vs unstructured sparsity (" << eval_name << ")'\n"
       << "set xlabel 'sparsity'\nset ylabel 'perplexity (log scale)'\nset logscale y\nset grid\n"
       << "set key top left\n"
       << "plot '" << dat << "' using 1:2 with linespoints lw 2 title 'magnitude', \\\n"

@@ -28,9 +28,9 @@
 
 namespace fedprllm {
 
-// Which half of a set's data to use: of text, the halves at the line break nearest its
-// middle (SplitHalves), tokenized each with BOS first; of token ids, the halves at the
-// middle index.
+// Which half of a set's data to use (docs/calibration_data.md §9): of text, the halves of
+// SplitHalves (cut at the first "\n\n" at or after the middle character), tokenized each
+// with BOS first; of token ids, the halves at the middle index.
 enum class TextPart { kWhole, kFirstHalf, kSecondHalf };
 
 // One named calibration set: its sources and the part of their joined data to use.
@@ -76,8 +76,15 @@ struct SimSettings {
   int64_t nsamples = 128;
   // Tokens per calibration window. Default 256. At most the model's max_position_embeddings.
   int64_t seqlen = 256;
-  // Seeds of the window draw, the client split and the random tie-break. Default {0, 1, 2}.
+  // Seeds of the calibration window draw (SampleWindows). Default {0, 1, 2}.
   std::vector<uint64_t> seeds = {0, 1, 2};
+  // Seeds of the client split (the even split's shuffle) and of the random tie-break.
+  // Default empty: each run uses its draw seed here too, so the runs vary the draw and the
+  // split together. Non-empty: the runs are every (draw seed, split seed) pair, draw-major;
+  // seeds {0, 1, 2} with split_seeds {0} vary only the draw, seeds {0} with split_seeds
+  // {0, 1, 2} only the split. Centralized Wanda does not depend on the split: its cells hold
+  // one value per draw seed.
+  std::vector<uint64_t> split_seeds;
   // Sparsity patterns. Default: 50% unstructured and 2:4.
   std::vector<SparsityPattern> patterns = {SparsityPattern{0.5, 0, 0}, SparsityPattern{0.5, 2, 4}};
   // One-shot comparison groups, scaling settings and tie-breaks to tabulate.
@@ -87,9 +94,16 @@ struct SimSettings {
   // Strategies: one-shot rows use every group x scaling; iterative rows use layer, no scaling.
   std::vector<Strategy> strategies = {Strategy::kOneShot, Strategy::kIterative};
   // Evaluation: tokens per window (default 256; at most the model's max_position_embeddings)
-  // and windows per text (default 64; 0 = all).
+  // and windows per text: 0 (the default) scores every non-overlapping window of each whole
+  // text; N > 0 scores the first N windows of each text, the same windows for every cell.
   int64_t eval_seqlen = 256;
-  int64_t eval_max_windows = 64;
+  int64_t eval_max_windows = 0;
+  // With eval_max_windows > 0: the headline rows are also scored on the whole texts, into
+  // SimRow::full_ppl. Headline rows: dense, magnitude (per matrix), centralized Wanda,
+  // local-only, and FedPrLLM one-shot, layer group, no scaling (every tie-break) at
+  // `headline_clients` clients. Default true, 64 clients.
+  bool full_headline = true;
+  int headline_clients = 64;
   // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.
   // Default 0. Evaluation dominates the runtime, and 64 clients x 3 seeds is 192 models.
   int local_only_max_clients = 0;
@@ -119,16 +133,30 @@ struct SimRow {
   std::string group;     // fedprllm: layer | row | column
   bool scaling = false;
   std::string tie_break;  // fedprllm: magnitude | random
-  std::map<std::string, CellValues> ppl;  // eval name -> values
+  std::map<std::string, CellValues> ppl;  // eval name -> values, on the table's windows
+  // Eval name -> values on every window of the whole text; empty unless this is a headline
+  // row of a capped table (SimSettings::full_headline).
+  std::map<std::string, CellValues> full_ppl;
 
   std::string Label() const;
 };
 
 struct SimTable {
   std::vector<std::string> eval_names;
+  // Windows each text was scored on: in SimRow::ppl (the cap, or every window) and in
+  // SimRow::full_ppl (every window); parallel to eval_names.
+  std::vector<int64_t> eval_windows;
+  std::vector<int64_t> full_windows;
   std::vector<SimRow> rows;
   double seconds = 0;
+  // Distinct evaluations run (a model scored on every text, on the capped windows or on the
+  // whole texts) and cells asked for (evaluations + cache hits). A cell whose model is
+  // bit-identical to one already scored (same SHA-256 of every tensor, LlamaModel::Fingerprint)
+  // reuses that evaluation.
   int64_t models_evaluated = 0;
+  int64_t evaluation_requests = 0;
+  // What the runs of a cell vary, e.g. "the calibration draw (seeds 0, 1, 2; split seed 0)".
+  std::string runs;
 };
 
 using SimLog = std::function<void(const std::string&)>;
@@ -163,10 +191,13 @@ absl::StatusOr<LlamaModel> SimulateFederation(const SimSettings& settings, size_
 // Runs the whole table. `log` receives progress lines.
 absl::StatusOr<SimTable> RunSimulation(const SimSettings& settings, const SimLog& log = nullptr);
 
+// The table: a header (runs, windows per column, evaluations and cache hit rate), one section
+// per (calibration, pattern), and with full_ppl a "whole texts" section of the headline rows.
 std::string FormatMarkdown(const SimSettings& settings, const SimTable& table);
 std::string FormatCsv(const SimTable& table);
-// A short paragraph computed from the table: one-shot layer (no scaling) vs centralized
-// Wanda, scaling vs none, magnitude vs random tie-break.
+// A short paragraph computed from the table, each claim with the seed spread beside it:
+// one-shot layer (no scaling) vs centralized Wanda and vs local-only (on whole texts where the
+// headline rows have them), where weight scaling helps, the tie-breaks, exact vs centralized.
 std::string FormatFindings(const SimTable& table);
 
 // ---- Sparsity sweep ----
@@ -175,13 +206,15 @@ struct SweepPoint {
   double magnitude = 0, centralized = 0, fedprllm = 0, local_only_mean = 0;
 };
 // Perplexity on settings.evals[0] for unstructured sparsity in `sparsities`, calibration set
-// 0, clients[0] clients, seeds[0]: magnitude, centralized Wanda, one-shot layer (no scaling,
-// magnitude tie-break) and the mean over clients of local-only.
+// 0, clients[0] clients, draw seed seeds[0] and split seed split_seeds[0] (seeds[0] when
+// none): magnitude (per matrix), centralized Wanda, one-shot layer (no scaling, magnitude
+// tie-break) and the mean over clients of local-only.
 absl::StatusOr<std::vector<SweepPoint>> RunSweep(const SimSettings& settings, const std::vector<double>& sparsities,
                                                  const SimLog& log = nullptr);
 // Writes <dir>/sparsity_sweep.dat, .gp, .csv and runs gnuplot to make <dir>/sparsity_sweep.png.
 // Fails with a clear message when gnuplot is not installed.
+// `model_name` titles the plot.
 absl::Status WriteSweepPlot(const std::vector<SweepPoint>& points, const std::string& eval_name,
-                            const std::string& dir);
+                            const std::string& dir, const std::string& model_name = "stories260K");
 
 }  // namespace fedprllm

@@ -6,6 +6,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_line.h"
 #include "common/status_macros.h"
@@ -25,7 +26,12 @@ ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"64", "8"
 ABSL_FLAG(std::string, split, "even", "even (shuffled, nsamples/C each) or by-file (one file per client)");
 ABSL_FLAG(int64_t, nsamples, 128, "Total calibration windows over all clients");
 ABSL_FLAG(int64_t, seqlen, 256, "Tokens per calibration window");
-ABSL_FLAG(std::vector<std::string>, seeds, std::vector<std::string>({"0", "1", "2"}), "Seeds");
+ABSL_FLAG(std::vector<std::string>, seeds, std::vector<std::string>({"0", "1", "2"}),
+          "Seeds of the calibration window draw (and, without --split_seeds, of the client split)");
+ABSL_FLAG(std::vector<std::string>, split_seeds, {},
+          "Seeds of the client split and the random tie-break; when given, the runs are every (draw seed, split "
+          "seed) pair: --seeds 0,1,2 --split_seeds 0 varies only the draw, --seeds 0 --split_seeds 0,1,2 only the "
+          "split (default: each run's draw seed)");
 ABSL_FLAG(double, sparsity, 0.5, "Unstructured sparsity");
 ABSL_FLAG(std::vector<std::string>, patterns, std::vector<std::string>({"unstructured", "2:4"}), "Patterns");
 ABSL_FLAG(std::vector<std::string>, groups, std::vector<std::string>({"layer", "row", "column"}), "One-shot groups");
@@ -33,7 +39,13 @@ ABSL_FLAG(std::vector<std::string>, strategies, std::vector<std::string>({"one-s
 ABSL_FLAG(std::vector<std::string>, scaling, std::vector<std::string>({"no", "yes"}), "Weight scaling settings");
 ABSL_FLAG(std::vector<std::string>, tie_breaks, std::vector<std::string>({"magnitude", "random"}), "Tie-breaks");
 ABSL_FLAG(int64_t, eval_seqlen, 256, "Tokens per evaluation window");
-ABSL_FLAG(int64_t, eval_max_windows, 64, "Evaluation windows per text (0 = all)");
+ABSL_FLAG(int64_t, eval_max_windows, 0,
+          "Evaluation windows per text: 0 = every window of the whole text; N = the first N, the same for every cell");
+ABSL_FLAG(bool, full_headline, true,
+          "With --eval_max_windows: also score the headline rows (dense, magnitude, centralized, local-only and "
+          "one-shot layer without scaling at --headline_clients clients) on the whole texts");
+ABSL_FLAG(int, headline_clients, 64, "Client count of the headline rows' one-shot and local-only cells");
+ABSL_FLAG(std::string, model_name, "", "The model's name in the sweep plot's title (default: the file's stem)");
 ABSL_FLAG(int, jobs, 0, "Jobs at once (0 = one per core for small CPU models, else 1)");
 ABSL_FLAG(int, local_only_max_clients, 0, "Local-only: evaluate at most this many clients per count and seed (0 = all)");
 ABSL_FLAG(std::string, out, "", "Output directory for table.md, results.csv, findings.md (required)");
@@ -85,6 +97,8 @@ absl::Status Run() {
   s.clients.assign(clients.begin(), clients.end());
   ASSIGN_OR_RETURN(auto seeds, ParseList<int64_t>(absl::GetFlag(FLAGS_seeds), "seeds", int_parse));
   s.seeds.assign(seeds.begin(), seeds.end());
+  ASSIGN_OR_RETURN(auto split_seeds, ParseList<int64_t>(absl::GetFlag(FLAGS_split_seeds), "split_seeds", int_parse));
+  s.split_seeds.assign(split_seeds.begin(), split_seeds.end());
   ASSIGN_OR_RETURN(s.split, ParseSplitMode(absl::GetFlag(FLAGS_split)));
   s.nsamples = absl::GetFlag(FLAGS_nsamples);
   s.seqlen = absl::GetFlag(FLAGS_seqlen);
@@ -105,6 +119,8 @@ absl::Status Run() {
                                                }));
   s.eval_seqlen = absl::GetFlag(FLAGS_eval_seqlen);
   s.eval_max_windows = absl::GetFlag(FLAGS_eval_max_windows);
+  s.full_headline = absl::GetFlag(FLAGS_full_headline);
+  s.headline_clients = absl::GetFlag(FLAGS_headline_clients);
   s.local_only_max_clients = absl::GetFlag(FLAGS_local_only_max_clients);
   s.jobs = absl::GetFlag(FLAGS_jobs);
   ASSIGN_OR_RETURN(s.compute, ParseComputeOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype)));
@@ -117,14 +133,25 @@ absl::Status Run() {
     RETURN_IF_ERROR(WriteFile(out + "/table.md", FormatMarkdown(s, table)));
     RETURN_IF_ERROR(WriteFile(out + "/results.csv", FormatCsv(table)));
     RETURN_IF_ERROR(WriteFile(out + "/findings.md", FormatFindings(table)));
-    std::printf("table: %zu rows, %lld models evaluated in %.1fs -> %s\n", table.rows.size(),
-                static_cast<long long>(table.models_evaluated), table.seconds, out.c_str());
+    // For scripts that merge several runs: evaluations, cells asked for, seconds.
+    RETURN_IF_ERROR(WriteFile(out + "/stats.txt", absl::StrCat("evaluations ", table.models_evaluated, "\nrequests ",
+                                                                table.evaluation_requests, "\nseconds ",
+                                                                static_cast<int64_t>(table.seconds), "\n")));
+    std::printf("table: %zu rows, %lld evaluations for %lld cells (cache hit rate %.1f%%) in %.1fs -> %s\n",
+                table.rows.size(), static_cast<long long>(table.models_evaluated),
+                static_cast<long long>(table.evaluation_requests),
+                table.evaluation_requests > 0
+                    ? 100.0 * (table.evaluation_requests - table.models_evaluated) / table.evaluation_requests
+                    : 0.0,
+                table.seconds, out.c_str());
   }
   if (absl::GetFlag(FLAGS_sweep)) {
     std::vector<double> sparsities;
     for (int i = 1; i <= 8; ++i) sparsities.push_back(i / 10.0);
     ASSIGN_OR_RETURN(auto points, RunSweep(s, sparsities, log));
-    RETURN_IF_ERROR(WriteSweepPlot(points, s.evals.front().name, out));
+    std::string model_name = absl::GetFlag(FLAGS_model_name);
+    if (model_name.empty()) model_name = std::filesystem::path(s.model_path).stem().string();
+    RETURN_IF_ERROR(WriteSweepPlot(points, s.evals.front().name, out, model_name));
     std::printf("sweep: %zu points -> %s/sparsity_sweep.png\n", points.size(), out.c_str());
   }
   return absl::OkStatus();
