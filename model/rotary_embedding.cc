@@ -1,7 +1,9 @@
-// RoPE angles for none / linear / dynamic / llama3 scaling (formulas in the header).
+// RoPE angles for none / linear / dynamic / llama3 scaling (formulas in the header), and a
+// per-thread cache of their cos and sin tables.
 #include "model/rotary_embedding.h"
 
 #include <cmath>
+#include <tuple>
 
 namespace fedprllm {
 
@@ -33,6 +35,59 @@ at::Tensor RopeAngles(const LlamaConfig& config, int64_t first, int64_t count, i
   if (scaling.type == RopeScaling::Type::kLinear) positions = positions / scaling.factor;
   const at::Tensor freqs = at::outer(positions, inv_freq);
   return at::cat({freqs, freqs}, -1);
+}
+
+namespace {
+
+// Everything a table's values depend on.
+using RopeKey = std::tuple<int64_t, double, int, double, double, double, int64_t, int64_t, std::string, int>;
+
+RopeKey KeyOf(const LlamaConfig& config, int64_t sequence_length, const at::Device& device, at::ScalarType dtype) {
+  const RopeScaling& s = config.rope_scaling;
+  const bool dynamic = s.type == RopeScaling::Type::kDynamic;
+  return RopeKey(config.head_dim(), config.rope_theta, static_cast<int>(s.type), s.factor, s.low_freq_factor,
+                 s.high_freq_factor, s.original_max_position_embeddings, dynamic ? sequence_length : -1, device.str(),
+                 static_cast<int>(dtype));
+}
+
+struct CachedTable {
+  RopeKey key;
+  at::Tensor cos, sin;  // [positions, head_dim]
+};
+
+}  // namespace
+
+RopeTables CachedRopeTables(const LlamaConfig& config, int64_t first, int64_t count, int64_t sequence_length,
+                            const at::Device& device, at::ScalarType dtype) {
+  constexpr size_t kEntries = 8;  // configs x devices x dtypes one thread uses at a time
+  thread_local std::vector<CachedTable> cache;
+  thread_local size_t next_victim = 0;
+  const RopeKey key = KeyOf(config, sequence_length, device, dtype);
+  const int64_t needed = first + count;
+  CachedTable* entry = nullptr;
+  for (CachedTable& e : cache) {
+    if (e.key == key) entry = &e;
+  }
+  if (entry == nullptr || entry->cos.size(0) < needed) {
+    // Round up so that token-by-token generation recomputes the table O(log n) times.
+    int64_t positions = 64;
+    while (positions < needed) positions *= 2;
+    const at::Tensor angles = RopeAngles(config, 0, positions, sequence_length, device);
+    CachedTable fresh{key, angles.cos().to(dtype), angles.sin().to(dtype)};
+    if (entry != nullptr) {
+      *entry = std::move(fresh);
+    } else if (cache.size() < kEntries) {
+      cache.push_back(std::move(fresh));
+      entry = &cache.back();
+    } else {
+      entry = &cache[next_victim];
+      next_victim = (next_victim + 1) % kEntries;
+      *entry = std::move(fresh);
+    }
+  }
+  const int64_t dim = config.head_dim();
+  return RopeTables{entry->cos.narrow(0, first, count).view({count, 1, dim}),
+                    entry->sin.narrow(0, first, count).view({count, 1, dim})};
 }
 
 }  // namespace fedprllm

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -23,5 +24,19 @@ namespace fedprllm {
 // c10::Error like any LibTorch call; callers sit behind TorchCall.
 at::Tensor RopeAngles(const LlamaConfig& config, int64_t first, int64_t count, int64_t sequence_length,
                       const at::Device& device);
+
+// cos and sin of RopeAngles(config, first, count, sequence_length, device), each
+// [count, 1, head_dim] in `dtype` on `device`: the tables of a decoder layer's q and k.
+struct RopeTables {
+  at::Tensor cos, sin;
+};
+
+// RopeTables with the angles of positions [0, n) computed once per thread and config and
+// narrowed to [first, first + count): the angles are those of a fresh RopeAngles (the angle of
+// a position does not depend on which others are computed). The dynamic type's angles depend on
+// `sequence_length`, so its tables are kept per sequence length. The returned tensors are
+// shared with later calls: callers only read them. Throws c10::Error like RopeAngles.
+RopeTables CachedRopeTables(const LlamaConfig& config, int64_t first, int64_t count, int64_t sequence_length,
+                            const at::Device& device, at::ScalarType dtype);
 
 }  // namespace fedprllm
