@@ -4,7 +4,10 @@
 // zstd) and the vote (GlobalPruner::AddClient), then the round's close (selection and
 // application). Side by side it times memcpy of the same counter bytes and of the same mask
 // bytes, and prints the ratios, then extrapolates a whole model and 64 sites from the
-// measured layer (the method is printed with the figures).
+// measured layer (the method is printed with the figures). The vote add itself
+// (VoteCounter::Add over every matrix of the layer) is also timed alone against a memcpy of
+// the counter bytes, as a speed ratio (memcpy time / add time; 1 = memory speed). Runs at
+// --threads intra-op threads (default 1).
 #include <ATen/Parallel.h>
 
 #include <chrono>
@@ -17,6 +20,7 @@
 #include "common/mask_codec.h"
 #include "common/status_macros.h"
 #include "engine/federation.h"
+#include "engine/vote_aggregation.h"
 #include "model/cpu_runtime.h"
 #include "model/synthetic_checkpoint.h"
 
@@ -24,6 +28,7 @@ ABSL_FLAG(std::string, arch, "llama-2-7b", "Architecture whose decoder layer is 
 ABSL_FLAG(int, sites, 8, "Sites whose masks are counted in the measured round");
 ABSL_FLAG(int, max_sites, 255, "Sites the round allows (<= 255: 1-byte counters, else 2)");
 ABSL_FLAG(int, extrapolate_sites, 64, "Sites of the extrapolated whole-model round");
+ABSL_FLAG(int, threads, 1, "Intra-op threads (at::set_num_threads)");
 
 namespace fedprllm {
 namespace {
@@ -64,6 +69,8 @@ double MemcpySeconds(size_t bytes) {
 }  // namespace
 
 absl::Status Run() {
+  if (absl::GetFlag(FLAGS_threads) < 1) return absl::InvalidArgumentError("--threads must be >= 1");
+  at::set_num_threads(absl::GetFlag(FLAGS_threads));
   ASSIGN_OR_RETURN(LlamaConfig arch, SyntheticArchitecture(absl::GetFlag(FLAGS_arch)));
   const int sites = absl::GetFlag(FLAGS_sites), max_sites = absl::GetFlag(FLAGS_max_sites);
   if (sites < 1 || sites > max_sites) return absl::InvalidArgumentError("need 1 <= --sites <= --max_sites");
@@ -129,6 +136,49 @@ absl::Status Run() {
   std::printf("  vote (AddClient)       %7.4f   %9.3g   %.2fx memcpy of the %d-byte counters (%.4f s)\n",
               per_site_vote, weights / per_site_vote, per_site_vote / memcpy_counters, counter_bytes, memcpy_counters);
   std::printf("round close (select + apply, once per layer): %.3f s\n", close_seconds);
+
+  // The vote add alone: every matrix's counter, fresh (zeroed, so its pages are mapped), takes
+  // each site's masks; best of three sites against the best of three memcpy runs.
+  {
+    std::vector<std::vector<PackedMask>> site_masks(2);
+    for (int variant = 0; variant < 2; ++variant) {
+      ASSIGN_OR_RETURN(site_masks[variant], DecodeMasks(payloads[variant], expect));
+    }
+    std::vector<VoteCounter> counters;
+    for (const auto& [name, shape] : expected) counters.emplace_back(shape, max_sites);
+    double best_add = 1e9;
+    for (int s = 0; s < std::max(sites, 3); ++s) {
+      const auto add_start = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < counters.size(); ++i) RETURN_IF_ERROR(counters[i].Add(site_masks[s % 2][i]));
+      best_add = std::min(best_add, Seconds(add_start));
+      if (counters[0].num_clients() == counters[0].max_clients()) break;
+    }
+    // The portable kernel (spread tables, no SIMD) on counters of the same width, for scale.
+    double best_portable = 1e9;
+    for (int s = 0; s < 3; ++s) {
+      std::vector<std::vector<uint8_t>> narrow(counters.size());
+      std::vector<std::vector<uint16_t>> wide(counters.size());
+      for (size_t i = 0; i < counters.size(); ++i) {
+        if (counter_bytes == 1) narrow[i].assign(counters[i].numel(), 0);
+        else wide[i].assign(counters[i].numel(), 0);
+      }
+      const auto portable_start = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < counters.size(); ++i) {
+        const PackedMask& m = site_masks[s % 2][i];
+        if (counter_bytes == 1) {
+          vote_internal::AddBits(m.bytes().data(), m.numel(), narrow[i].data(), /*simd=*/false);
+        } else {
+          vote_internal::AddBits(m.bytes().data(), m.numel(), wide[i].data(), /*simd=*/false);
+        }
+      }
+      best_portable = std::min(best_portable, Seconds(portable_start));
+    }
+    std::printf("vote add alone (VoteCounter::Add, %d thread(s)): %.4f s per site and layer, %.3g weights/s; "
+                "memcpy of the %d-byte counters %.4f s: speed %.2fx memcpy (target >= 0.8x); "
+                "portable kernel %.4f s (%.2fx memcpy)\n",
+                at::get_num_threads(), best_add, weights / best_add, counter_bytes, memcpy_counters,
+                memcpy_counters / best_add, best_portable, memcpy_counters / best_portable);
+  }
 
   const int64_t layers = arch.num_hidden_layers;
   const int big = absl::GetFlag(FLAGS_extrapolate_sites);

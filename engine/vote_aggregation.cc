@@ -1,8 +1,15 @@
-// Vote aggregation: byte-wide or uint16 vote counters added 8 or 4 at a time, most-voted selection through a composite int64 key
-// (votes, tie-break priority) fed to SelectLowest, and mask application with scaling.
+// Vote aggregation: byte-wide or uint16 vote counters (added 32 or 16 at a time with AVX2 where
+// the CPU has it, else 8 or 4 at a time through spread tables), most-voted selection through a
+// composite int64 key (votes, tie-break priority) fed to SelectLowest, and mask application
+// with scaling.
 #include "engine/vote_aggregation.h"
 
 #include <ATen/Parallel.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FEDPRLLM_VOTE_AVX2 1
+#endif
 
 #include <algorithm>
 #include <array>
@@ -83,7 +90,95 @@ constexpr std::array<uint64_t, 16> MakeSpread16() {
 }
 constexpr std::array<uint64_t, 16> kSpread16 = MakeSpread16();
 
+// The portable kernels: mask bytes [begin, end) into counters 8 * begin onwards.
+void AddBytesScalar(const uint8_t* bits, int64_t begin, int64_t end, uint8_t* counts) {
+  for (int64_t b = begin; b < end; ++b) {
+    uint64_t lanes;
+    std::memcpy(&lanes, counts + 8 * b, 8);
+    lanes += kSpread8[bits[b]];
+    std::memcpy(counts + 8 * b, &lanes, 8);
+  }
+}
+
+void AddBytesScalar(const uint8_t* bits, int64_t begin, int64_t end, uint16_t* counts) {
+  for (int64_t b = begin; b < end; ++b) {
+    uint64_t lanes[2];
+    std::memcpy(lanes, counts + 8 * b, 16);
+    lanes[0] += kSpread16[bits[b] & 15];
+    lanes[1] += kSpread16[bits[b] >> 4];
+    std::memcpy(counts + 8 * b, lanes, 16);
+  }
+}
+
+#ifdef FEDPRLLM_VOTE_AVX2
+// AVX2 kernels: each mask bit is spread to a whole counter lane (byte or 16-bit), turned into
+// all-ones (-1) where the bit is set by a compare, and subtracted. They process whole groups
+// (4 mask bytes = 32 byte counters, 2 mask bytes = 16 uint16 counters) of [begin, end) and
+// return the first byte they did not process; the caller finishes with the scalar kernel.
+__attribute__((target("avx2"))) int64_t AddBytesAvx2(const uint8_t* bits, int64_t begin, int64_t end,
+                                                     uint8_t* counts) {
+  // Lane 0 of the 256-bit vector takes mask bytes 0 and 1, lane 1 bytes 2 and 3 (vpshufb
+  // shuffles within a 128-bit lane, and the broadcast word holds all four in each).
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128,  //
+                                       1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  int64_t b = begin;
+  for (; b + 4 <= end; b += 4) {
+    int32_t word;
+    std::memcpy(&word, bits + b, 4);
+    const __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32(word), spread);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(x, bit), bit);
+    __m256i* at = reinterpret_cast<__m256i*>(counts + 8 * b);
+    _mm256_storeu_si256(at, _mm256_sub_epi8(_mm256_loadu_si256(at), set));
+  }
+  return b;
+}
+
+__attribute__((target("avx2"))) int64_t AddBytesAvx2(const uint8_t* bits, int64_t begin, int64_t end,
+                                                     uint16_t* counts) {
+  const __m256i bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
+                                        static_cast<int16_t>(0x8000));
+  int64_t b = begin;
+  for (; b + 2 <= end; b += 2) {
+    int16_t half;
+    std::memcpy(&half, bits + b, 2);
+    const __m256i set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(half), bit), bit);
+    __m256i* at = reinterpret_cast<__m256i*>(counts + 8 * b);
+    _mm256_storeu_si256(at, _mm256_sub_epi16(_mm256_loadu_si256(at), set));
+  }
+  return b;
+}
+
+bool CpuHasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+template <typename Count>
+void AddBitsImpl(const uint8_t* bits, int64_t n, Count* counts, bool simd) {
+  const int64_t full_bytes = n / 8;
+  at::parallel_for(0, full_bytes, kGrain, [&](int64_t begin, int64_t end) {
+    int64_t b = begin;
+#ifdef FEDPRLLM_VOTE_AVX2
+    if (simd && CpuHasAvx2()) b = AddBytesAvx2(bits, begin, end, counts);
+#else
+    (void)simd;
+#endif
+    AddBytesScalar(bits, b, end, counts);
+  });
+  for (int64_t i = full_bytes * 8; i < n; ++i) counts[i] += (bits[i >> 3] >> (i & 7)) & 1;
+}
+
 }  // namespace
+
+namespace vote_internal {
+
+void AddBits(const uint8_t* bits, int64_t n, uint8_t* counts, bool simd) { AddBitsImpl(bits, n, counts, simd); }
+void AddBits(const uint8_t* bits, int64_t n, uint16_t* counts, bool simd) { AddBitsImpl(bits, n, counts, simd); }
+
+}  // namespace vote_internal
 
 VoteCounter::VoteCounter(std::vector<int64_t> shape, int max_clients)
     : shape_(std::move(shape)),
@@ -112,31 +207,10 @@ absl::Status VoteCounter::Add(const PackedMask& mask) {
     return absl::ResourceExhaustedError(
         absl::StrCat("vote counter already holds the maximum of ", max_clients_, " clients"));
   }
-  const uint8_t* bytes = mask.bytes().data();
-  const int64_t full_bytes = n / 8;
   if (narrow_) {
-    uint8_t* counts = narrow_counts_.data();
-    at::parallel_for(0, full_bytes, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        uint64_t lanes;
-        std::memcpy(&lanes, counts + 8 * b, 8);
-        lanes += kSpread8[bytes[b]];
-        std::memcpy(counts + 8 * b, &lanes, 8);
-      }
-    });
-    for (int64_t i = full_bytes * 8; i < n; ++i) counts[i] += mask.Get(i);
+    vote_internal::AddBits(mask.bytes().data(), n, narrow_counts_.data(), /*simd=*/true);
   } else {
-    uint16_t* counts = wide_counts_.data();
-    at::parallel_for(0, full_bytes, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        uint64_t lanes[2];
-        std::memcpy(lanes, counts + 8 * b, 16);
-        lanes[0] += kSpread16[bytes[b] & 15];
-        lanes[1] += kSpread16[bytes[b] >> 4];
-        std::memcpy(counts + 8 * b, lanes, 16);
-      }
-    });
-    for (int64_t i = full_bytes * 8; i < n; ++i) counts[i] += mask.Get(i);
+    vote_internal::AddBits(mask.bytes().data(), n, wide_counts_.data(), /*simd=*/true);
   }
   ++num_clients_;
   return absl::OkStatus();

@@ -64,6 +64,16 @@ class VoteCounter {
   int num_clients_ = 0;
 };
 
+namespace vote_internal {
+// The kernels of VoteCounter::Add, exposed so tests can compare the paths: adds bit i of
+// `bits` (least significant bit first, (n + 7) / 8 bytes) to counts[i] for every i < n.
+// `simd` true uses AVX2 where the CPU has it, false forces the portable spread-table path;
+// both give the same counters. Requires counts[i] + 1 to fit the counter (no counter at its
+// maximum when its bit is set); at most n counters are written.
+void AddBits(const uint8_t* bits, int64_t n, uint8_t* counts, bool simd);
+void AddBits(const uint8_t* bits, int64_t n, uint16_t* counts, bool simd);
+}  // namespace vote_internal
+
 // Order among weights with equal vote counts at the selection boundary.
 enum class TieBreak {
   // Smaller |W| is pruned first, then the lower row-major flat index.

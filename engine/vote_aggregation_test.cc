@@ -139,6 +139,32 @@ TEST(VoteCounterTest, AOneByteCounterHolds255VotesWithoutSpillingIntoItsNeighbou
   EXPECT_EQ(counter.num_clients(), 255);
 }
 
+// The AVX2 and the portable kernels of VoteCounter::Add against each other and a bit-by-bit
+// sum, on random masks of sizes that end mid-group and mid-byte, from random starting counts
+// (any value a counter may hold before a vote).
+template <typename Count>
+void CheckKernelsAgree(int64_t n, std::mt19937& rng, int max_start) {
+  std::vector<uint8_t> bits((n + 7) / 8);
+  for (auto& b : bits) b = static_cast<uint8_t>(rng());
+  std::vector<Count> start(n + 1);  // one counter past the end, which must stay untouched
+  std::uniform_int_distribution<int> count(0, max_start);
+  for (auto& c : start) c = static_cast<Count>(count(rng));
+  std::vector<Count> simd = start, scalar = start, expect = start;
+  for (int64_t i = 0; i < n; ++i) expect[i] += (bits[i / 8] >> (i % 8)) & 1;
+  vote_internal::AddBits(bits.data(), n, simd.data(), /*simd=*/true);
+  vote_internal::AddBits(bits.data(), n, scalar.data(), /*simd=*/false);
+  EXPECT_EQ(scalar, expect) << "portable kernel, n = " << n << ", " << sizeof(Count) << "-byte counters";
+  EXPECT_EQ(simd, expect) << "SIMD kernel, n = " << n << ", " << sizeof(Count) << "-byte counters";
+}
+
+TEST(VoteCounterTest, SimdAndPortableKernelsGiveTheSameCounts) {
+  std::mt19937 rng(11);
+  for (int64_t n : {1, 7, 8, 9, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257, 1001, 4099, 65537, 1048583}) {
+    CheckKernelsAgree<uint8_t>(n, rng, 254);
+    CheckKernelsAgree<uint16_t>(n, rng, 65534);
+  }
+}
+
 TEST(VoteCounterTest, RejectsMismatchedMaskWithoutChange) {
   VoteCounter counter({4, 4});
   EXPECT_FALSE(counter.Add(PackedMask({4, 5})).ok());
