@@ -20,6 +20,8 @@
 #include "absl/time/time.h"
 #include "client/round_progress.h"
 #include "client/upload_stream.h"
+#include "common/crash_point.h"
+#include "common/crc32c.h"
 #include "common/status_macros.h"
 #include "engine/calibration_data.h"
 #include "engine/site_session.h"
@@ -30,6 +32,8 @@
 #include "model/torch_wall.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
+#include "secagg/fixed_point.h"
+#include "secagg/secagg_proto.h"
 #include "tls/grpc_log.h"
 #include "tls/key_pair_check.h"
 #include "tls/server_probe.h"
@@ -572,8 +576,16 @@ class FederationClient {
     local_.pattern.m = job_.pattern().m();
     local_.pattern.sparsity = job_.sparsity();
     RETURN_IF_ERROR(local_.pattern.Validate());
+    if (job_.strategy() != v1::STRATEGY_ONE_SHOT && job_.strategy() != v1::STRATEGY_ITERATIVE &&
+        job_.strategy() != v1::STRATEGY_EXACT) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id_, " uses strategy ", job_.strategy(), ", which this client does not know"));
+    }
     spdlog::info("joined job {} at {}: {} strategy, {} layers, sparsity {} {}, weight_scaling {}", job_id_,
-                 config_.server_address, job_.strategy() == v1::STRATEGY_ONE_SHOT ? "one-shot" : "iterative",
+                 config_.server_address,
+                 job_.strategy() == v1::STRATEGY_ONE_SHOT ? "one-shot"
+                 : job_.strategy() == v1::STRATEGY_EXACT  ? "exact"
+                                                          : "iterative",
                  job_.num_layers(), job_.sparsity(), local_.pattern.ToString(), job_.weight_scaling());
     return absl::OkStatus();
   }
@@ -628,30 +640,22 @@ class FederationClient {
         SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), static_cast<int>(done), static_cast<int>(done),
                     static_cast<int>(n));
       }
+    } else if (job_.strategy() == v1::STRATEGY_EXACT) {
+      if (layers.size() != 1) return absl::FailedPreconditionError("exact round must list exactly one layer");
+      ASSIGN_OR_RETURN(SiteSession & site, Session());
+      RETURN_IF_ERROR(ApplyDecisionsBefore(site, layers[0], a.round()));
+      SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), layers[0], 0, 1);
+      ASSIGN_OR_RETURN(const LayerStatistics statistics, site.ComputeStatistics());
+      spdlog::info("computed the statistics of layer {}/{} ({} tokens)", layers[0] + 1, job_.num_layers(),
+                   statistics.tokens);
+      const double compute_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      progress_.reset();
+      if (job_.secure_aggregation().enabled()) return SendStatisticsSecurely(a.round(), statistics, compute_seconds);
+      return SendStatistics(a.round(), statistics, compute_seconds);
     } else {
       if (layers.size() != 1) return absl::FailedPreconditionError("iterative round must list exactly one layer");
       ASSIGN_OR_RETURN(SiteSession & site, Session());
-      // Apply every earlier round's federated decision first, so this layer's inputs pass
-      // through the same pruned layers on every site.
-      if (site.next_layer() < layers[0]) SetActivity(v1::SITE_ACTIVITY_FETCHING, a.round());
-      while (site.next_layer() < layers[0]) {
-        const int j = static_cast<int>(site.next_layer());
-        ASSIGN_OR_RETURN(RoundDecision decision, Fetch(j));
-        LayerLinears linears;
-        for (int k = 0; k < kNumLinears; ++k) {
-          const std::string name = LayerTensorName(j, kLinearNames[k]);
-          const TensorDecision* d = nullptr;
-          for (const TensorDecision& t : decision) d = t.name == name ? &t : d;
-          if (d == nullptr) return absl::InternalError(absl::StrCat("decision of round ", j, " lacks ", name));
-          ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(model_->tensors().at(name), *d));
-        }
-        RETURN_IF_ERROR(site.Advance(linears));
-        spdlog::info("applied the federated decision of layer {}", j);
-      }
-      if (site.next_layer() != layers[0]) {
-        return absl::FailedPreconditionError(absl::StrCat("round asks for layer ", layers[0],
-                                                          " but this site is at layer ", site.next_layer()));
-      }
+      RETURN_IF_ERROR(ApplyDecisionsBefore(site, layers[0], a.round()));
       SetActivity(v1::SITE_ACTIVITY_CALIBRATING, a.round(), layers[0], 0, 1);
       ASSIGN_OR_RETURN(LayerMasks layer_masks, site.ComputeMasks());
       spdlog::info("calibrated layer {}/{}", layers[0] + 1, job_.num_layers());
@@ -661,6 +665,161 @@ class FederationClient {
     const double compute_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     progress_.reset();
     return FinishUpload(a.round(), *upload, tally, compute_seconds);
+  }
+
+  // Applies every earlier round's federated decision to `site` (iterative and exact rounds),
+  // so the inputs of `layer` pass through the same pruned layers on every site.
+  absl::Status ApplyDecisionsBefore(SiteSession& site, int layer, int round) {
+    if (site.next_layer() < layer) SetActivity(v1::SITE_ACTIVITY_FETCHING, round);
+    while (site.next_layer() < layer) {
+      const int j = static_cast<int>(site.next_layer());
+      ASSIGN_OR_RETURN(RoundDecision decision, Fetch(j));
+      LayerLinears linears;
+      for (int k = 0; k < kNumLinears; ++k) {
+        const std::string name = LayerTensorName(j, kLinearNames[k]);
+        const TensorDecision* d = nullptr;
+        for (const TensorDecision& t : decision) d = t.name == name ? &t : d;
+        if (d == nullptr) return absl::InternalError(absl::StrCat("decision of round ", j, " lacks ", name));
+        ASSIGN_OR_RETURN(linears[k], ApplyTensorDecision(model_->tensors().at(name), *d));
+      }
+      RETURN_IF_ERROR(site.Advance(linears));
+      spdlog::info("applied the federated decision of layer {}", j);
+    }
+    if (site.next_layer() != layer) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("round asks for layer ", layer, " but this site is at layer ", site.next_layer()));
+    }
+    return absl::OkStatus();
+  }
+
+  // Exact rounds: sends the layer's statistics record in one UploadStatistics call, retried
+  // like every call; a FAILED_PRECONDITION marks the round as gone.
+  absl::Status SendStatistics(int round, const LayerStatistics& statistics, double compute_seconds) {
+    SetActivity(v1::SITE_ACTIVITY_UPLOADING, round);
+    v1::StatisticsUpload upload;
+    upload.set_round(round);
+    upload.set_layer(static_cast<int32_t>(statistics.layer));
+    ASSIGN_OR_RETURN(*upload.mutable_statistics(), EncodeStatistics(statistics));
+    upload.set_crc32c(crc32c::Value(upload.statistics().data(), upload.statistics().size()));
+    const auto start = Clock::now();
+    ASSIGN_OR_RETURN(const v1::UploadAck ack, Retrying<v1::UploadAck>("UploadStatistics", [&]() -> absl::StatusOr<v1::UploadAck> {
+      upload.set_session_token(Token());  // the token may have changed by a re-join
+      v1::UploadAck answer;
+      auto context = Context(config_.rpc_timeout_seconds);
+      const absl::Status s = FromGrpcStatus(Stub()->UploadStatistics(context.get(), upload, &answer));
+      if (absl::IsFailedPrecondition(s)) return MarkRoundGone(s);
+      if (!s.ok()) return s;
+      return answer;
+    }));
+    const int64_t wire = static_cast<int64_t>(upload.ByteSizeLong()) + 5;
+    total_wire_bytes_ += wire;
+    ++rounds_uploaded_;
+    spdlog::info("round {}: statistics computed in {:.2f} s; {} {} wire bytes in {:.2f} s ({} of the clients "
+                 "committed so far)",
+                 round, compute_seconds, ack.duplicate() ? "already committed (duplicate):" : "committed",
+                 wire, std::chrono::duration<double>(Clock::now() - start).count(), ack.clients_committed());
+    return absl::OkStatus();
+  }
+
+  // Exact rounds with secure aggregation (docs/secure_aggregation.md, "Transport"): the
+  // statistics record, in fixed point, goes into the round's secure sum; the server learns
+  // only the sum. Starts again from the key exchange (fresh keys) when the server says the
+  // aggregation restarted, at most 5 times.
+  absl::Status SendStatisticsSecurely(int round, const LayerStatistics& statistics, double compute_seconds) {
+    SetActivity(v1::SITE_ACTIVITY_UPLOADING, round);
+    const v1::SecureAggregationSpec& spec = job_.secure_aggregation();
+    secagg::SessionConfig session;
+    session.job_id = job_id_;
+    session.round = round;
+    session.sites.assign(spec.sites().begin(), spec.sites().end());
+    session.threshold = spec.threshold();
+    std::vector<double> values = {static_cast<double>(statistics.tokens)};
+    for (const at::Tensor& sums : statistics.column_sums) {
+      const at::Tensor host = sums.to(at::kCPU, at::kDouble).contiguous();
+      values.insert(values.end(), host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
+    }
+    session.length = values.size();
+    secagg::FixedPointCode code;
+    code.fraction_bits = spec.fraction_bits();
+    ASSIGN_OR_RETURN(const std::vector<uint64_t> input, secagg::EncodeFixedPoint(values, code));
+    ASSIGN_OR_RETURN(const std::string key, ReadFile(config_.tls.key, "tls.key"));
+    ASSIGN_OR_RETURN(const std::string cert, ReadFile(config_.tls.cert, "tls.cert"));
+    ASSIGN_OR_RETURN(const std::string ca, ReadFile(config_.tls.ca, "tls.ca"));
+    const auto start = Clock::now();
+    for (int attempt = 1;; ++attempt) {
+      bool restarted = false;
+      // One step, asked again every 250 ms until the server says it is complete.
+      auto step = [&](v1::SecAggRequest request) -> absl::StatusOr<v1::SecAggResponse> {
+        request.set_round(round);
+        for (;;) {
+          ASSIGN_OR_RETURN(v1::SecAggResponse response,
+                           Retrying<v1::SecAggResponse>("SecureAggregate", [&]() -> absl::StatusOr<v1::SecAggResponse> {
+                             request.set_session_token(Token());
+                             v1::SecAggResponse answer;
+                             auto context = Context(config_.rpc_timeout_seconds);
+                             const absl::Status s = FromGrpcStatus(Stub()->SecureAggregate(context.get(), request, &answer));
+                             if (absl::IsAborted(s)) {  // not retried: the aggregation starts again
+                               restarted = true;
+                               return v1::SecAggResponse();
+                             }
+                             if (absl::IsFailedPrecondition(s)) return MarkRoundGone(s);
+                             if (!s.ok()) return s;
+                             return answer;
+                           }));
+          if (restarted || response.ready()) return response;
+          std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        }
+      };
+      ASSIGN_OR_RETURN(secagg::SecAggSite site, secagg::SecAggSite::Create(session, config_.name, key, cert, ca));
+      v1::SecAggRequest request;
+      request.set_step(v1::SECAGG_STEP_ADVERTISE);
+      ASSIGN_OR_RETURN(const secagg::KeyAdvertisement advertisement, site.Advertise());
+      *request.mutable_advertisement() = secagg::ToProto(advertisement);
+      ASSIGN_OR_RETURN(v1::SecAggResponse keys, step(request));
+      if (!restarted) {
+        std::vector<secagg::KeyAdvertisement> advertisements;
+        for (const v1::SecAggAdvertisement& a : keys.advertisements()) {
+          ASSIGN_OR_RETURN(secagg::KeyAdvertisement ad, secagg::FromProto(a));
+          advertisements.push_back(std::move(ad));
+        }
+        ASSIGN_OR_RETURN(const std::vector<secagg::SealedShares> shares, site.ShareKeys(advertisements));
+        request.Clear();
+        request.set_step(v1::SECAGG_STEP_SHARE);
+        for (const secagg::SealedShares& s : shares) *request.add_shares() = secagg::ToProto(s);
+        ASSIGN_OR_RETURN(const v1::SecAggResponse mine, step(request));
+        if (!restarted) {
+          std::vector<secagg::SealedShares> received;
+          for (const v1::SecAggSealedShares& s : mine.shares()) received.push_back(secagg::FromProto(s));
+          RETURN_IF_ERROR(site.ReceiveShares(received));
+          spdlog::info("round {}: secure aggregation: keys verified for {} sites; {} shares received", round,
+                       advertisements.size(), received.size());
+          CrashPoint("secagg-keys-exchanged");
+          ASSIGN_OR_RETURN(const std::vector<uint64_t> masked, site.MaskInput(input));
+          request.Clear();
+          request.set_step(v1::SECAGG_STEP_MASKED_INPUT);
+          *request.mutable_masked_input() = {masked.begin(), masked.end()};
+          total_wire_bytes_ += static_cast<int64_t>(request.ByteSizeLong()) + 5;
+          RETURN_IF_ERROR(step(request).status());
+        }
+        if (!restarted) {
+          request.Clear();
+          request.set_step(v1::SECAGG_STEP_UNMASK);
+          ASSIGN_OR_RETURN(const v1::SecAggResponse unmask, step(request));
+          if (!restarted) {
+            ASSIGN_OR_RETURN(const secagg::UnmaskResponse answer, site.Unmask(secagg::UnmaskRequestOf(unmask)));
+            *request.mutable_unmask() = secagg::ToProto(answer);
+            RETURN_IF_ERROR(step(request).status());
+          }
+        }
+      }
+      if (!restarted) break;
+      if (attempt == 5) return absl::AbortedError(absl::StrCat("the secure aggregation of round ", round, " restarted 5 times"));
+      spdlog::warn("round {}: the server restarted the secure aggregation; starting it again with fresh keys", round);
+    }
+    ++rounds_uploaded_;
+    spdlog::info("round {}: statistics computed in {:.2f} s; secure aggregation done in {:.2f} s", round,
+                 compute_seconds, std::chrono::duration<double>(Clock::now() - start).count());
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::reference_wrapper<SiteSession>> Session() {

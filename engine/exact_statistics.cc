@@ -1,6 +1,9 @@
 // Pooling and scoring of the exact strategy's column statistics.
 #include "engine/exact_statistics.h"
 
+#include <cstring>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "model/torch_wall.h"
@@ -35,6 +38,60 @@ absl::Status CheckStatistics(const LlamaConfig& config, const LayerStatistics& s
     }
     return absl::OkStatus();
   });
+}
+
+namespace {
+
+// Host byte order is little-endian on every platform FedPrLLM builds for; the record is
+// little-endian by definition, so a big-endian host would need a swap here.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the statistics record is little-endian");
+
+}  // namespace
+
+absl::StatusOr<std::string> EncodeStatistics(const LayerStatistics& statistics) {
+  return TorchCall("encoding statistics", [&] {
+    int64_t values = 0;
+    for (const at::Tensor& sums : statistics.column_sums) values += sums.numel();
+    std::string record(8 * (1 + values), '\0');
+    const uint64_t tokens = static_cast<uint64_t>(statistics.tokens);
+    std::memcpy(record.data(), &tokens, 8);
+    size_t offset = 8;
+    for (const at::Tensor& sums : statistics.column_sums) {
+      const at::Tensor host = sums.to(at::kCPU, at::kDouble).contiguous();
+      std::memcpy(record.data() + offset, host.data_ptr<double>(), 8 * host.numel());
+      offset += 8 * host.numel();
+    }
+    return record;
+  });
+}
+
+absl::StatusOr<LayerStatistics> DecodeStatistics(const LlamaConfig& config, int64_t layer, absl::string_view record) {
+  const std::array<int64_t, kNumStatisticInputs> widths = StatisticWidths(config);
+  int64_t values = 0;
+  for (int64_t w : widths) values += w;
+  if (static_cast<int64_t>(record.size()) != 8 * (1 + values)) {
+    return absl::InvalidArgumentError(absl::StrCat("the statistics record of layer ", layer, " has ", record.size(),
+                                                   " bytes; this model's is ", 8 * (1 + values)));
+  }
+  LayerStatistics statistics;
+  statistics.layer = layer;
+  uint64_t tokens = 0;
+  std::memcpy(&tokens, record.data(), 8);
+  if (tokens > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat("the statistics record of layer ", layer, " claims ", tokens, " tokens"));
+  }
+  statistics.tokens = static_cast<int64_t>(tokens);
+  RETURN_IF_ERROR(TorchCall("decoding statistics", [&]() -> absl::Status {
+    size_t offset = 8;
+    for (int i = 0; i < kNumStatisticInputs; ++i) {
+      statistics.column_sums[i] = at::empty({widths[i]}, at::kDouble);
+      std::memcpy(statistics.column_sums[i].data_ptr<double>(), record.data() + offset, 8 * widths[i]);
+      offset += 8 * widths[i];
+    }
+    return absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(CheckStatistics(config, statistics));
+  return statistics;
 }
 
 absl::StatusOr<LayerStatistics> PoolStatistics(const std::vector<LayerStatistics>& sites) {

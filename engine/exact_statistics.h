@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/mask_selection.h"
 #include "model/llama_model.h"
 
@@ -42,6 +43,15 @@ std::array<int64_t, kNumStatisticInputs> StatisticWidths(const LlamaConfig& conf
 // Checks one site's statistics against the model: layer, widths, float64, finite and
 // non-negative sums, tokens >= 1. INVALID_ARGUMENT naming what is wrong.
 absl::Status CheckStatistics(const LlamaConfig& config, const LayerStatistics& statistics);
+
+// The statistics record that crosses the wire and the state directory
+// (docs/round_protocol.md §4, "Exact"): the token count as a little-endian uint64, then the
+// four column sums in kStatisticInputNames order as little-endian float64; 8 * (1 + the sum
+// of StatisticWidths) bytes. `statistics` must pass CheckStatistics.
+absl::StatusOr<std::string> EncodeStatistics(const LayerStatistics& statistics);
+// Parses a record of `layer` and checks it (size, then CheckStatistics). INVALID_ARGUMENT
+// saying what is wrong.
+absl::StatusOr<LayerStatistics> DecodeStatistics(const LlamaConfig& config, int64_t layer, absl::string_view record);
 
 // Sums in the given order (float64), tokens added. All of one layer; at least one.
 absl::StatusOr<LayerStatistics> PoolStatistics(const std::vector<LayerStatistics>& sites);

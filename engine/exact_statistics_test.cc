@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "engine/calibration_data.h"
 #include "engine/federation.h"
@@ -153,6 +155,68 @@ TEST(ExactStatisticsTest, CheckRefusesWrongWidthsTypesAndNegativeSums) {
   wrong = s;
   wrong.layer = config.num_hidden_layers;
   EXPECT_FALSE(CheckStatistics(config, wrong).ok());
+}
+
+// The record's layout is the documented one (docs/round_protocol.md §4): read back here by
+// hand, not with DecodeStatistics.
+TEST(ExactStatisticsTest, RecordHasTheDocumentedLayoutAndRoundTrips) {
+  auto model = LlamaModel::Load(testing::BundledModel());
+  ASSERT_TRUE(model.ok());
+  const LlamaConfig& config = model->config();
+  const auto widths = StatisticWidths(config);
+  LayerStatistics s;
+  s.layer = 2;
+  s.tokens = 3 * 256;
+  int64_t values = 0;
+  for (int i = 0; i < kNumStatisticInputs; ++i) {
+    s.column_sums[i] = at::rand({widths[i]}, at::kDouble).mul(1000);
+    values += widths[i];
+  }
+  auto record = EncodeStatistics(s);
+  ASSERT_TRUE(record.ok()) << record.status();
+  ASSERT_EQ(static_cast<int64_t>(record->size()), 8 * (1 + values));
+  uint64_t tokens = 0;
+  std::memcpy(&tokens, record->data(), 8);
+  EXPECT_EQ(tokens, 768u);
+  size_t offset = 8;
+  for (int i = 0; i < kNumStatisticInputs; ++i) {
+    for (int64_t j = 0; j < widths[i]; ++j, offset += 8) {
+      double value = 0;
+      std::memcpy(&value, record->data() + offset, 8);
+      ASSERT_EQ(value, s.column_sums[i][j].item<double>()) << kStatisticInputNames[i] << " " << j;
+    }
+  }
+  auto back = DecodeStatistics(config, 2, *record);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->layer, 2);
+  EXPECT_EQ(back->tokens, 768);
+  for (int i = 0; i < kNumStatisticInputs; ++i) EXPECT_TRUE(at::equal(back->column_sums[i], s.column_sums[i]));
+}
+
+TEST(ExactStatisticsTest, DecodingRefusesWrongSizesAndBadValues) {
+  auto model = LlamaModel::Load(testing::BundledModel());
+  ASSERT_TRUE(model.ok());
+  const LlamaConfig& config = model->config();
+  const auto widths = StatisticWidths(config);
+  LayerStatistics s;
+  s.layer = 0;
+  s.tokens = 10;
+  for (int i = 0; i < kNumStatisticInputs; ++i) s.column_sums[i] = at::ones({widths[i]}, at::kDouble);
+  const std::string good = *EncodeStatistics(s);
+  EXPECT_THAT(DecodeStatistics(config, 0, good.substr(0, good.size() - 8)).status().message(),
+              HasSubstr(absl::StrCat("has ", good.size() - 8, " bytes; this model's is ", good.size())));
+  std::string zero_tokens = good;
+  std::memset(zero_tokens.data(), 0, 8);
+  EXPECT_THAT(DecodeStatistics(config, 0, zero_tokens).status().message(), HasSubstr("cover 0 tokens"));
+  std::string negative = good;
+  const double minus_one = -1.0;
+  std::memcpy(negative.data() + 8 + 8 * 5, &minus_one, 8);
+  EXPECT_THAT(DecodeStatistics(config, 0, negative).status().message(), HasSubstr("negative or non-finite"));
+  std::string huge_tokens = good;
+  const uint64_t too_many = ~uint64_t{0};
+  std::memcpy(huge_tokens.data(), &too_many, 8);
+  EXPECT_FALSE(DecodeStatistics(config, 0, huge_tokens).ok());
+  EXPECT_FALSE(DecodeStatistics(config, config.num_hidden_layers, good).ok());
 }
 
 }  // namespace

@@ -249,6 +249,41 @@ absl::Status GlobalPruner::CloseRoundInto(const DecisionSink& sink) {
   return absl::OkStatus();
 }
 
+absl::Status GlobalPruner::CloseRoundWithMasks(const LayerMasks& masks, const std::vector<std::string>& contributors,
+                                               const DecisionSink& sink) {
+  if (!clients_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round_, " counts votes; its decision comes from them"));
+  }
+  if (masks.size() != shapes_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("round ", round_, " decides ", shapes_.size(), " tensors, not ",
+                                                   masks.size()));
+  }
+  for (const auto& [name, mask] : masks) {
+    auto it = shapes_.find(name);
+    if (it == shapes_.end()) return absl::InvalidArgumentError(absl::StrCat("round ", round_, " does not decide ", name));
+    if (mask.shape() != it->second) {
+      return absl::InvalidArgumentError(absl::StrCat("decision for ", name, " has shape ", ShapeToString(mask.shape()),
+                                                     ", expected ", ShapeToString(it->second)));
+    }
+  }
+  for (const auto& [name, mask] : masks) {
+    report_["tensors"][name] = {
+        {"shape", mask.shape()},
+        {"pruned", mask.CountOnes()},
+        {"sparsity", static_cast<double>(mask.CountOnes()) / static_cast<double>(mask.numel())},
+        {"round", round_}};
+    RETURN_IF_ERROR(sink(TensorDecision{name, mask, at::Tensor()}));
+  }
+  last_standings_.clear();
+  last_verdict_ = OutlierVerdict{};
+  report_["rounds"].push_back({{"round", round_},
+                               {"layers", layers_},
+                               {"clients", contributors},
+                               {"counted_clients", contributors},
+                               {"excluded_clients", nlohmann::json::array()}});
+  return absl::OkStatus();
+}
+
 absl::StatusOr<LlamaModel> GlobalPruner::PrunedModel() const {
   LlamaModel pruned = model_;
   for (const auto& [name, decision] : decided_) {

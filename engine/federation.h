@@ -101,6 +101,13 @@ class GlobalPruner {
   // decisions and gives them back to SavePrunedHf through a DecisionLookup.
   absl::Status CloseRoundInto(const DecisionSink& sink);
 
+  // Closes the open round with a decision made elsewhere (the exact strategy's, chosen from
+  // pooled statistics): `masks` must hold exactly the round's tensors with their shapes, and
+  // the round must count no client's votes. Each decision goes to `sink` as in
+  // CloseRoundInto; the report lists `contributors` as the round's clients.
+  absl::Status CloseRoundWithMasks(const LayerMasks& masks, const std::vector<std::string>& contributors,
+                                   const DecisionSink& sink);
+
   // The dense model the rounds decide on.
   const LlamaModel& base_model() const { return model_; }
   // The base model with every decision so far applied (a copy of the decided tensors).

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/crash_point.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "model/torch_wall.h"
 #include "proto/payload_convert.h"
@@ -42,7 +43,11 @@ std::string NewToken() {
 v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, Strategy strategy,
                          const AggregationOptions& aggregation) {
   v1::JobSpec spec;
-  spec.set_strategy(strategy == Strategy::kOneShot ? v1::STRATEGY_ONE_SHOT : v1::STRATEGY_ITERATIVE);
+  switch (strategy) {
+    case Strategy::kOneShot: spec.set_strategy(v1::STRATEGY_ONE_SHOT); break;
+    case Strategy::kIterative: spec.set_strategy(v1::STRATEGY_ITERATIVE); break;
+    case Strategy::kExact: spec.set_strategy(v1::STRATEGY_EXACT); break;
+  }
   spec.set_sparsity(aggregation.pattern.structured()
                         ? static_cast<double>(aggregation.pattern.n) / aggregation.pattern.m
                         : aggregation.pattern.sparsity);
@@ -60,6 +65,15 @@ v1::JobSpec BuildJobSpec(const ServerConfig& config, const LlamaModel& model, St
   spec.set_weight_scaling(aggregation.weight_scaling);
   spec.set_max_chunk_bytes(static_cast<uint32_t>(config.max_chunk_bytes));
   spec.set_upload_idle_timeout_seconds(static_cast<uint32_t>(config.upload_idle_timeout_seconds));
+  if (config.secure_aggregation) {
+    v1::SecureAggregationSpec* secure = spec.mutable_secure_aggregation();
+    secure->set_enabled(true);
+    secure->set_threshold(config.SecureThreshold());
+    secure->set_fraction_bits(config.secure_aggregation_fraction_bits);
+    std::vector<std::string> sites = config.allowed_clients;
+    std::sort(sites.begin(), sites.end());
+    for (const std::string& site : sites) secure->add_sites(site);
+  }
   return spec;
 }
 
@@ -304,7 +318,7 @@ nlohmann::json FederationJob::StatusDetail() const {
 }
 
 std::vector<int32_t> FederationJob::LayersOfRound(int round) const {
-  if (strategy_ == Strategy::kIterative) return {round};
+  if (strategy_ != Strategy::kOneShot) return {round};
   std::vector<int32_t> all(num_layers_);
   for (int i = 0; i < num_layers_; ++i) all[i] = i;
   return all;
@@ -556,6 +570,13 @@ absl::StatusOr<v1::HeartbeatResponse> FederationJob::Heartbeat(const v1::Heartbe
 }
 
 absl::StatusOr<UploadTicket> FederationJob::BeginUpload(const std::string& token, const std::string& peer, int round) {
+  if (strategy_ == Strategy::kExact) {
+    return absl::InvalidArgumentError("this job's strategy is exact: sites send statistics (UploadStatistics), not masks");
+  }
+  return TakeTicket(token, peer, round);
+}
+
+absl::StatusOr<UploadTicket> FederationJob::TakeTicket(const std::string& token, const std::string& peer, int round) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::string client, ClientOfTokenLocked(token, peer));
   if (round < 0 || round >= static_cast<int>(rounds_.size())) {
@@ -609,7 +630,7 @@ void FederationJob::CommitUpload(UploadTicket ticket, std::unique_ptr<MaskSetWri
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      queue_.push_back(CommitTask{std::move(ticket), std::move(spool), stats, std::move(done)});
+      queue_.push_back(CommitTask{std::move(ticket), std::move(spool), std::string(), stats, std::move(done)});
       return;
     }
   }
@@ -782,9 +803,14 @@ void FederationJob::ProcessCommit(CommitTask task) {
   }
   // Durable first (upload file, then round.json: the commit point), then counted. Nothing
   // can refuse the masks after the commit point: they were validated against the round.
-  const std::string upload_file = StateStore::UploadFile(t.round, t.client);
+  const bool statistics = strategy_ == Strategy::kExact;
+  const std::string upload_file =
+      statistics ? StateStore::StatisticsFile(t.round, t.client) : StateStore::UploadFile(t.round, t.client);
   absl::StatusOr<std::string> sha = absl::InternalError("upload has no spool");
-  if (task.spool != nullptr) {
+  if (statistics) {
+    absl::Status written = store_.WriteBytes(upload_file, task.statistics);
+    sha = written.ok() ? absl::StatusOr<std::string>(Sha256Hex(task.statistics)) : written;
+  } else if (task.spool != nullptr) {
     absl::Status before = store_.BeforeWrite(upload_file);
     sha = before.ok() ? task.spool->Commit(StateStore::TornWritePoint(upload_file)) : before;
   }
@@ -798,7 +824,8 @@ void FederationJob::ProcessCommit(CommitTask task) {
                            {"payload_bytes", task.stats.payload_bytes},
                            {"upload_seconds", task.stats.seconds},
                            {"bits_per_weight", 8.0 * task.stats.wire_bytes / std::max<int64_t>(1, task.stats.weights)},
-                           {"masks_sha256", sha.ok() ? *sha : std::string()}};
+                           {statistics ? "statistics_sha256" : "masks_sha256", sha.ok() ? *sha : std::string()}};
+  if (!task.contributors.empty()) record["contributors"] = task.contributors;
   if (s.ok()) {
     CrashPoint("commit-point");
     absl::MutexLock lock(&mu_);
@@ -813,10 +840,16 @@ void FederationJob::ProcessCommit(CommitTask task) {
     return;
   }
   CrashPoint("committed");
-  // The votes are read back from the file when the round closes.
-  absl::StatusOr<std::shared_ptr<const MaskSetFile>> upload =
-      OpenCommittedUpload(store_, t.round, record, /*check_sha256=*/false);
-  if (absl::Status added = upload.ok() ? CountUpload(t.client, *std::move(upload)) : upload.status(); !added.ok()) {
+  absl::Status added;
+  if (statistics) {
+    added = CountStatistics(t.round, t.client, task.statistics);
+  } else {
+    // The votes are read back from the file when the round closes.
+    absl::StatusOr<std::shared_ptr<const MaskSetFile>> upload =
+        OpenCommittedUpload(store_, t.round, record, /*check_sha256=*/false);
+    added = upload.ok() ? CountUpload(t.client, *std::move(upload)) : upload.status();
+  }
+  if (!added.ok()) {
     task.done(absl::InternalError(absl::StrCat("committed upload could not be counted: ", added.message())));
     Fail(absl::StrCat("internal error counting the votes of ", t.client, ": ", added.message()));
     return;
@@ -832,7 +865,7 @@ void FederationJob::ProcessCommit(CommitTask task) {
     traffic.bytes += task.stats.wire_bytes;
     traffic.commit_round = t.round;
     traffic.commit_seconds = (now - r.opened_ms) / 1000.0;
-    sites_.SetActivity(t.client, v1::SITE_ACTIVITY_WAITING, t.round);
+    if (sites_.allowed(t.client)) sites_.SetActivity(t.client, v1::SITE_ACTIVITY_WAITING, t.round);  // not the secure sum
     close = RoundCanCloseLocked(r);
     ack.set_round(t.round);
     ack.set_committed(true);
@@ -854,6 +887,8 @@ void FederationJob::ProcessCommit(CommitTask task) {
 
 bool FederationJob::RoundCanCloseLocked(const Round& r) const {
   if (r.phase != RoundPhase::kOpen) return false;
+  // A secure round has one commit, the decoded sum of every surviving site.
+  if (config_.secure_aggregation) return r.committed.count(kSecureSumSite) != 0;
   const int committed = static_cast<int>(r.committed.size());
   if (committed >= config_.expected_clients) return true;
   if (committed < config_.min_clients) return false;
@@ -921,6 +956,10 @@ void FederationJob::Tick() {
     if (state_ == JobState::kWaitingForClients || state_ == JobState::kRunning) {
       CheckLiveness(now);  // after the end nothing waits for a site any more
       LogWaitingLocked(now);
+      if (config_.secure_aggregation && state_ == JobState::kRunning) {
+        // A lost site no longer holds up a step of the secure sum.
+        if (std::string why = AdvanceSecureSumLocked(); !why.empty() && abort_reason_.empty()) abort_reason_ = why;
+      }
     }
     if (state_ == JobState::kWaitingForClients) {
       const int live = static_cast<int>(sites_.LiveParticipants().size());
@@ -1059,7 +1098,7 @@ absl::StatusOr<FederationJob::Decided> FederationJob::Decide(int index, bool pub
                                                           publish ? "decide" : "replay"));
   std::map<std::string, FloatTensor> scales;
   Decided out;
-  RETURN_IF_ERROR(pruner_.CloseRoundInto([&](TensorDecision d) -> absl::Status {
+  const DecisionSink sink = [&](TensorDecision d) -> absl::Status {
     RETURN_IF_ERROR(masks.Add(d.name, d.mask));
     std::pair<int64_t, int64_t>& counts = out.per_layer[LayerOfTensor(d.name)];
     counts.first += d.mask.CountOnes();
@@ -1068,7 +1107,8 @@ absl::StatusOr<FederationJob::Decided> FederationJob::Decide(int index, bool pub
       ASSIGN_OR_RETURN(scales[d.name], ScaleValues(d.name, d.scale));
     }
     return absl::OkStatus();
-  }));
+  };
+  RETURN_IF_ERROR(strategy_ == Strategy::kExact ? CloseExactRoundInto(index, sink) : pruner_.CloseRoundInto(sink));
   if (!publish) {
     ASSIGN_OR_RETURN(out.masks_sha256, masks.Discard());
   } else {
@@ -1103,7 +1143,7 @@ absl::Status FederationJob::CloseRound(int index) {
     spdlog::info("round {}: layer {} aggregated from {} clients: {} of {} weights pruned ({:.4f})", index, layer,
                  clients.size(), counts.first, counts.second, static_cast<double>(counts.first) / counts.second);
   }
-  LogStandings(index);
+  if (strategy_ != Strategy::kExact) LogStandings(index);  // exact rounds count no masks
   {
     absl::MutexLock lock(&mu_);
     Round& r = rounds_[index];

@@ -13,6 +13,7 @@
 //   absl::Status result = job->WaitUntilFinished();   // OK when the pruned model is written
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -30,7 +31,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/mask_codec.h"
+#include "engine/exact_statistics.h"
 #include "engine/federation.h"
+#include "secagg/secure_sum.h"
 #include "proto/fedprllm.pb.h"
 #include "proto/payload_convert.h"
 #include "server/job_recovery.h"
@@ -170,6 +173,19 @@ class FederationJob {
   // is durable, or with the reason it was refused (then no vote changed).
   void CommitUpload(UploadTicket ticket, std::unique_ptr<MaskSetWriter> spool, UploadStats stats, AckCallback done);
 
+  // Exact strategy (server/exact_rounds.cc): checks a site's statistics record for `round`
+  // as BeginUpload checks an upload (token, round open, deadline, in flight, duplicate),
+  // then its layer, CRC and contents (DecodeStatistics), and queues it for the committer;
+  // `done` is called once the commit is durable, or with the reason it was refused (then
+  // nothing was recorded).
+  void CommitStatistics(const std::string& token, const std::string& peer, const v1::StatisticsUpload& upload,
+                        AckCallback done);
+
+  // Exact strategy with secure aggregation (server/secure_rounds.cc): one step of the open
+  // round's secure sum (docs/secure_aggregation.md, "Transport"). Never blocks; a step not
+  // complete yet is answered ready = false.
+  absl::StatusOr<v1::SecAggResponse> SecureAggregate(const v1::SecAggRequest& request, const std::string& peer);
+
   // The encoded decision of a CLOSED round. Errors: UNAUTHENTICATED, NOT_FOUND (no such
   // round), FAILED_PRECONDITION (not decided yet).
   absl::StatusOr<std::shared_ptr<const std::vector<v1::DecisionChunk>>> Decisions(const std::string& token,
@@ -196,9 +212,11 @@ class FederationJob {
   };
   struct CommitTask {
     UploadTicket ticket;
-    std::unique_ptr<MaskSetWriter> spool;
+    std::unique_ptr<MaskSetWriter> spool;  // masks; null for a duplicate or for statistics
+    std::string statistics;                // exact strategy: the site's statistics record
     UploadStats stats;
     AckCallback done;
+    std::vector<std::string> contributors;  // the sites behind a secure sum
   };
   using Reply = std::pair<AssignmentCallback, absl::StatusOr<v1::RoundAssignment>>;
 
@@ -207,6 +225,28 @@ class FederationJob {
                 AggregationOptions aggregation, OutlierOptions outliers, SiteGroup site_group);
   // Logs every site's agreement with round `index`'s decision, and each outlier (worker).
   void LogStandings(int index) const;
+
+  // The secure sum of the open round (server/secure_rounds.cc), in memory only: a restarted
+  // server starts the round's aggregation again.
+  struct SecureSum {
+    enum class Phase { kAdvertising, kSharing, kInput, kUnmasking, kSummed };
+    int round = -1;
+    Phase phase = Phase::kAdvertising;
+    std::unique_ptr<secagg::SecAggServer> server;
+    // Per step (ADVERTISE, SHARE, MASKED_INPUT, UNMASK answer): site -> its serialized message.
+    std::array<std::map<std::string, std::string>, 4> taken;
+    std::vector<v1::SecAggAdvertisement> advertisements;  // relayed once kSharing
+    secagg::UnmaskRequest unmask;                         // once kUnmasking
+  };
+  // The committed pseudo-site whose statistics record is the decoded secure sum.
+  static constexpr const char* kSecureSumSite = "secure-sum";
+  secagg::SessionConfig SecureSessionLocked(int round) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the secure sum on as far as the live sites' steps allow; when it is summed, queues
+  // the decoded sum's commit. Returns a reason to fail the job ("" if none).
+  std::string AdvanceSecureSumLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // BeginUpload's checks and bookkeeping, for masks and statistics alike.
+  absl::StatusOr<UploadTicket> TakeTicket(const std::string& token, const std::string& peer, int round);
 
   // A round's decision, encoded for FetchDecisions and for the state directory.
   struct Decided {
@@ -229,9 +269,16 @@ class FederationJob {
   // job_recovery.cc: rebuilds the rounds, the votes and the global model from `state`.
   absl::Status Resume(const RecoveredJob& state);
   absl::Status ReplayRound(const RoundRecord& saved, bool closed);
+  // Counts a committed statistics record again, after checking its SHA-256 (exact strategy).
+  absl::Status ReplayStatistics(int round, const std::string& client, const nlohmann::json& record);
   // Adds a committed upload's votes to the open round, read from its file when the round
   // closes (server/job_recovery.cc).
   absl::Status CountUpload(const std::string& client, std::shared_ptr<const MaskSetFile> upload);
+  // Exact strategy (server/exact_rounds.cc): keeps a committed statistics record of the open
+  // round until it closes, and closes it: pools the records in site-name order and decides
+  // like centralized Wanda into `sink`.
+  absl::Status CountStatistics(int round, const std::string& client, const std::string& record);
+  absl::Status CloseExactRoundInto(int round, const DecisionSink& sink);
   nlohmann::json Manifest() const;
 
   void WorkerLoop();
@@ -282,8 +329,10 @@ class FederationJob {
   JobEvents events_;                           // set before Start()
   ResumeAction resume_action_ = ResumeAction::kNone;  // worker-only after Start()
 
-  // Worker-thread only: the votes and the global model.
+  // Worker-thread only: the votes and the global model; for the exact strategy, the open
+  // round's committed statistics by site.
   GlobalPruner pruner_;
+  std::map<std::string, LayerStatistics> round_statistics_;
 
   mutable absl::Mutex mu_;
   JobState state_ ABSL_GUARDED_BY(mu_) = JobState::kWaitingForClients;
@@ -310,6 +359,7 @@ class FederationJob {
     double commit_seconds = -1;
   };
   std::map<std::string, SiteTraffic> traffic_ ABSL_GUARDED_BY(mu_);
+  std::optional<SecureSum> secure_ ABSL_GUARDED_BY(mu_);
 
   std::thread worker_;
 };

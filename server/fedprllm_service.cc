@@ -563,6 +563,47 @@ grpc::ServerUnaryReactor* FedPrLLMService::Heartbeat(grpc::CallbackServerContext
   return reactor;
 }
 
+grpc::ServerUnaryReactor* FedPrLLMService::SecureAggregate(grpc::CallbackServerContext* context,
+                                                           const v1::SecAggRequest* request,
+                                                           v1::SecAggResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "SecureAggregate");
+  absl::Status status = peer.status();
+  if (peer.ok()) {
+    std::shared_ptr<FederationJob> job = jobs_->Running();
+    absl::StatusOr<v1::SecAggResponse> answer =
+        job != nullptr ? job->SecureAggregate(*request, *peer) : absl::StatusOr<v1::SecAggResponse>(NoRunningJob());
+    if (answer.ok()) *response = *std::move(answer);
+    status = answer.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FedPrLLMService::UploadStatistics(grpc::CallbackServerContext* context,
+                                                            const v1::StatisticsUpload* request,
+                                                            v1::UploadAck* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> peer = PeerIdentity(context, "UploadStatistics");
+  if (!peer.ok()) {
+    reactor->Finish(ToGrpcStatus(peer.status()));
+    return reactor;
+  }
+  std::shared_ptr<FederationJob> job = jobs_->Running();
+  if (job == nullptr) {
+    reactor->Finish(ToGrpcStatus(NoRunningJob()));
+    return reactor;
+  }
+  // The job answers once the commit is durable, on its committer thread; `response` and
+  // `reactor` stay valid until Finish.
+  job->CommitStatistics(request->session_token(), *peer, *request,
+                        [reactor, response](absl::StatusOr<v1::UploadAck> ack) {
+                          if (ack.ok()) *response = *std::move(ack);
+                          reactor->Finish(ToGrpcStatus(ack.status()));
+                        });
+  return reactor;
+}
+
 grpc::ServerReadReactor<v1::UploadChunk>* FedPrLLMService::UploadPayloads(grpc::CallbackServerContext* context,
                                                                           v1::UploadAck* response) {
   absl::StatusOr<std::string> peer = PeerIdentity(context, "UploadPayloads");

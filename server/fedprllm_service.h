@@ -47,6 +47,10 @@ class FedPrLLMService final : public v1::FedPrLLM::CallbackService {
                                                               const v1::FetchRequest* request) override;
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
                                       v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* SecureAggregate(grpc::CallbackServerContext* context, const v1::SecAggRequest* request,
+                                            v1::SecAggResponse* response) override;
+  grpc::ServerUnaryReactor* UploadStatistics(grpc::CallbackServerContext* context, const v1::StatisticsUpload* request,
+                                             v1::UploadAck* response) override;
 
  private:
   // The peer's allowlisted identity; PERMISSION_DENIED (logged) otherwise. In insecure mode

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "server/federation_job.h"
 
@@ -57,7 +58,9 @@ absl::StatusOr<RoundRecord> ReadRound(const StateStore& store, int index) {
   std::set<std::string> clients;
   for (const nlohmann::json& record : round.commits) {
     ASSIGN_OR_RETURN(std::string client, Field<std::string>(store, file, record, "client"));
-    RETURN_IF_ERROR(Field<std::string>(store, file, record, "masks_sha256").status());
+    // Masks, or an exact-strategy site's statistics record.
+    const char* digest = record.contains("statistics_sha256") ? "statistics_sha256" : "masks_sha256";
+    RETURN_IF_ERROR(Field<std::string>(store, file, record, digest).status());
     if (!clients.insert(client).second) return Corrupt(store, file, absl::StrCat(client, " is committed twice"));
   }
   return round;
@@ -152,6 +155,19 @@ absl::Status FederationJob::CountUpload(const std::string& client, std::shared_p
   });
 }
 
+absl::Status FederationJob::ReplayStatistics(int round, const std::string& client, const nlohmann::json& record) {
+  const std::string file = StateStore::StatisticsFile(round, client);
+  if (!record.contains("statistics_sha256")) return Corrupt(store_, StateStore::RoundFile(round), "a commit of masks in an exact job");
+  ASSIGN_OR_RETURN(const std::string bytes, store_.ReadBytes(file));
+  if (Sha256Hex(bytes) != record["statistics_sha256"].get<std::string>()) {
+    return Corrupt(store_, file, "its SHA-256 is not the committed one");
+  }
+  if (absl::Status s = CountStatistics(round, client, bytes); !s.ok()) {
+    return Corrupt(store_, file, absl::StrCat("does not fit the round: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   Round r = NewRound(saved.index);
   if (saved.layers != r.layers) {
@@ -161,9 +177,15 @@ absl::Status FederationJob::ReplayRound(const RoundRecord& saved, bool closed) {
   }
   RETURN_IF_ERROR(pruner_.OpenRound(saved.index, std::vector<int64_t>(r.layers.begin(), r.layers.end()),
                                     static_cast<int>(config_.allowed_clients.size())));
+  round_statistics_.clear();
   for (const nlohmann::json& record : saved.commits) {
-    ASSIGN_OR_RETURN(std::shared_ptr<const MaskSetFile> upload, OpenCommittedUpload(store_, saved.index, record));
     const std::string client = record["client"].get<std::string>();
+    if (strategy_ == Strategy::kExact) {
+      RETURN_IF_ERROR(ReplayStatistics(saved.index, client, record));
+      r.committed.insert(client);
+      continue;
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<const MaskSetFile> upload, OpenCommittedUpload(store_, saved.index, record));
     if (absl::Status s = CountUpload(client, upload); !s.ok()) {
       return absl::DataLossError(absl::StrCat(store_.dir(), "/", StateStore::UploadFile(saved.index, client),
                                               ": does not fit the round: ", s.message()));

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "config/yaml_config.h"
+#include "secagg/fixed_point.h"
 #include "server/mask_plausibility.h"
 
 namespace fedprllm {
@@ -56,6 +57,9 @@ std::map<std::string, YamlSetter> PruningJobSetters(ServerConfig* c) {
       {"group", StoreIn(&c->group)},
       {"strategy", StoreIn(&c->strategy)},
       {"weight_scaling", StoreIn(&c->weight_scaling)},
+      {"secure_aggregation", StoreIn(&c->secure_aggregation)},
+      {"secure_aggregation_threshold", StoreIn(&c->secure_aggregation_threshold)},
+      {"secure_aggregation_fraction_bits", StoreIn(&c->secure_aggregation_fraction_bits)},
       {"tie_break", StoreIn(&c->tie_break)},
       {"seed", StoreIn(&c->seed)},
       {"site_group", StoreIn(&c->site_group)},
@@ -167,9 +171,29 @@ absl::Status ServerConfig::ValidateJob() {
   if (auto g = ParseComparisonGroup(group); !g.ok()) return ConfigKeyError("group", g.status().message());
   if (auto s = ParseStrategy(strategy); !s.ok()) {
     return ConfigKeyError("strategy", s.status().message());
-  } else if (*s == Strategy::kExact) {
-    return ConfigKeyError("strategy", "\"exact\" runs in fedprllm-sim only so far; fedprllm-server serves one-shot and "
-                                      "iterative (docs/secure_aggregation.md, status)");
+  } else if (*s == Strategy::kExact && weight_scaling) {
+    return ConfigKeyError("weight_scaling", "the exact strategy pools statistics, not votes: there is nothing to scale by");
+  } else if (*s == Strategy::kExact && outlier_policy == "exclude") {
+    return ConfigKeyError("outlier_policy", "the exact strategy has no masks to judge sites by; use \"report\"");
+  }
+  if (secure_aggregation) {
+    if (strategy != "exact") {
+      return ConfigKeyError("secure_aggregation", "secure aggregation sums statistics: it needs strategy \"exact\"");
+    }
+    if (insecure) return ConfigKeyError("secure_aggregation", "sites sign their keys with their TLS keys: needs TLS");
+    const int n = static_cast<int>(allowed_clients.size());
+    if (n < 3) {
+      return ConfigKeyError("secure_aggregation",
+                            absl::StrCat("needs at least 3 allowed sites (with 2, the sum and one site's own vector "
+                                         "give the other's); there are ", n));
+    }
+    if (n > secagg::kMaxSites) {
+      return ConfigKeyError("secure_aggregation", absl::StrCat("takes at most ", secagg::kMaxSites, " sites; there are ", n));
+    }
+    if (secure_aggregation_threshold != 0) {
+      RETURN_IF_ERROR(CheckConfigRange("secure_aggregation_threshold", secure_aggregation_threshold, 2, n));
+    }
+    RETURN_IF_ERROR(CheckConfigRange("secure_aggregation_fraction_bits", secure_aggregation_fraction_bits, 8, 40));
   }
   if (auto t = ParseTieBreak(tie_break); !t.ok()) return ConfigKeyError("tie_break", t.status().message());
   if (auto g = ParseSiteGroup(site_group); !g.ok()) return ConfigKeyError("site_group", g.status().message());

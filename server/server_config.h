@@ -90,10 +90,24 @@ struct ServerConfig {
   std::string pattern = "unstructured";
   // Comparison group of the vote aggregation: "layer" | "row" | "column". Default "layer".
   std::string group = "layer";
-  // "one-shot" | "iterative". Default "one-shot".
+  // "one-shot" | "iterative" | "exact" (docs/round_protocol.md §4). Default "one-shot".
   std::string strategy = "one-shot";
   // Scale kept weights by (clients that kept them)/(clients). Default false.
   bool weight_scaling = false;
+  // Exact strategy only: the sites' statistics are summed by secure aggregation, so the
+  // server learns only the sum (docs/secure_aggregation.md). Needs mutual TLS and at least 3
+  // allowed sites. Default false.
+  bool secure_aggregation = false;
+  // Shamir threshold t of the secure sum; 0 = floor(n / 2) + 1 for n allowed sites. Bounds
+  // 0 or [2, n]. Default 0.
+  int secure_aggregation_threshold = 0;
+  // Fixed-point fraction bits of the secure sum. Bounds [8, 40]. Default 24.
+  int secure_aggregation_fraction_bits = 24;
+  // The threshold in force (resolves 0).
+  int SecureThreshold() const {
+    return secure_aggregation_threshold > 0 ? secure_aggregation_threshold
+                                            : static_cast<int>(allowed_clients.size()) / 2 + 1;
+  }
   // Order among equal vote counts: "magnitude" (smaller |W| first) | "random". Default
   // "magnitude".
   std::string tie_break = "magnitude";

@@ -404,7 +404,7 @@ std::vector<std::string> StateStore::RemoveOrphanUploads(int round, const std::s
   std::vector<std::filesystem::path> orphans;
   for (auto it = std::filesystem::directory_iterator(uploads, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    if (it->path().extension() != ".masks") continue;
+    if (it->path().extension() != ".masks" && it->path().extension() != ".stats") continue;
     if (committed.count(it->path().stem().string()) == 0) orphans.push_back(it->path());
   }
   for (const auto& path : orphans) {
@@ -416,6 +416,9 @@ std::vector<std::string> StateStore::RemoveOrphanUploads(int round, const std::s
 std::string StateStore::RoundFile(int round) { return absl::StrCat("rounds/", round, "/round.json"); }
 std::string StateStore::UploadFile(int round, const std::string& client) {
   return absl::StrCat("rounds/", round, "/uploads/", client, ".masks");
+}
+std::string StateStore::StatisticsFile(int round, const std::string& client) {
+  return absl::StrCat("rounds/", round, "/uploads/", client, ".stats");
 }
 std::string StateStore::DecisionMaskFile(int round) { return absl::StrCat("rounds/", round, "/decision.masks"); }
 std::string StateStore::DecisionScaleFile(int round) { return absl::StrCat("rounds/", round, "/decision.scales"); }

@@ -172,6 +172,8 @@ class StateStore {
 
   static std::string RoundFile(int round);
   static std::string UploadFile(int round, const std::string& client);
+  // An exact-strategy site's statistics record (docs/round_protocol.md §4).
+  static std::string StatisticsFile(int round, const std::string& client);
   static std::string DecisionMaskFile(int round);
   static std::string DecisionScaleFile(int round);
 

@@ -24,6 +24,7 @@
 #include "common/mask_codec.h"
 #include "engine/calibration_data.h"
 #include "engine/federation.h"
+#include "engine/site_session.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
@@ -192,7 +193,8 @@ class FederationE2eTest : public ::testing::Test {
     }
   }
 
-  void RunFederation(const std::string& name, const RunSettings& s) {
+  // Returns the run's directory.
+  std::string RunFederation(const std::string& name, const RunSettings& s) {
     const int port = FreePort();
     const std::string run = WriteServerConfig(name, s, port);
     auto server = StartServer(run, port);
@@ -205,6 +207,7 @@ class FederationE2eTest : public ::testing::Test {
     ExpectMatchesInProcess(run, s);
     CheckReport(run, s);
     EXPECT_TRUE(fs::exists(run + "/out/model/tokenizer.model"));
+    return run;
   }
 
   static FederationFiles* files_;
@@ -224,6 +227,97 @@ TEST_F(FederationE2eTest, IterativeLayer) { RunFederation("iterative-layer", {"i
 TEST_F(FederationE2eTest, IterativeRowWithWeightScaling) {
   RunFederation("iterative-row-scaled", {"iterative", "row", "unstructured", true});
 }
+// The exact strategy over the wire (RunFederation checks that it equals the in-process exact
+// rounds bit for bit): its masks are centralized Wanda's, with float64 statistics, on the union
+// of the three sites' windows, in every entry; and that comparison can tell one site's windows
+// from the union.
+TEST_F(FederationE2eTest, ExactEqualsCentralizedWandaOnTheUnion) {
+  const std::string run = RunFederation("exact-row", {"exact", "row"});
+  EXPECT_THAT(ReadAll(run + "/server.log"), HasSubstr("decided from the statistics of 3 sites"));
+  auto served = LlamaModel::Load(run + "/out/model");
+  ASSERT_TRUE(served.ok()) << served.status();
+  LocalPruneOptions centralized;
+  centralized.float64_statistics = true;
+  centralized.group = ComparisonGroup::kRow;
+  centralized.pattern = *SparsityPattern::Parse("unstructured", 0.5);
+  auto differing_from = [&](const at::Tensor& windows) -> int64_t {
+    auto pooled = PruneLocally(*base_, windows, centralized);
+    EXPECT_TRUE(pooled.ok()) << pooled.status();
+    if (!pooled.ok()) return -1;
+    int64_t differing = 0;
+    for (const LayerMasks& layer : pooled->masks) {
+      for (const auto& [name, mask] : layer) {
+        const at::Tensor pruned_here = served->tensors().at(name).eq(0);
+        differing += pruned_here.ne(FromPackedMask(mask).reshape(pruned_here.sizes())).sum().item<int64_t>();
+      }
+    }
+    return differing;
+  };
+  EXPECT_EQ(differing_from(at::cat(*samples_, 0)), 0);
+  EXPECT_GT(differing_from((*samples_)[0]), 100);
+}
+
+// Served model == the in-process exact rounds on `samples`, tensor for tensor and bit for bit.
+void ExpectEqualsExactRounds(const std::string& run, const LlamaModel& base, const std::vector<at::Tensor>& samples) {
+  auto served = LlamaModel::Load(run + "/out/model");
+  ASSERT_TRUE(served.ok()) << served.status();
+  FederationOptions options;
+  options.strategy = Strategy::kExact;
+  options.aggregation.group = ComparisonGroup::kRow;
+  options.aggregation.pattern = *SparsityPattern::Parse("unstructured", 0.5);
+  options.local.pattern = options.aggregation.pattern;
+  auto reference = RunInProcessFederation(base, samples, options);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  int64_t differing_weights = 0;
+  for (const auto& [name, tensor] : reference->tensors()) {
+    differing_weights += served->tensors().at(name).ne(tensor).sum().item<int64_t>();
+  }
+  EXPECT_EQ(differing_weights, 0);
+}
+
+// Secure aggregation (docs/secure_aggregation.md): the server sees only the sum, and the
+// pruned model is bit-identical to exact mode without it.
+TEST_F(FederationE2eTest, SecureAggregationEqualsPlainExact) {
+  const int port = FreePort();
+  const std::string run = WriteServerConfig("exact-secure", {"exact", "row"}, port, "secure_aggregation: true\n");
+  auto server = StartServer(run, port);
+  ASSERT_TRUE(PortOpen(port)) << server->Log();
+  RunHonestSites(run, port);
+  ASSERT_EQ(server->Wait(60), 0) << server->Log();
+  const std::string log = server->Log();
+  EXPECT_THAT(log, HasSubstr("round 4: secure aggregation: summed the statistics of 3 sites"));
+  EXPECT_THAT(log, Not(HasSubstr("committed upload of site-")));  // no site's own statistics
+  ExpectEqualsExactRounds(run, *base_, *samples_);
+}
+
+// One site is killed (SIGKILL) right after the key exchange of round 0: the survivors reveal
+// what removes its masks, the round sums the other two, and the job goes on with them. The
+// model equals exact mode without secure aggregation on those two sites.
+TEST_F(FederationE2eTest, SecureAggregationSurvivesASiteKilledAfterTheKeyExchange) {
+  const int port = FreePort();
+  const std::string run = WriteServerConfig("exact-secure-kill", {"exact", "row"}, port,
+                                            "secure_aggregation: true\nmin_clients: 2\nsite_timeout_seconds: 4\n");
+  auto server = StartServer(run, port);
+  ASSERT_TRUE(PortOpen(port)) << server->Log();
+  std::vector<std::unique_ptr<ChildProcess>> clients;
+  for (const std::string& site : kSites) {
+    const std::string config =
+        files_->WriteClientConfig(run, site, port, Certs(), kModel, "", 60, "heartbeat_seconds: 0.5\n");
+    std::vector<std::string> env;
+    if (site == "site-c") env.push_back("FEDPRLLM_CRASH_AT=secagg-keys-exchanged");
+    clients.push_back(StartClient(config, run + "/" + site + ".log", env));
+  }
+  EXPECT_NE(clients[2]->Wait(240), 0) << clients[2]->Log();
+  EXPECT_THAT(clients[2]->Log(), HasSubstr("keys verified for 3 sites"));
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(clients[i]->Wait(240), 0) << kSites[i] << ":\n" << clients[i]->Log();
+  ASSERT_EQ(server->Wait(60), 0) << server->Log();
+  const std::string log = server->Log();
+  EXPECT_THAT(log, HasSubstr("round 0: secure aggregation: inputs closed; survivors [site-a, site-b], dropped after "
+                             "the key exchange [site-c]"));
+  EXPECT_THAT(log, HasSubstr("round 0: secure aggregation: summed the statistics of 2 sites"));
+  ExpectEqualsExactRounds(run, *base_, {(*samples_)[0], (*samples_)[1]});
+}
+
 TEST_F(FederationE2eTest, IterativeColumn) { RunFederation("iterative-column", {"iterative", "column"}); }
 
 // A raw gRPC client speaking for site-d, to send what no honest client would.
