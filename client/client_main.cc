@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   });
   const std::vector<char*> args =
       fedprllm::ParseCommandLine(argc, argv, "fedprllm-client [check] --config client.yaml");
-  fedprllm::UseAllCores();
+  fedprllm::UseAllCores(fedprllm::PoolUse::kOperations);
   if (args.size() > 1) {
     if (args.size() > 2 || std::string(args[1]) != "check") {
       std::fprintf(stderr,

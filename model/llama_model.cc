@@ -15,6 +15,7 @@
 #include "common/packed_mask.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"  // IsSmallModel
 #include "model/perplexity.h"  // ReadTextFile
 #include "model/rotary_embedding.h"
 #include "model/torch_wall.h"
@@ -327,6 +328,37 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
       const at::Tensor out = at::matmul(input, w.linears[index].t());
       return w.biases[index].defined() ? out + w.biases[index] : out;
     };
+    // Linears first .. first + count - 1, which read the same input (q, k, v; gate, up). A small
+    // model on the CPU multiplies them as one matrix (the weights concatenated for this call,
+    // a few hundred KiB): one GEMM of N = the summed outputs instead of several thin ones. The
+    // outputs are column slices of it, each the same dot products as its own matmul.
+    const bool fuse = hidden.device().is_cpu() && IsSmallModel(config_.hidden_size);
+    auto linears = [&](int first, int count, const at::Tensor& input) {
+      std::vector<at::Tensor> outs;
+      bool all_bias = true, no_bias = true;
+      for (int i = first; i < first + count; ++i) {
+        all_bias = all_bias && w.biases[i].defined();
+        no_bias = no_bias && !w.biases[i].defined();
+      }
+      if (!fuse || !(all_bias || no_bias)) {
+        for (int i = first; i < first + count; ++i) outs.push_back(linear(i, input));
+        return outs;
+      }
+      std::vector<at::Tensor> weights, biases;
+      for (int i = first; i < first + count; ++i) {
+        if (observer != nullptr && *observer) (*observer)(i, input);
+        weights.push_back(w.linears[i]);
+        if (all_bias) biases.push_back(w.biases[i]);
+      }
+      at::Tensor out = at::matmul(input, at::cat(weights, 0).t());
+      if (all_bias) out = out + at::cat(biases, 0);
+      int64_t offset = 0;
+      for (const at::Tensor& weight : weights) {
+        outs.push_back(out.narrow(-1, offset, weight.size(0)));
+        offset += weight.size(0);
+      }
+      return outs;
+    };
     // Attention block. Query head h reads key/value head h / group (HF's repeat_kv), so the
     // queries of one key/value head are stacked into a single batch entry of
     // [seq * group, head_dim] rows (row s * group + g is position past + s of head
@@ -335,14 +367,15 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
     const at::Tensor x = RmsNorm(hidden, w.input_layernorm, config_.rms_norm_eps);
     const RopeTables rope = CachedRopeTables(config_, past, seq, past + seq, hidden.device(), hidden.scalar_type());
     const bool blocked = hidden.device().is_cpu();
-    at::Tensor q = RopeRotate(linear(0, x).view({batch, seq, heads, head_dim}), rope.cos, rope.sin)
+    const std::vector<at::Tensor> qkv = linears(0, 3, x);
+    at::Tensor q = RopeRotate(qkv[0].view({batch, seq, heads, head_dim}), rope.cos, rope.sin)
                        .view({batch, seq, kv_heads, group, head_dim});
     q = blocked ? q.permute({0, 2, 1, 3, 4}).reshape({batch * kv_heads, seq * group, head_dim})
                 : q.permute({0, 2, 3, 1, 4}).reshape({batch * kv_heads, group * seq, head_dim});
-    at::Tensor k = RopeRotate(linear(1, x).view({batch, seq, kv_heads, head_dim}), rope.cos, rope.sin)
+    at::Tensor k = RopeRotate(qkv[1].view({batch, seq, kv_heads, head_dim}), rope.cos, rope.sin)
                        .transpose(1, 2)
                        .reshape({batch * kv_heads, seq, head_dim});
-    at::Tensor v = linear(2, x).view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
+    at::Tensor v = qkv[2].view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
         {batch * kv_heads, seq, head_dim});
     if (cache != nullptr) {
       if (past > 0) {
@@ -376,7 +409,8 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
     const at::Tensor after_attn = hidden + linear(3, attn);
     // MLP block.
     const at::Tensor y = RmsNorm(after_attn, w.post_attention_layernorm, config_.rms_norm_eps);
-    const at::Tensor act = at::silu(linear(4, y)) * linear(5, y);
+    const std::vector<at::Tensor> gate_up = linears(4, 2, y);
+    const at::Tensor act = at::silu(gate_up[0]) * gate_up[1];
     return after_attn + linear(6, act);
   });
 }

@@ -11,7 +11,7 @@ namespace fedprllm {
 absl::StatusOr<ModelAndTokenizer> LoadModelAndTokenizer(const std::string& model_path,
                                                         const std::string& tokenizer_path) {
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(model_path));
-  FitBlasThreadsToModel(model.config().hidden_size);
+  FitThreadsToModel(model.config().hidden_size);
   ASSIGN_OR_RETURN(std::string found, FindTokenizer(model_path, tokenizer_path));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(found));
   return ModelAndTokenizer{std::move(model), std::move(tokenizer)};

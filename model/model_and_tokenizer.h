@@ -14,8 +14,8 @@ struct ModelAndTokenizer {
   Tokenizer tokenizer;
 };
 
-// Loads the model (Hugging Face directory or llama2.c .bin), sizes OpenBLAS's threads for it
-// (FitBlasThreadsToModel), and loads its tokenizer (a tokenizer.json or a SentencePiece
+// Loads the model (Hugging Face directory or llama2.c .bin), sizes the thread pools for it
+// (FitThreadsToModel, model/cpu_runtime.h), and loads its tokenizer (a tokenizer.json or a SentencePiece
 // model; model/tokenizer.h): `tokenizer_path` when given, else the one found beside the model
 // (FindTokenizer: tokenizer.json before tokenizer.model in a Hugging Face directory).
 absl::StatusOr<ModelAndTokenizer> LoadModelAndTokenizer(const std::string& model_path,

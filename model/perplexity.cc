@@ -1,12 +1,17 @@
-// Windowed perplexity evaluation.
+// Windowed perplexity evaluation, batches side by side on the CPU pool for small models.
 #include "model/perplexity.h"
+
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/cpu_runtime.h"
 #include "model/torch_wall.h"
 
 namespace fedprllm {
@@ -75,18 +80,48 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model, con
     return absl::InvalidArgumentError(absl::StrCat("text has ", tokens.size(), " tokens, fewer than one window of ",
                                                    options.seqlen));
   }
-  double total_nll = 0;
-  for (int64_t start = 0; start < windows; start += options.batch_size) {
-    const int64_t count = std::min(options.batch_size, windows - start);
+  // Batch b holds windows [b * batch_size, ...). A small model on the CPU evaluates its
+  // batches side by side on the pool's threads, each forward single-threaded (ATen runs the
+  // nested operations inline); anything else evaluates them one after another with every
+  // operation on the pool. Either way the NLLs are summed in batch order, so the result does
+  // not depend on the thread count.
+  const int64_t batches = (windows + options.batch_size - 1) / options.batch_size;
+  std::vector<double> nll(batches, 0.0);
+  std::vector<absl::Status> failed(batches);
+  auto evaluate = [&](int64_t b) -> absl::Status {
+    const int64_t start = b * options.batch_size, count = std::min(options.batch_size, windows - start);
     ASSIGN_OR_RETURN(at::Tensor batch, TorchCall("building evaluation batch", [&] {
       return at::from_blob(const_cast<int*>(tokens.data()) + start * options.seqlen, {count, options.seqlen},
                            at::TensorOptions().dtype(at::kInt))
           .to(at::kLong);
     }));
-    ASSIGN_OR_RETURN(double nll, SumNll(model, batch, options.compute));
-    total_nll += nll;
-    if (progress) progress(start + count, windows);
+    ASSIGN_OR_RETURN(nll[b], SumNll(model, batch, options.compute));
+    return absl::OkStatus();
+  };
+  const bool side_by_side = options.compute.device.is_cpu() && IsSmallModel(model.config().hidden_size) &&
+                            batches > 1 && at::get_num_threads() > 1 && !at::in_parallel_region();
+  if (side_by_side) {
+    std::mutex progress_mutex;
+    int64_t done = 0;
+    at::parallel_for(0, batches, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        failed[b] = evaluate(b);
+        if (progress) {
+          std::lock_guard<std::mutex> lock(progress_mutex);
+          done += std::min(options.batch_size, windows - b * options.batch_size);
+          progress(done, windows);
+        }
+      }
+    });
+    for (const absl::Status& status : failed) RETURN_IF_ERROR(status);
+  } else {
+    for (int64_t b = 0; b < batches; ++b) {
+      RETURN_IF_ERROR(evaluate(b));
+      if (progress) progress(std::min(windows, (b + 1) * options.batch_size), windows);
+    }
   }
+  double total_nll = 0;
+  for (double part : nll) total_nll += part;
   PerplexityResult result;
   result.windows = windows;
   result.predicted_tokens = windows * (options.seqlen - 1);

@@ -31,7 +31,8 @@ struct PerplexityResult {
   int64_t predicted_tokens = 0;  // windows * (seqlen - 1)
 };
 
-// Called after each batch with (windows done, windows total).
+// Called after each batch with (windows done, windows total), from one thread at a time and
+// with `done` increasing (batches may finish out of order when evaluated side by side).
 using ProgressCallback = std::function<void(int64_t done, int64_t total)>;
 
 // `tokens` is the whole tokenized text (BOS first).

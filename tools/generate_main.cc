@@ -50,6 +50,6 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   fedprllm::ParseCommandLine(argc, argv, "fedprllm-generate --model M --out FILE [--seed S] [--streams N] [--rounds R]");
-  fedprllm::UseAllCores();
+  fedprllm::UseAllCores(fedprllm::PoolUse::kOperations);
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-generate");
 }

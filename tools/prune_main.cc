@@ -58,6 +58,6 @@ int main(int argc, char** argv) {
   fedprllm::ParseCommandLine(argc, argv, 
       "fedprllm-prune --model M --calib FILE... --nsamples 128 --seqlen N --sparsity 0.5 "
       "--pattern unstructured|2:4|4:8 --metric wanda|magnitude --out DIR [--device D] [--seed S]");
-  fedprllm::UseAllCores();
+  fedprllm::UseAllCores(fedprllm::PoolUse::kOperations);
   return fedprllm::ExitWith(fedprllm::Run(), "fedprllm-prune");
 }
