@@ -1,6 +1,7 @@
 // Tests of the secure sum: exactness, recovery after a drop-out, the threshold, forged key
 // advertisements, and that the server's view of one site looks uniform.
 #include "secagg/secure_sum.h"
+#include "secagg/vote_packing.h"
 
 #include <unistd.h>
 
@@ -325,6 +326,42 @@ TEST(SecAggTest, ASiteRefusesAnUnmaskRequestThatWouldRevealBothSecrets) {
   EXPECT_TRUE(run.sites[0].Unmask(request).ok());
   request = UnmaskRequest{{"site-1", "site-2", "site-3"}, {"site-4", "site-5"}};  // a second, different request
   EXPECT_EQ(run.sites[0].Unmask(request).status().message(), "this site has already answered an unmask request");
+}
+
+// Vote counts through the secure sum: the counts the server unpacks equal the plain count of
+// each weight's prune bits, at ceil(log2(C + 1)) bits per weight.
+TEST(SecAggTest, SecureVoteCountsEqualThePlainCounts) {
+  ASSERT_TRUE(Certs::Get().ok());
+  const int64_t weights = 4099;  // not a multiple of the fields per word
+  const int bits = VoteFieldBits(static_cast<int>(kSites.size()));
+  EXPECT_EQ(bits, 3);
+  EXPECT_EQ(VoteFieldBits(3), 2);
+  EXPECT_EQ(VoteFieldBits(64), 7);
+  EXPECT_EQ(VoteFieldBits(255), 8);
+  std::mt19937_64 random(5);
+  std::map<std::string, std::vector<uint64_t>> inputs;
+  std::vector<int> plain(weights, 0);
+  for (const std::string& site : kSites) {
+    PackedMask mask({weights});
+    for (int64_t i = 0; i < weights; ++i) {
+      const bool pruned = random() % 2 == 0;
+      mask.Set(i, pruned);
+      plain[i] += pruned;
+    }
+    inputs[site] = PackVotes(mask, bits);
+  }
+  const size_t length = PackedVoteWords(weights, bits);
+  EXPECT_EQ(length, static_cast<size_t>((weights + 20) / 21));
+  Aggregation run = RunUntilInputs(Config(3, length), inputs, {});
+  auto sum = Unmask(run, 5);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  auto counts = UnpackVoteCounts(*sum, bits, weights);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  for (int64_t i = 0; i < weights; ++i) ASSERT_EQ((*counts)[i], plain[i]) << i;
+  EXPECT_FALSE(UnpackVoteCounts(absl::MakeConstSpan(*sum).subspan(1), bits, weights).ok());
+  std::vector<uint64_t> stray = *sum;
+  stray.back() |= uint64_t{1} << 63;
+  EXPECT_THAT(UnpackVoteCounts(stray, bits, weights).status().message(), HasSubstr("beyond its last field"));
 }
 
 TEST(ShamirTest, AnyThresholdSubsetRecoversAndATamperedShareDoesNot) {
