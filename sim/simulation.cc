@@ -302,6 +302,7 @@ absl::Status SimSettings::Validate() const {
   if (eval_seqlen < 2) return absl::InvalidArgumentError("eval_seqlen: must be >= 2");
   if (eval_max_windows < 0) return absl::InvalidArgumentError("eval_max_windows: must be >= 0 (0 = whole texts)");
   if (headline_clients < 1) return absl::InvalidArgumentError("headline_clients: must be >= 1");
+  if (full_local_only_clients < 0) return absl::InvalidArgumentError("full_local_only_clients: must be >= 0");
   if (jobs < 0) return absl::InvalidArgumentError("jobs: must be >= 0 (0 = auto)");
   for (const SparsityPattern& p : patterns) RETURN_IF_ERROR(p.Validate());
   if (split == SplitMode::kEven) {
@@ -481,15 +482,16 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
       row.method = method;
       return row;
     };
-    auto evaluate = [&](const LlamaModel& model, SimRow row) -> absl::Status {
+    // `whole_ok`: false for local-only clients past full_local_only_clients.
+    auto evaluate = [&](const LlamaModel& model, SimRow row, bool whole_ok = true) -> absl::Status {
       Evaluated e;
       ASSIGN_OR_RETURN(e.ppl, evaluator.Evaluate(model));
       const bool headline =
           row.method == "dense" || row.method == "magnitude" || row.method == "centralized-wanda" ||
           (row.clients == s.headline_clients &&
-           (row.method == "local-only" || (row.strategy == "one-shot" && !row.scaling &&
+           (row.method == "local-only" || (row.strategy == "one-shot" && !row.scaling && row.tie_break != "random" &&
                                            (row.group == "layer" || row.group == "any (N:M)"))));
-      if (capped && s.full_headline && headline) {
+      if (capped && s.full_headline && headline && whole_ok) {
         ASSIGN_OR_RETURN(e.full, evaluator.Evaluate(model, /*full=*/true));
       }
       e.row = std::move(row);
@@ -524,7 +526,7 @@ absl::StatusOr<SimTable> RunSimulation(const SimSettings& s, const SimLog& log) 
       for (size_t c = 0; c < masks.size(); ++c) {
         if (s.local_only_max_clients > 0 && c >= static_cast<size_t>(s.local_only_max_clients)) break;
         ASSIGN_OR_RETURN(LlamaModel m, LocalOnlyModel(base, masks[c], pattern));
-        RETURN_IF_ERROR(evaluate(m, id(clients, "local-only")));
+        RETURN_IF_ERROR(evaluate(m, id(clients, "local-only"), c < static_cast<size_t>(s.full_local_only_clients)));
       }
       if (exact) {  // pooled statistics, Wanda's row group; no votes, so no tie-break
         FederationOptions fed;
@@ -736,7 +738,9 @@ std::string FormatFindings(const SimTable& table) {
     for (const std::string& e : table.eval_names) exact.Add(r.ppl.at(e).mean() / c->ppl.at(e).mean() - 1);
   }
   if (exact.n > 0) {
-    out << "- **Exact** (pooled statistics, row group) vs centralized Wanda: perplexity change " << exact.SignedPercent()
+    out << absl::StrFormat("- **Exact** (pooled statistics, row group) vs centralized Wanda: perplexity change %+.4f%% to "
+                           "%+.4f%%",
+                           exact.lo * 100, exact.hi * 100)
         << " over " << exact.n << " (calibration, pattern, clients, eval) cells.\n";
   }
   // One-shot, layer (any for N:M), no scaling, per tie-break: vs centralized and vs local-only.

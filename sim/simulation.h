@@ -99,11 +99,13 @@ struct SimSettings {
   int64_t eval_seqlen = 256;
   int64_t eval_max_windows = 0;
   // With eval_max_windows > 0: the headline rows are also scored on the whole texts, into
-  // SimRow::full_ppl. Headline rows: dense, magnitude (per matrix), centralized Wanda,
-  // local-only, and FedPrLLM one-shot, layer group, no scaling (every tie-break) at
-  // `headline_clients` clients. Default true, 64 clients.
+  // SimRow::full_ppl. Headline rows: dense, magnitude (per matrix), centralized Wanda, and at
+  // `headline_clients` clients local-only (its first full_local_only_clients clients per run)
+  // and FedPrLLM one-shot, layer group (N:M: any), no scaling, with the magnitude and index
+  // tie-breaks (random is no paper's rule). Defaults: true, 64 clients, 1 local-only client.
   bool full_headline = true;
   int headline_clients = 64;
+  int full_local_only_clients = 1;
   // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.
   // Default 0. Evaluation dominates the runtime, and 64 clients x 3 seeds is 192 models.
   int local_only_max_clients = 0;

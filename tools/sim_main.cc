@@ -45,6 +45,7 @@ ABSL_FLAG(bool, full_headline, true,
           "With --eval_max_windows: also score the headline rows (dense, magnitude, centralized, local-only and "
           "one-shot layer without scaling at --headline_clients clients) on the whole texts");
 ABSL_FLAG(int, headline_clients, 64, "Client count of the headline rows' one-shot and local-only cells");
+ABSL_FLAG(int, full_local_only_clients, 1, "Headline local-only cells on whole texts: clients per run");
 ABSL_FLAG(std::string, model_name, "", "The model's name in the sweep plot's title (default: the file's stem)");
 ABSL_FLAG(int, jobs, 0, "Jobs at once (0 = one per core for small CPU models, else 1)");
 ABSL_FLAG(int, local_only_max_clients, 0, "Local-only: evaluate at most this many clients per count and seed (0 = all)");
@@ -121,6 +122,7 @@ absl::Status Run() {
   s.eval_max_windows = absl::GetFlag(FLAGS_eval_max_windows);
   s.full_headline = absl::GetFlag(FLAGS_full_headline);
   s.headline_clients = absl::GetFlag(FLAGS_headline_clients);
+  s.full_local_only_clients = absl::GetFlag(FLAGS_full_local_only_clients);
   s.local_only_max_clients = absl::GetFlag(FLAGS_local_only_max_clients);
   s.jobs = absl::GetFlag(FLAGS_jobs);
   ASSIGN_OR_RETURN(s.compute, ParseComputeOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype)));
