@@ -15,6 +15,7 @@
 #include "common/packed_mask.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "model/causal_attention.h"
 #include "model/cpu_runtime.h"  // IsSmallModel
 #include "model/perplexity.h"  // ReadTextFile
 #include "model/rotary_embedding.h"
@@ -244,54 +245,6 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
-}
-
-// Query positions per block of CausalAttention. 32 was fastest on stories260K (head_dim 8)
-// among 16, 32, 64 and 128 at one thread: small enough that a block's scores stay in cache
-// and little of the masked half is computed, large enough that call overhead stays small.
-constexpr int64_t kAttentionBlock = 32;
-
-// The additive mask of a diagonal block: [kAttentionBlock * group, kAttentionBlock], 0 where
-// row s * group + g may see key column c (c <= s), -inf elsewhere. Cached per thread for the
-// last group, dtype and device; callers only read it.
-const at::Tensor& DiagonalBlockMask(int64_t group, at::ScalarType dtype, const at::Device& device) {
-  thread_local at::Tensor mask;
-  if (!mask.defined() || mask.size(0) != kAttentionBlock * group || mask.scalar_type() != dtype ||
-      mask.device() != device) {
-    mask = at::full({kAttentionBlock, kAttentionBlock}, -std::numeric_limits<float>::infinity(),
-                    at::TensorOptions().dtype(dtype).device(device))
-               .triu_(1)
-               .repeat_interleave(group, 0)
-               .contiguous();
-  }
-  return mask;
-}
-
-// Causal attention that computes only the unmasked half, in blocks of kAttentionBlock query
-// positions. `q` is [bk, seq * group, head_dim] (row s * group + g: position past + s), `k`
-// and `v` are [bk, past + seq, head_dim]. Query block [s0, s0 + n) reads keys
-// [0, past + s0 + n): scores by one bmm, scaled, the diagonal block masked, an exact softmax
-// over that row in float32, and one bmm with v. Every score and probability a query can see
-// is the one the full masked softmax gives (the masked ones are exp(-inf) = 0 there), so the
-// output is the full computation's up to float rounding. Returns [bk, seq * group, head_dim].
-at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t past, int64_t group,
-                           double scale) {
-  const int64_t seq = q.size(1) / group;
-  at::Tensor out = at::empty_like(q);
-  const at::Tensor keys_t = k.transpose(1, 2);  // [bk, head_dim, past + seq]
-  const at::Tensor& diagonal = DiagonalBlockMask(group, q.scalar_type(), q.device());
-  for (int64_t s0 = 0; s0 < seq; s0 += kAttentionBlock) {
-    const int64_t n = std::min(kAttentionBlock, seq - s0), visible = past + s0 + n;
-    // The scale is applied as baddbmm's alpha, as in the full computation. Zeros, not empty:
-    // ATen's small-matrix kernel reads the input even with beta 0 (0 * NaN is NaN).
-    at::Tensor scores = at::zeros({q.size(0), n * group, visible}, q.options());
-    scores.baddbmm_(q.narrow(1, s0 * group, n * group), keys_t.narrow(2, 0, visible), /*beta=*/0.0, /*alpha=*/scale);
-    scores.narrow(2, past + s0, n).add_(diagonal.narrow(0, 0, n * group).narrow(1, 0, n));
-    const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-    at::Tensor rows = out.narrow(1, s0 * group, n * group);
-    at::bmm_out(rows, probs, v.narrow(1, 0, visible));
-  }
-  return out;
 }
 
 }  // namespace
