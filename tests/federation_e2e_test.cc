@@ -193,8 +193,8 @@ class FederationE2eTest : public ::testing::Test {
     }
   }
 
-  // Returns the run's directory.
-  std::string RunFederation(const std::string& name, const RunSettings& s) {
+  // The run's directory is files_->dir() + "/" + name.
+  void RunFederation(const std::string& name, const RunSettings& s) {
     const int port = FreePort();
     const std::string run = WriteServerConfig(name, s, port);
     auto server = StartServer(run, port);
@@ -207,7 +207,6 @@ class FederationE2eTest : public ::testing::Test {
     ExpectMatchesInProcess(run, s);
     CheckReport(run, s);
     EXPECT_TRUE(fs::exists(run + "/out/model/tokenizer.model"));
-    return run;
   }
 
   static FederationFiles* files_;
@@ -232,7 +231,8 @@ TEST_F(FederationE2eTest, IterativeRowWithWeightScaling) {
 // of the three sites' windows, in every entry; and that comparison can tell one site's windows
 // from the union.
 TEST_F(FederationE2eTest, ExactEqualsCentralizedWandaOnTheUnion) {
-  const std::string run = RunFederation("exact-row", {"exact", "row"});
+  RunFederation("exact-row", {"exact", "row"});
+  const std::string run = files_->dir() + "/exact-row";
   EXPECT_THAT(ReadAll(run + "/server.log"), HasSubstr("decided from the statistics of 3 sites"));
   auto served = LlamaModel::Load(run + "/out/model");
   ASSERT_TRUE(served.ok()) << served.status();
