@@ -151,14 +151,29 @@ __attribute__((target("avx2,fma"))) void FusedEntry(const float* q, const float*
       sum = _mm256_add_ps(sum, e);
     }
     const __m256 inverse = _mm256_set1_ps(1.0f / HorizontalSum(sum));
-    // out = sum_j p_j v_j, with p_j = e_j / sum as the softmax gives it.
-    __m256 acc[kVectors];
-    for (int i = 0; i < kVectors; ++i) acc[i] = _mm256_setzero_ps();
-    for (int64_t j = 0; j < visible; ++j) {
-      const __m256 p = _mm256_set1_ps(scores[j]);
-      for (int i = 0; i < kVectors; ++i) acc[i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + j * D + 8 * i), acc[i]);
+    // out = sum_j p_j v_j, with p_j = e_j / sum as the softmax gives it. Four partial sums
+    // (keys j mod 4) keep four FMA chains in flight instead of one.
+    __m256 acc[4][kVectors];
+    for (int a = 0; a < 4; ++a) {
+      for (int i = 0; i < kVectors; ++i) acc[a][i] = _mm256_setzero_ps();
     }
-    for (int i = 0; i < kVectors; ++i) _mm256_storeu_ps(out + r * D + 8 * i, _mm256_mul_ps(acc[i], inverse));
+    int64_t j = 0;
+    for (; j + 4 <= visible; j += 4) {
+      for (int a = 0; a < 4; ++a) {
+        const __m256 p = _mm256_set1_ps(scores[j + a]);
+        for (int i = 0; i < kVectors; ++i) {
+          acc[a][i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + (j + a) * D + 8 * i), acc[a][i]);
+        }
+      }
+    }
+    for (; j < visible; ++j) {
+      const __m256 p = _mm256_set1_ps(scores[j]);
+      for (int i = 0; i < kVectors; ++i) acc[0][i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + j * D + 8 * i), acc[0][i]);
+    }
+    for (int i = 0; i < kVectors; ++i) {
+      const __m256 total_i = _mm256_add_ps(_mm256_add_ps(acc[0][i], acc[1][i]), _mm256_add_ps(acc[2][i], acc[3][i]));
+      _mm256_storeu_ps(out + r * D + 8 * i, _mm256_mul_ps(total_i, inverse));
+    }
   }
 }
 
