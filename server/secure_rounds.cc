@@ -56,6 +56,15 @@ absl::StatusOr<v1::SecAggResponse> FederationJob::SecureAggregate(const v1::SecA
   }
   ASSIGN_OR_RETURN(const std::string site, ClientOfTokenLocked(request.session_token(), peer));
   const int round = request.round();
+  // A site's unmask answer is answered ready only once the sum is committed: until then a
+  // restart of the server loses the aggregation, and the site must run it again.
+  if (request.step() == v1::SECAGG_STEP_UNMASK && request.has_unmask() && secure_.has_value() &&
+      secure_->round == round && secure_->taken[kUnmaskStep].count(site) != 0 &&
+      round < static_cast<int>(rounds_.size()) && rounds_[round].committed.count(kSecureSumSite) != 0) {
+    v1::SecAggResponse done;
+    done.set_ready(true);
+    return done;
+  }
   if (round < 0 || round >= static_cast<int>(rounds_.size()) || rounds_[round].phase != RoundPhase::kOpen ||
       state_ != JobState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat("round ", round, " is not open"));
@@ -159,7 +168,8 @@ absl::StatusOr<v1::SecAggResponse> FederationJob::SecureAggregate(const v1::SecA
       response.set_ready(true);
       break;
     case v1::SECAGG_STEP_UNMASK:
-      response.set_ready(request.has_unmask() || sum.phase == Phase::kUnmasking || sum.phase == Phase::kSummed);
+      response.set_ready(request.has_unmask() ? rounds_[round].committed.count(kSecureSumSite) != 0
+                                              : sum.phase == Phase::kUnmasking || sum.phase == Phase::kSummed);
       if (!request.has_unmask() && response.ready()) secagg::SetUnmaskRequest(sum.unmask, &response);
       break;
     default:

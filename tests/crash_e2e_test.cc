@@ -72,7 +72,10 @@ class CrashTest : public ::testing::Test {
                    const std::vector<std::vector<std::string>>& client_env = {}, const std::string& extra = "") {
     Run run;
     run.port = FreePort();
-    run.dir = files_->WriteServerConfig(name, RunSettings{strategy}, run.port, kServerExtra + extra);
+    // "exact-secure": the exact strategy with secure aggregation.
+    const bool secure = strategy == "exact-secure";
+    run.dir = files_->WriteServerConfig(name, RunSettings{secure ? "exact" : strategy}, run.port,
+                                        std::string(kServerExtra) + (secure ? "secure_aggregation: true\n" : "") + extra);
     run.server = StartServer(run.dir, run.port, server_env);
     for (size_t i = 0; i < kSites.size(); ++i) {
       run.clients.push_back(StartSite(run, i, i < client_env.size() ? client_env[i] : std::vector<std::string>{}));
@@ -138,7 +141,14 @@ TEST_P(ServerKillTest, ResumesToTheSameModel) {
   // Acknowledged commits were kept: no site's commit is in the report twice, each round has
   // every site once.
   const nlohmann::json report = nlohmann::json::parse(ReadAll(run.dir + "/out/report.json"));
-  for (const auto& round : report["rounds"]) EXPECT_EQ(round["clients"], nlohmann::json(kSites));
+  for (const auto& round : report["rounds"]) {
+    if (c.strategy == "exact-secure") {  // one commit per round: the sum of every site
+      EXPECT_EQ(round["clients"], nlohmann::json({"secure-sum"}));
+      EXPECT_EQ(round["uploads"]["secure-sum"]["contributors"], nlohmann::json(kSites));
+    } else {
+      EXPECT_EQ(round["clients"], nlohmann::json(kSites));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -167,6 +177,18 @@ INSTANTIATE_TEST_SUITE_P(
                       KillCase{"iterative", "round-closed#3"},       // between rounds 2 and 3
                       KillCase{"iterative", "round-opened#4"},       // round 3 open, nothing uploaded
                       KillCase{"iterative", "model-written"}),       // model renamed, no report yet
+    CaseName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Exact, ServerKillTest,
+    ::testing::Values(KillCase{"exact", "upload-begun#5"},           // statistics arriving, round 1
+                      KillCase{"exact", "commit-point#7"},           // statistics file written, round 2
+                      KillCase{"exact", "committed#6"},              // last commit of round 1
+                      KillCase{"exact", "aggregating#3"},            // deciding round 2
+                      KillCase{"exact", "round-closed#3"},           // between rounds 2 and 3
+                      KillCase{"exact-secure", "round-opened#3"},    // mid secure aggregation, round 2
+                      KillCase{"exact-secure", "commit-point#2"},    // round 1's sum written, not committed
+                      KillCase{"exact-secure", "committed#1"}),      // round 0's sum committed, not closed
     CaseName);
 
 // A site killed half-way through its upload and started again: it re-joins (once its old
