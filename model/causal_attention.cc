@@ -104,9 +104,92 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Query rows q[0 .. R) (each D = kVectors * 8 floats, R rows apart by D) that all see keys
+// [0, visible): writes their outputs to out[0 .. R). keys_t is [D][padded] (k transposed, zero
+// past the keys), v is [keys][D], scores is scratch of R * padded floats. Rows done together
+// share every load of keys_t and v.
+template <int kVectors, int R>
+__attribute__((target("avx2,fma"))) void FusedRows(const float* q, const float* keys_t, const float* v, float* out,
+                                                   int64_t visible, int64_t padded, float scale, float* scores) {
+  constexpr int64_t D = kVectors * 8;
+  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t chunks = (visible + 7) / 8;
+  // Scores, scaled, with the lanes past `visible` in the last chunk set to -inf.
+  __m256 best[R];
+  for (int r = 0; r < R; ++r) best[r] = minus_inf;
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m256 keys = _mm256_loadu_ps(keys_t + d * padded + 8 * c);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(q[r * D + d]), keys, acc[r]);
+    }
+    const bool partial = 8 * c + 8 > visible;
+    const __m256 valid =
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(visible - 8 * c)), lane));
+    for (int r = 0; r < R; ++r) {
+      acc[r] = _mm256_mul_ps(acc[r], _mm256_set1_ps(scale));
+      if (partial) acc[r] = _mm256_blendv_ps(minus_inf, acc[r], valid);
+      _mm256_storeu_ps(scores + r * padded + 8 * c, acc[r]);
+      best[r] = _mm256_max_ps(best[r], acc[r]);
+    }
+  }
+  // exp(score - max); the -inf lanes give exactly 0.
+  __m256 inverse[R];
+  for (int r = 0; r < R; ++r) {
+    float* row = scores + r * padded;
+    const __m256 max = _mm256_set1_ps(HorizontalMax(best[r]));
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m256 s = _mm256_loadu_ps(row + 8 * c);
+      __m256 e = Exp8(_mm256_sub_ps(s, max));
+      e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(s, minus_inf, _CMP_EQ_OQ));
+      _mm256_storeu_ps(row + 8 * c, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    inverse[r] = _mm256_set1_ps(1.0f / HorizontalSum(sum));
+  }
+  // out = sum_j p_j v_j, with p_j = e_j / sum as the softmax gives it. Four partial sums per
+  // row (keys j mod 4) keep several FMA chains in flight.
+  __m256 acc[R][4][kVectors];
+  for (int r = 0; r < R; ++r) {
+    for (int a = 0; a < 4; ++a) {
+      for (int i = 0; i < kVectors; ++i) acc[r][a][i] = _mm256_setzero_ps();
+    }
+  }
+  int64_t j = 0;
+  for (; j + 4 <= visible; j += 4) {
+    for (int a = 0; a < 4; ++a) {
+      for (int i = 0; i < kVectors; ++i) {
+        const __m256 values = _mm256_loadu_ps(v + (j + a) * D + 8 * i);
+        for (int r = 0; r < R; ++r) {
+          acc[r][a][i] = _mm256_fmadd_ps(_mm256_set1_ps(scores[r * padded + j + a]), values, acc[r][a][i]);
+        }
+      }
+    }
+  }
+  for (; j < visible; ++j) {
+    for (int i = 0; i < kVectors; ++i) {
+      const __m256 values = _mm256_loadu_ps(v + j * D + 8 * i);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0][i] = _mm256_fmadd_ps(_mm256_set1_ps(scores[r * padded + j]), values, acc[r][0][i]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < kVectors; ++i) {
+      const __m256 total = _mm256_add_ps(_mm256_add_ps(acc[r][0][i], acc[r][1][i]),
+                                         _mm256_add_ps(acc[r][2][i], acc[r][3][i]));
+      _mm256_storeu_ps(out + r * D + 8 * i, _mm256_mul_ps(total, inverse[r]));
+    }
+  }
+}
+
 // One batch entry: q [seq * group, D], k and v [total, D] (total = past + seq), out like q.
-// D = kVectors * 8. keys_t and scores are scratch of D * padded and padded floats, padded =
-// total rounded up to 8.
+// D = kVectors * 8. keys_t and scores are scratch of D * padded and 2 * padded floats,
+// padded = total rounded up to 8. The group rows of one position see the same keys and are
+// done two at a time.
 template <int kVectors>
 __attribute__((target("avx2,fma"))) void FusedEntry(const float* q, const float* k, const float* v, float* out,
                                                     int64_t seq, int64_t past, int64_t group, float scale,
@@ -119,60 +202,16 @@ __attribute__((target("avx2,fma"))) void FusedEntry(const float* q, const float*
     for (int64_t j = 0; j < total; ++j) row[j] = k[j * D + d];
     for (int64_t j = total; j < padded; ++j) row[j] = 0.0f;
   }
-  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int64_t r = 0; r < seq * group; ++r) {
-    const float* qr = q + r * D;
-    const int64_t visible = past + r / group + 1;  // keys 0 .. position
-    const int64_t chunks = (visible + 7) / 8;
-    // Scores, scaled, with the lanes past `visible` in the last chunk set to -inf.
-    __m256 best = minus_inf;
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m256 acc = _mm256_setzero_ps();
-      for (int64_t d = 0; d < D; ++d) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(qr[d]), _mm256_loadu_ps(keys_t + d * padded + 8 * c), acc);
-      }
-      acc = _mm256_mul_ps(acc, _mm256_set1_ps(scale));
-      if (8 * c + 8 > visible) {
-        const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(visible - 8 * c)), lane);
-        acc = _mm256_blendv_ps(minus_inf, acc, _mm256_castsi256_ps(valid));
-      }
-      _mm256_storeu_ps(scores + 8 * c, acc);
-      best = _mm256_max_ps(best, acc);
+  for (int64_t s = 0; s < seq; ++s) {
+    const int64_t visible = past + s + 1;  // keys 0 .. position
+    int64_t g = 0;
+    for (; g + 2 <= group; g += 2) {
+      const int64_t r = s * group + g;
+      FusedRows<kVectors, 2>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
     }
-    // exp(score - max); the -inf lanes give exactly 0.
-    const __m256 max = _mm256_set1_ps(HorizontalMax(best));
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t c = 0; c < chunks; ++c) {
-      const __m256 s = _mm256_loadu_ps(scores + 8 * c);
-      __m256 e = Exp8(_mm256_sub_ps(s, max));
-      e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(s, minus_inf, _CMP_EQ_OQ));
-      _mm256_storeu_ps(scores + 8 * c, e);
-      sum = _mm256_add_ps(sum, e);
-    }
-    const __m256 inverse = _mm256_set1_ps(1.0f / HorizontalSum(sum));
-    // out = sum_j p_j v_j, with p_j = e_j / sum as the softmax gives it. Four partial sums
-    // (keys j mod 4) keep four FMA chains in flight instead of one.
-    __m256 acc[4][kVectors];
-    for (int a = 0; a < 4; ++a) {
-      for (int i = 0; i < kVectors; ++i) acc[a][i] = _mm256_setzero_ps();
-    }
-    int64_t j = 0;
-    for (; j + 4 <= visible; j += 4) {
-      for (int a = 0; a < 4; ++a) {
-        const __m256 p = _mm256_set1_ps(scores[j + a]);
-        for (int i = 0; i < kVectors; ++i) {
-          acc[a][i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + (j + a) * D + 8 * i), acc[a][i]);
-        }
-      }
-    }
-    for (; j < visible; ++j) {
-      const __m256 p = _mm256_set1_ps(scores[j]);
-      for (int i = 0; i < kVectors; ++i) acc[0][i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + j * D + 8 * i), acc[0][i]);
-    }
-    for (int i = 0; i < kVectors; ++i) {
-      const __m256 total_i = _mm256_add_ps(_mm256_add_ps(acc[0][i], acc[1][i]), _mm256_add_ps(acc[2][i], acc[3][i]));
-      _mm256_storeu_ps(out + r * D + 8 * i, _mm256_mul_ps(total_i, inverse));
+    if (g < group) {
+      const int64_t r = s * group + g;
+      FusedRows<kVectors, 1>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
     }
   }
 }
@@ -198,7 +237,7 @@ at::Tensor FusedCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
   const float* vp = vc.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, entries, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> keys_t(dim * padded), scores(padded);
+    std::vector<float> keys_t(dim * padded), scores(2 * padded);
     for (int64_t e = begin; e < end; ++e) {
       const float* qe = qp + e * seq * group * dim;
       const float* ke = kp + e * total * dim;
