@@ -32,6 +32,7 @@
 #include "model/torch_wall.h"
 #include "proto/fedprllm.grpc.pb.h"
 #include "proto/payload_convert.h"
+#include "secagg/crypto.h"
 #include "secagg/fixed_point.h"
 #include "secagg/secagg_proto.h"
 #include "tls/grpc_log.h"
@@ -745,6 +746,8 @@ class FederationClient {
     ASSIGN_OR_RETURN(const std::string key, ReadFile(config_.tls.key, "tls.key"));
     ASSIGN_OR_RETURN(const std::string cert, ReadFile(config_.tls.cert, "tls.cert"));
     ASSIGN_OR_RETURN(const std::string ca, ReadFile(config_.tls.ca, "tls.ca"));
+    // The other sites check an advertisement's name against the certificate's common name.
+    ASSIGN_OR_RETURN(const std::string name, secagg::CertificateCommonName(cert));
     const auto start = Clock::now();
     for (int attempt = 1;; ++attempt) {
       bool restarted = false;
@@ -770,7 +773,7 @@ class FederationClient {
           std::this_thread::sleep_for(std::chrono::milliseconds(250));
         }
       };
-      ASSIGN_OR_RETURN(secagg::SecAggSite site, secagg::SecAggSite::Create(session, config_.name, key, cert, ca));
+      ASSIGN_OR_RETURN(secagg::SecAggSite site, secagg::SecAggSite::Create(session, name, key, cert, ca));
       v1::SecAggRequest request;
       request.set_step(v1::SECAGG_STEP_ADVERTISE);
       ASSIGN_OR_RETURN(const secagg::KeyAdvertisement advertisement, site.Advertise());

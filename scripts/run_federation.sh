@@ -5,7 +5,8 @@
 # stories that the bundled model generates with the site's own seed. Finally it prints the
 # perplexity of the dense and the pruned model on a held-out generated text.
 # Usage: scripts/run_federation.sh [OUT_DIR] (default out/main-job). Knobs via environment:
-#   STRATEGY (one-shot|iterative), GROUP (layer|row|column), SPARSITY (0.5), PATTERN, PORT.
+#   STRATEGY (one-shot|iterative|exact), GROUP (layer|row|column), SPARSITY (0.5), PATTERN, PORT,
+#   SECURE_AGGREGATION (false; true with STRATEGY=exact: the server sees only the sum).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,6 +16,7 @@ STRATEGY=${STRATEGY:-one-shot}
 GROUP=${GROUP:-layer}
 SPARSITY=${SPARSITY:-0.5}
 PATTERN=${PATTERN:-unstructured}
+SECURE_AGGREGATION=${SECURE_AGGREGATION:-false}
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
 MODEL=$ROOT/models/stories260K/stories260K.bin
 SITES=(site-a site-b site-c)
@@ -54,6 +56,7 @@ sparsity: $SPARSITY
 pattern: "$PATTERN"
 group: $GROUP
 strategy: $STRATEGY
+secure_aggregation: $SECURE_AGGREGATION
 round_deadline_seconds: 600
 exit_when_idle: true
 YAML

@@ -63,6 +63,15 @@ std::string CommonName(X509* cert) {
 
 }  // namespace
 
+absl::StatusOr<std::string> CertificateCommonName(const std::string& certificate_pem) {
+  absl::StatusOr<std::vector<X509Ptr>> chain = tls_internal::ParseCertificates(certificate_pem, "the site certificate");
+  if (!chain.ok()) return absl::InvalidArgumentError(chain.status().message());
+  if (chain->empty()) return absl::InvalidArgumentError("the site certificate file holds no certificate");
+  std::string name = CommonName((*chain)[0].get());
+  if (name.empty()) return absl::InvalidArgumentError("the site certificate has no common name");
+  return name;
+}
+
 absl::StatusOr<X25519KeyPair> GenerateX25519KeyPair() {
   PkeyCtxPtr context(EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, nullptr));
   EVP_PKEY* raw = nullptr;

@@ -45,6 +45,10 @@ absl::StatusOr<std::string> SignMessage(const std::string& private_key_pem, absl
 // OK if `certificate_pem` (leaf first, then any intermediates) chains to `ca_pem`, its
 // subject CN is `site`, and `signature` over `message` verifies with its public key.
 // PERMISSION_DENIED naming the site and what failed otherwise.
+// The common name of the first certificate in `certificate_pem`: a site's name in the secure
+// sum (VerifySiteSignature checks the advertised name against it). INVALID_ARGUMENT if it
+// cannot be parsed or has no common name.
+absl::StatusOr<std::string> CertificateCommonName(const std::string& certificate_pem);
 absl::Status VerifySiteSignature(const std::string& ca_pem, const std::string& certificate_pem,
                                  const std::string& site, absl::string_view message, absl::string_view signature);
 

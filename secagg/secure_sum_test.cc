@@ -238,6 +238,14 @@ TEST(SecAggTest, RecoveryBelowTheThresholdFailsWithAClearError) {
   }
 }
 
+TEST(SecAggTest, ASitesNameIsItsCertificatesCommonName) {
+  ASSERT_TRUE(Certs::Get().ok());
+  auto name = CertificateCommonName(Certs::Get().Cert("site-2"));
+  ASSERT_TRUE(name.ok()) << name.status();
+  EXPECT_EQ(*name, "site-2");
+  EXPECT_FALSE(CertificateCommonName("not a certificate").ok());
+}
+
 TEST(SecAggTest, AForgedKeyAdvertisementIsRefused) {
   const Certs& certs = Certs::Get();
   ASSERT_TRUE(certs.ok());
