@@ -172,6 +172,52 @@ ref_row() {  # LABEL REFERENCE CELL-ARGS...
   echo "| $label | $ref | $(cell "$@") |"
 }
 
+# The headline questions on both models, from results.csv: per eval text, centralized Wanda,
+# one-shot layer without scaling (index tie-break, FedPrLLM's rule) and local-only at
+# $HEADLINE clients, each on the most windows it was scored on; the gap to centralized with
+# both cells' seed spreads (half the range over runs), and whether the one-shot mean is below
+# the local-only mean and below every local-only run.
+both_models() {
+  awk -F, -v hc="$HEADLINE" '
+    function key(m, e) { return m SUBSEP e }
+    function take(arr, k) {
+      if (!((k, "w") in arr) || $12 + 0 > arr[k, "w"]) {
+        arr[k, "w"] = $12 + 0; arr[k, "mean"] = $13; arr[k, "min"] = $14; arr[k, "max"] = $15
+      }
+    }
+    NR > 1 && $3 == "tinystories" && $4 == "unstructured 50%" && ($2 == "s260-ts-50" || $2 == "b1m-ts-50") {
+      k = key($1, $11)
+      if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+      if ($6 == "centralized-wanda") take(cen, k)
+      if ($6 == "local-only" && $5 == hc) take(loc, k)
+      if ($6 == "fedprllm" && $7 == "one-shot" && $8 == "layer" && $9 == "no" && $10 == "index" && $5 == hc) take(fed, k)
+    }
+    END {
+      print "| Model | Eval | Centralized Wanda | One-shot layer, no scaling, tie index | Gap (spreads) | Local-only | Below local-only mean / every run |"
+      print "|---|---|---|---|---|---|---|"
+      for (i = 1; i <= n; ++i) {
+        k = order[i]; split(k, parts, SUBSEP)
+        if (!((k, "w") in cen) || !((k, "w") in fed) || !((k, "w") in loc)) continue
+        gap = fed[k, "mean"] / cen[k, "mean"] - 1
+        sf = (fed[k, "max"] - fed[k, "min"]) / (2 * fed[k, "mean"])
+        sc = (cen[k, "max"] - cen[k, "min"]) / (2 * cen[k, "mean"])
+        within[parts[1]] += (gap <= 0.01 && gap >= -0.01); cells[parts[1]]++
+        below = fed[k, "mean"] < loc[k, "mean"]; all = fed[k, "max"] < loc[k, "min"]
+        beats[parts[1]] += below; beats_all[parts[1]] += all
+        printf "| %s | %s | %.2f [%.2f, %.2f] (%d w) | %.2f [%.2f, %.2f] (%d w) | %+.1f%% (±%.1f%%, ±%.1f%%) | %.2f [%.2f, %.2f] (%d w) | %s / %s |\n",
+          parts[1], parts[2], cen[k, "mean"], cen[k, "min"], cen[k, "max"], cen[k, "w"],
+          fed[k, "mean"], fed[k, "min"], fed[k, "max"], fed[k, "w"], 100 * gap, 100 * sf, 100 * sc,
+          loc[k, "mean"], loc[k, "min"], loc[k, "max"], loc[k, "w"], (below ? "yes" : "no"), (all ? "yes" : "no")
+      }
+      print ""
+      for (m in cells) {
+        printf "- %s: one-shot layer (no scaling, index tie-break) within 1%% of centralized Wanda in %d of %d texts; below the local-only mean in %d, below every local-only run in %d.\n",
+          m, within[m], cells[m], beats[m], beats_all[m]
+      }
+      print "- (w = windows per text the cell was scored on; spreads are of the one-shot and the centralized cell.) babyllama-1M has no scaled rows, so where scaling helps is answered on stories260K only (its runs'"'"' findings above)."
+    }' "$TMP/results.csv"
+}
+
 cp "$TMP/results.csv" "$ROOT/docs/results.csv"
 cp "$TMP/sparsity_sweep.png" "$ROOT/docs/sparsity_sweep.png"
 {
@@ -248,6 +294,10 @@ HEADER
   echo
   echo "Computed by fedprllm-sim from each run's numbers (FormatFindings); gaps are of means, with the seed spread"
   echo "(half the range over runs) beside them. Where a run has whole-text values for a row, the claim uses them."
+  echo
+  echo "### Both models: ${HEADLINE} clients, 50%, TinyStories calibration"
+  echo
+  both_models
   for name in s260-ts-50 s260-c4-50 s260-ts-24 s260-c4-24 s260-ts-70 s260-c4-70 s260-ts-50-split b1m-ts-50; do
     [ -f "$TMP/$name/findings.md" ] || continue
     case "$name" in b1m-*) model=babyllama-1M ;; *) model=stories260K ;; esac
