@@ -241,7 +241,11 @@ Per-run times: $(sort "$TMP/times.txt" | awk '{printf "%s%s %d s", (NR > 1 ? ", 
   Even split: the windows are shuffled with the split seed and dealt ${NSAMPLES}/C to each of C clients.
   Clients compute Wanda masks (row group, sequential) on their own windows; the server aggregates
   votes. Exact rows send no masks: the sites' float64 column statistics are pooled per layer and
-  the server scores like centralized Wanda (row group).
+  the server scores like centralized Wanda (row group). What a site sends per decoder layer
+  (docs/round_protocol.md §4): stories260K 2,920 bytes against 5,664 bytes of 1-bit masks
+  (45,312 weights); babyllama-1M 5,896 bytes against 23,040 (184,320 weights); LLaMA-7B 186,376 bytes against
+  25,296,896 (0.0074x). With secure aggregation the masked vector is the same size in 64-bit
+  fixed point (docs/secure_aggregation.md).
 - **Runs and ranges:** cells are "mean [min, max]" over three runs. In every section but one the
   runs vary **the calibration draw only** (draw seeds 0, 1, 2; client split and random tie-break
   seed 0). The section "split only" varies **the client split only** (split seeds 0, 1, 2; draw
