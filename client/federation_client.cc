@@ -743,79 +743,10 @@ class FederationClient {
     secagg::FixedPointCode code;
     code.fraction_bits = spec.fraction_bits();
     ASSIGN_OR_RETURN(const std::vector<uint64_t> input, secagg::EncodeFixedPoint(values, code));
-    ASSIGN_OR_RETURN(const std::string key, ReadFile(config_.tls.key, "tls.key"));
-    ASSIGN_OR_RETURN(const std::string cert, ReadFile(config_.tls.cert, "tls.cert"));
-    ASSIGN_OR_RETURN(const std::string ca, ReadFile(config_.tls.ca, "tls.ca"));
-    // The other sites check an advertisement's name against the certificate's common name.
-    ASSIGN_OR_RETURN(const std::string name, secagg::CertificateCommonName(cert));
     const auto start = Clock::now();
     for (int attempt = 1;; ++attempt) {
-      bool restarted = false;
-      // One step, asked again every 250 ms until the server says it is complete.
-      auto step = [&](v1::SecAggRequest request) -> absl::StatusOr<v1::SecAggResponse> {
-        request.set_round(round);
-        for (;;) {
-          ASSIGN_OR_RETURN(v1::SecAggResponse response,
-                           Retrying<v1::SecAggResponse>("SecureAggregate", [&]() -> absl::StatusOr<v1::SecAggResponse> {
-                             request.set_session_token(Token());
-                             v1::SecAggResponse answer;
-                             auto context = Context(config_.rpc_timeout_seconds);
-                             const absl::Status s = FromGrpcStatus(Stub()->SecureAggregate(context.get(), request, &answer));
-                             if (absl::IsAborted(s)) {  // not retried: the aggregation starts again
-                               restarted = true;
-                               return v1::SecAggResponse();
-                             }
-                             if (absl::IsFailedPrecondition(s)) return MarkRoundGone(s);
-                             if (!s.ok()) return s;
-                             return answer;
-                           }));
-          if (restarted || response.ready()) return response;
-          std::this_thread::sleep_for(std::chrono::milliseconds(250));
-        }
-      };
-      ASSIGN_OR_RETURN(secagg::SecAggSite site, secagg::SecAggSite::Create(session, name, key, cert, ca));
-      v1::SecAggRequest request;
-      request.set_step(v1::SECAGG_STEP_ADVERTISE);
-      ASSIGN_OR_RETURN(const secagg::KeyAdvertisement advertisement, site.Advertise());
-      *request.mutable_advertisement() = secagg::ToProto(advertisement);
-      ASSIGN_OR_RETURN(v1::SecAggResponse keys, step(request));
-      if (!restarted) {
-        std::vector<secagg::KeyAdvertisement> advertisements;
-        for (const v1::SecAggAdvertisement& a : keys.advertisements()) {
-          ASSIGN_OR_RETURN(secagg::KeyAdvertisement ad, secagg::FromProto(a));
-          advertisements.push_back(std::move(ad));
-        }
-        ASSIGN_OR_RETURN(const std::vector<secagg::SealedShares> shares, site.ShareKeys(advertisements));
-        request.Clear();
-        request.set_step(v1::SECAGG_STEP_SHARE);
-        for (const secagg::SealedShares& s : shares) *request.add_shares() = secagg::ToProto(s);
-        ASSIGN_OR_RETURN(const v1::SecAggResponse mine, step(request));
-        if (!restarted) {
-          std::vector<secagg::SealedShares> received;
-          for (const v1::SecAggSealedShares& s : mine.shares()) received.push_back(secagg::FromProto(s));
-          RETURN_IF_ERROR(site.ReceiveShares(received));
-          spdlog::info("round {}: secure aggregation: keys verified for {} sites; {} shares received", round,
-                       advertisements.size(), received.size());
-          CrashPoint("secagg-keys-exchanged");
-          ASSIGN_OR_RETURN(const std::vector<uint64_t> masked, site.MaskInput(input));
-          request.Clear();
-          request.set_step(v1::SECAGG_STEP_MASKED_INPUT);
-          *request.mutable_masked_input() = {masked.begin(), masked.end()};
-          total_wire_bytes_ += static_cast<int64_t>(request.ByteSizeLong()) + 5;
-          RETURN_IF_ERROR(step(request).status());
-        }
-        if (!restarted) {
-          request.Clear();
-          request.set_step(v1::SECAGG_STEP_UNMASK);
-          ASSIGN_OR_RETURN(const v1::SecAggResponse unmask, step(request));
-          if (!restarted) {
-            ASSIGN_OR_RETURN(const secagg::UnmaskResponse answer, site.Unmask(secagg::UnmaskRequestOf(unmask)));
-            *request.mutable_unmask() = secagg::ToProto(answer);
-            RETURN_IF_ERROR(step(request).status());
-          }
-        }
-      }
-      if (!restarted) break;
+      ASSIGN_OR_RETURN(const bool done, AggregateOnce(session, input));
+      if (done) break;
       if (attempt == 5) return absl::AbortedError(absl::StrCat("the secure aggregation of round ", round, " restarted 5 times"));
       spdlog::warn("round {}: the server restarted the secure aggregation; starting it again with fresh keys", round);
     }
@@ -823,6 +754,82 @@ class FederationClient {
     spdlog::info("round {}: statistics computed in {:.2f} s; secure aggregation done in {:.2f} s", round,
                  compute_seconds, std::chrono::duration<double>(Clock::now() - start).count());
     return absl::OkStatus();
+  }
+
+  // One run of the four steps of `session` with `input`. False when the server answered
+  // ABORTED (it restarted the aggregation); a FAILED_PRECONDITION marks the round as gone.
+  absl::StatusOr<bool> AggregateOnce(const secagg::SessionConfig& session, const std::vector<uint64_t>& input) {
+    ASSIGN_OR_RETURN(const std::string key, ReadFile(config_.tls.key, "tls.key"));
+    ASSIGN_OR_RETURN(const std::string cert, ReadFile(config_.tls.cert, "tls.cert"));
+    ASSIGN_OR_RETURN(const std::string ca, ReadFile(config_.tls.ca, "tls.ca"));
+    // The other sites check an advertisement's name against the certificate's common name.
+    ASSIGN_OR_RETURN(const std::string name, secagg::CertificateCommonName(cert));
+    ASSIGN_OR_RETURN(secagg::SecAggSite site, secagg::SecAggSite::Create(session, name, key, cert, ca));
+    bool restarted = false;
+    // One step, asked again every 250 ms until the server says it is complete (or restarted).
+    auto step = [&](v1::SecAggRequest request) -> absl::StatusOr<v1::SecAggResponse> {
+      request.set_round(session.round);
+      for (;;) {
+        ASSIGN_OR_RETURN(v1::SecAggResponse response,
+                         Retrying<v1::SecAggResponse>("SecureAggregate", [&]() -> absl::StatusOr<v1::SecAggResponse> {
+                           request.set_session_token(Token());
+                           v1::SecAggResponse answer;
+                           auto context = Context(config_.rpc_timeout_seconds);
+                           const absl::Status s = FromGrpcStatus(Stub()->SecureAggregate(context.get(), request, &answer));
+                           if (absl::IsAborted(s)) {  // not retried: the aggregation starts again
+                             restarted = true;
+                             return v1::SecAggResponse();
+                           }
+                           if (absl::IsFailedPrecondition(s)) return MarkRoundGone(s);
+                           if (!s.ok()) return s;
+                           return answer;
+                         }));
+        if (restarted || response.ready()) return response;
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      }
+    };
+
+    v1::SecAggRequest request;
+    request.set_step(v1::SECAGG_STEP_ADVERTISE);
+    ASSIGN_OR_RETURN(const secagg::KeyAdvertisement advertisement, site.Advertise());
+    *request.mutable_advertisement() = secagg::ToProto(advertisement);
+    ASSIGN_OR_RETURN(const v1::SecAggResponse keys, step(request));
+    if (restarted) return false;
+    std::vector<secagg::KeyAdvertisement> advertisements;
+    for (const v1::SecAggAdvertisement& a : keys.advertisements()) {
+      ASSIGN_OR_RETURN(secagg::KeyAdvertisement ad, secagg::FromProto(a));
+      advertisements.push_back(std::move(ad));
+    }
+    ASSIGN_OR_RETURN(const std::vector<secagg::SealedShares> shares, site.ShareKeys(advertisements));
+
+    request.Clear();
+    request.set_step(v1::SECAGG_STEP_SHARE);
+    for (const secagg::SealedShares& s : shares) *request.add_shares() = secagg::ToProto(s);
+    ASSIGN_OR_RETURN(const v1::SecAggResponse mine, step(request));
+    if (restarted) return false;
+    std::vector<secagg::SealedShares> received;
+    for (const v1::SecAggSealedShares& s : mine.shares()) received.push_back(secagg::FromProto(s));
+    RETURN_IF_ERROR(site.ReceiveShares(received));
+    spdlog::info("round {}: secure aggregation: keys verified for {} sites; {} shares received", session.round,
+                 advertisements.size(), received.size());
+    CrashPoint("secagg-keys-exchanged");
+
+    ASSIGN_OR_RETURN(const std::vector<uint64_t> masked, site.MaskInput(input));
+    request.Clear();
+    request.set_step(v1::SECAGG_STEP_MASKED_INPUT);
+    *request.mutable_masked_input() = {masked.begin(), masked.end()};
+    total_wire_bytes_ += static_cast<int64_t>(request.ByteSizeLong()) + 5;
+    RETURN_IF_ERROR(step(request).status());
+    if (restarted) return false;
+
+    request.Clear();
+    request.set_step(v1::SECAGG_STEP_UNMASK);
+    ASSIGN_OR_RETURN(const v1::SecAggResponse unmask, step(request));
+    if (restarted) return false;
+    ASSIGN_OR_RETURN(const secagg::UnmaskResponse answer, site.Unmask(secagg::UnmaskRequestOf(unmask)));
+    *request.mutable_unmask() = secagg::ToProto(answer);
+    RETURN_IF_ERROR(step(request).status());
+    return !restarted;
   }
 
   absl::StatusOr<std::reference_wrapper<SiteSession>> Session() {
