@@ -3,6 +3,8 @@
 // settings and each mask's digest in the shards' __metadata__ and pruning_report.json.
 #include "engine/prune_job.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -35,9 +37,17 @@ nlohmann::json SafetensorsHeader(const fs::path& path) {
   return nlohmann::json::parse(bytes.substr(8, length));
 }
 
+// A directory of this test process's own: ctest runs this binary's tests in parallel
+// processes, so a fixed name would be shared.
+fs::path ScratchDir(const std::string& what) {
+  return fs::path(::testing::TempDir()) /
+         (what + "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" +
+          std::to_string(::getpid()));
+}
+
 // The bundled model as a sharded Hugging Face directory with every kind of side file.
 std::string WriteInputDirectory() {
-  const fs::path dir = fs::path(::testing::TempDir()) / "prune-roundtrip-in";
+  const fs::path dir = ScratchDir("prune-roundtrip-in");
   fs::remove_all(dir);
   auto model = LlamaModel::Load(testing::BundledModel());
   EXPECT_TRUE(model.ok()) << model.status();
@@ -79,7 +89,7 @@ std::string WriteInputDirectory() {
 
 TEST(PruneJobTest, OutputKeepsTheInputsFilesShardsAndConfig) {
   const std::string in = WriteInputDirectory();
-  const fs::path out = fs::path(::testing::TempDir()) / "prune-roundtrip-out";
+  const fs::path out = ScratchDir("prune-roundtrip-out");
   fs::remove_all(out);
   PruneJobOptions options;
   options.model_path = in;
