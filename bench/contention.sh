@@ -43,17 +43,7 @@ exit_when_idle: true
 YAML
   for site in "$@"; do
     local i=0; for j in "${!SITES[@]}"; do [ "${SITES[$j]}" = "$site" ] && i=$j; done
-    cat > "$dir/$site.yaml" <<YAML
-server_address: "127.0.0.1:$port"
-server_name: localhost
-tls: {cert: $OUT/certs/$site.crt, key: $OUT/certs/$site.key, ca: $OUT/certs/ca.crt}
-model: $MODEL
-calibration: [$OUT/data/$site.txt]
-nsamples: 32
-seqlen: 128
-seed: $i
-exit_after_jobs: 1
-YAML
+    write_site_config "$dir/$site.yaml" "$port" "$OUT/certs" "$MODEL" "$OUT/data/$site.txt" "$i" "$site"
   done
 }
 echo "== main job: 3 sites + server, default threads (nproc=$(nproc))"

@@ -1,5 +1,24 @@
 # Shell functions shared by the scripts that run a federation on this machine
-# (run_federation.sh, container_check.sh, scale_check.sh). Source it; it runs nothing.
+# (run_federation.sh, container_check.sh, scale_check.sh, bench/contention.sh). Source it; it
+# runs nothing.
+
+# write_site_config FILE PORT CERTS MODEL CALIBRATION SEED SITE: the main job's
+# fedprllm-client config for SITE (mutual TLS with CERTS/SITE.{crt,key} and CERTS/ca.crt,
+# 32 calibration windows of 128 tokens from CALIBRATION, one job, then exit).
+write_site_config() {
+  local file=$1 port=$2 certs=$3 model=$4 calibration=$5 seed=$6 site=$7
+  cat > "$file" <<YAML
+server_address: "127.0.0.1:$port"
+server_name: localhost
+tls: {cert: $certs/$site.crt, key: $certs/$site.key, ca: $certs/ca.crt}
+model: $model
+calibration: [$calibration]
+nsamples: 32
+seqlen: 128
+seed: $seed
+exit_after_jobs: 1
+YAML
+}
 
 # run_local_federation DIR BIN SITE...: starts fedprllm-server with DIR/server.yaml and one
 # fedprllm-client per SITE with DIR/SITE.yaml, logging to DIR/logs/{server,SITE}.log, and

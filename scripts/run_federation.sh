@@ -62,17 +62,7 @@ exit_when_idle: true
 YAML
 for i in "${!SITES[@]}"; do
   site=${SITES[$i]}
-  cat > "$OUT/$site.yaml" <<YAML
-server_address: "127.0.0.1:$PORT"
-server_name: localhost
-tls: {cert: $OUT/certs/$site.crt, key: $OUT/certs/$site.key, ca: $OUT/certs/ca.crt}
-model: $MODEL
-calibration: [$OUT/data/$site.txt]
-nsamples: 32
-seqlen: 128
-seed: $i
-exit_after_jobs: 1
-YAML
+  write_site_config "$OUT/$site.yaml" "$PORT" "$OUT/certs" "$MODEL" "$OUT/data/$site.txt" "$i" "$site"
 done
 
 PIDS=()
