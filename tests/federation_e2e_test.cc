@@ -152,6 +152,20 @@ class FederationE2eTest : public ::testing::Test {
     }
   }
 
+  // Served model == the in-process exact rounds (row group) on `samples`, tensor for tensor and
+  // bit for bit.
+  static void ExpectEqualsExactRounds(const std::string& run, const std::vector<at::Tensor>& samples) {
+    auto served = LlamaModel::Load(run + "/out/model");
+    ASSERT_TRUE(served.ok()) << served.status();
+    auto reference = RunInProcessFederation(*base_, samples, ReferenceOptions({"exact", "row"}));
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    int64_t differing_weights = 0;
+    for (const auto& [name, tensor] : reference->tensors()) {
+      differing_weights += served->tensors().at(name).ne(tensor).sum().item<int64_t>();
+    }
+    EXPECT_EQ(differing_weights, 0);
+  }
+
   // Server report: every site contributed to every round; bytes per weight measured.
   nlohmann::json CheckReport(const std::string& run, const RunSettings& s) {
     const nlohmann::json report = nlohmann::json::parse(ReadAll(run + "/out/report.json"));
@@ -257,24 +271,6 @@ TEST_F(FederationE2eTest, ExactEqualsCentralizedWandaOnTheUnion) {
   EXPECT_GT(differing_from((*samples_)[0]), 100);
 }
 
-// Served model == the in-process exact rounds on `samples`, tensor for tensor and bit for bit.
-void ExpectEqualsExactRounds(const std::string& run, const LlamaModel& base, const std::vector<at::Tensor>& samples) {
-  auto served = LlamaModel::Load(run + "/out/model");
-  ASSERT_TRUE(served.ok()) << served.status();
-  FederationOptions options;
-  options.strategy = Strategy::kExact;
-  options.aggregation.group = ComparisonGroup::kRow;
-  options.aggregation.pattern = *SparsityPattern::Parse("unstructured", 0.5);
-  options.local.pattern = options.aggregation.pattern;
-  auto reference = RunInProcessFederation(base, samples, options);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  int64_t differing_weights = 0;
-  for (const auto& [name, tensor] : reference->tensors()) {
-    differing_weights += served->tensors().at(name).ne(tensor).sum().item<int64_t>();
-  }
-  EXPECT_EQ(differing_weights, 0);
-}
-
 // Secure aggregation (docs/secure_aggregation.md): the server sees only the sum, and the
 // pruned model is bit-identical to exact mode without it.
 TEST_F(FederationE2eTest, SecureAggregationEqualsPlainExact) {
@@ -287,7 +283,7 @@ TEST_F(FederationE2eTest, SecureAggregationEqualsPlainExact) {
   const std::string log = server->Log();
   EXPECT_THAT(log, HasSubstr("round 4: secure aggregation: summed the statistics of 3 sites"));
   EXPECT_THAT(log, Not(HasSubstr("committed upload of site-")));  // no site's own statistics
-  ExpectEqualsExactRounds(run, *base_, *samples_);
+  ExpectEqualsExactRounds(run, *samples_);
 }
 
 // One site is killed (SIGKILL) right after the key exchange of round 0: the survivors reveal
@@ -315,7 +311,7 @@ TEST_F(FederationE2eTest, SecureAggregationSurvivesASiteKilledAfterTheKeyExchang
   EXPECT_THAT(log, HasSubstr("round 0: secure aggregation: inputs closed; survivors [site-a, site-b], dropped after "
                              "the key exchange [site-c]"));
   EXPECT_THAT(log, HasSubstr("round 0: secure aggregation: summed the statistics of 2 sites"));
-  ExpectEqualsExactRounds(run, *base_, {(*samples_)[0], (*samples_)[1]});
+  ExpectEqualsExactRounds(run, {(*samples_)[0], (*samples_)[1]});
 }
 
 TEST_F(FederationE2eTest, IterativeColumn) { RunFederation("iterative-column", {"iterative", "column"}); }
