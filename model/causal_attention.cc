@@ -1,5 +1,5 @@
-// CausalAttention: a fused AVX2 kernel for small heads on the CPU, and blocked LibTorch
-// operations everywhere else.
+// CausalAttention: fused AVX-512 and AVX2 kernels for small heads on the CPU, and blocked
+// LibTorch operations everywhere else.
 #include "model/causal_attention.h"
 
 #include <ATen/Parallel.h>
@@ -216,22 +216,191 @@ __attribute__((target("avx2,fma"))) void FusedEntry(const float* q, const float*
   }
 }
 
-bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+// The AVX-512 kernels: the same computation as FusedRows/FusedEntry, 16 keys per vector.
+
+// Exp8 for 16 floats.
+__attribute__((target("avx512f,avx2,fma"))) inline __m512 Exp16(__m512 x) {
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+  x = _mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f));
+  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  const __m512i exponent =
+      _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(exponent));
 }
 
-// The fused kernel over every batch entry, or an undefined tensor when it does not apply.
+// FusedRows with 16 lanes, for D = 8 or a multiple of 16 up to 32. keys_t is [D][padded] with
+// padded a multiple of 16. For D = 8 one vector holds two keys' values, so the weighted sum
+// takes two keys per FMA and adds the halves at the end.
+template <int D, int R>
+__attribute__((target("avx512f,avx2,fma"))) void FusedRows512(const float* q, const float* keys_t, const float* v, float* out,
+                                                     int64_t visible, int64_t padded, float scale, float* scores) {
+  static_assert(D == 8 || D % 16 == 0, "D is 8 or a multiple of 16");
+  const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const int64_t chunks = (visible + 15) / 16;
+  __m512 best[R];
+  for (int r = 0; r < R; ++r) best[r] = minus_inf;
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m512 keys = _mm512_loadu_ps(keys_t + d * padded + 16 * c);
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * D + d]), keys, acc[r]);
+    }
+    const int64_t left = visible - 16 * c;
+    const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    for (int r = 0; r < R; ++r) {
+      acc[r] = _mm512_mask_mul_ps(minus_inf, valid, acc[r], _mm512_set1_ps(scale));
+      _mm512_storeu_ps(scores + r * padded + 16 * c, acc[r]);
+      best[r] = _mm512_max_ps(best[r], acc[r]);
+    }
+  }
+  // exp(score - max), exactly 0 in the masked lanes.
+  float inverse[R];
+  for (int r = 0; r < R; ++r) {
+    float* row = scores + r * padded;
+    const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(best[r]));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m512 s = _mm512_loadu_ps(row + 16 * c);
+      const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, minus_inf, _CMP_NEQ_OQ), Exp16(_mm512_sub_ps(s, max)));
+      _mm512_storeu_ps(row + 16 * c, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    inverse[r] = 1.0f / _mm512_reduce_add_ps(sum);
+  }
+  if constexpr (D == 8) {
+    // acc lanes 0-7 sum the even keys' v, lanes 8-15 the odd keys'. Pair p of 16 scores is
+    // spread to [s_2p x 8, s_2p+1 x 8] by one permute.
+    __m512 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    int64_t j = 0;
+    for (; j + 16 <= visible; j += 16) {
+      __m512 weights[R];
+      for (int r = 0; r < R; ++r) weights[r] = _mm512_loadu_ps(scores + r * padded + j);
+      for (int p = 0; p < 8; ++p) {
+        const __m512 values = _mm512_loadu_ps(v + (j + 2 * p) * 8);
+        const __m512i index = _mm512_add_epi32(spread, _mm512_set1_epi32(2 * p));
+        for (int r = 0; r < R; ++r) {
+          acc[r][p & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(index, weights[r]), values, acc[r][p & 1]);
+        }
+      }
+    }
+    for (; j + 2 <= visible; j += 2) {
+      const __m512 values = _mm512_loadu_ps(v + j * 8);
+      for (int r = 0; r < R; ++r) {
+        const __m512 pair = _mm512_permutexvar_ps(
+            spread, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scores + r * padded + j)))));
+        acc[r][0] = _mm512_fmadd_ps(pair, values, acc[r][0]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 both = _mm512_add_ps(acc[r][0], acc[r][1]);
+      __m256 total = _mm256_add_ps(_mm512_castps512_ps256(both), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(both), 1)));
+      if (j < visible) {
+        total = _mm256_fmadd_ps(_mm256_set1_ps(scores[r * padded + j]), _mm256_loadu_ps(v + j * 8), total);
+      }
+      _mm256_storeu_ps(out + r * D, _mm256_mul_ps(total, _mm256_set1_ps(inverse[r])));
+    }
+  } else {
+    constexpr int kVectors = D / 16;
+    __m512 acc[R][2][kVectors];
+    for (int r = 0; r < R; ++r) {
+      for (int a = 0; a < 2; ++a) {
+        for (int i = 0; i < kVectors; ++i) acc[r][a][i] = _mm512_setzero_ps();
+      }
+    }
+    int64_t j = 0;
+    for (; j + 2 <= visible; j += 2) {
+      for (int a = 0; a < 2; ++a) {
+        for (int i = 0; i < kVectors; ++i) {
+          const __m512 values = _mm512_loadu_ps(v + (j + a) * D + 16 * i);
+          for (int r = 0; r < R; ++r) {
+            acc[r][a][i] = _mm512_fmadd_ps(_mm512_set1_ps(scores[r * padded + j + a]), values, acc[r][a][i]);
+          }
+        }
+      }
+    }
+    for (; j < visible; ++j) {
+      for (int i = 0; i < kVectors; ++i) {
+        const __m512 values = _mm512_loadu_ps(v + j * D + 16 * i);
+        for (int r = 0; r < R; ++r) {
+          acc[r][0][i] = _mm512_fmadd_ps(_mm512_set1_ps(scores[r * padded + j]), values, acc[r][0][i]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int i = 0; i < kVectors; ++i) {
+        _mm512_storeu_ps(out + r * D + 16 * i,
+                         _mm512_mul_ps(_mm512_add_ps(acc[r][0][i], acc[r][1][i]), _mm512_set1_ps(inverse[r])));
+      }
+    }
+  }
+}
+
+// FusedEntry with FusedRows512; padded = total rounded up to 16.
+template <int D>
+__attribute__((target("avx512f,avx2,fma"))) void FusedEntry512(const float* q, const float* k, const float* v, float* out,
+                                                      int64_t seq, int64_t past, int64_t group, float scale,
+                                                      float* keys_t, float* scores) {
+  const int64_t total = past + seq, padded = (total + 15) / 16 * 16;
+  for (int64_t d = 0; d < D; ++d) {
+    float* row = keys_t + d * padded;
+    for (int64_t j = 0; j < total; ++j) row[j] = k[j * D + d];
+    for (int64_t j = total; j < padded; ++j) row[j] = 0.0f;
+  }
+  for (int64_t s = 0; s < seq; ++s) {
+    const int64_t visible = past + s + 1;
+    int64_t g = 0;
+    for (; g + 2 <= group; g += 2) {
+      const int64_t r = s * group + g;
+      FusedRows512<D, 2>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
+    }
+    if (g < group) {
+      const int64_t r = s * group + g;
+      FusedRows512<D, 1>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
+    }
+  }
+}
+
+bool CpuRuns(AttentionKernel kernel) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  switch (kernel) {
+    case AttentionKernel::kAvx2: return avx2;
+    case AttentionKernel::kAvx512: return avx512;
+    default: return false;
+  }
+}
+
+// The head sizes each fused kernel handles.
+bool KernelFits(AttentionKernel kernel, int64_t dim) {
+  if (kernel == AttentionKernel::kAvx512) return dim == 8 || dim == 16 || dim == 32;
+  return kernel == AttentionKernel::kAvx2 && dim % 8 == 0 && dim <= 32;
+}
+
+// `kernel` over every batch entry, or an undefined tensor when it does not apply.
 at::Tensor FusedCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t past,
-                                int64_t group, double scale) {
+                                int64_t group, double scale, AttentionKernel kernel) {
   const int64_t dim = q.size(2);
-  if (!q.device().is_cpu() || q.scalar_type() != at::kFloat || dim % 8 != 0 || dim > 32 || !CpuHasAvx2Fma()) {
+  if (!q.device().is_cpu() || q.scalar_type() != at::kFloat || !KernelFits(kernel, dim) || !CpuRuns(kernel)) {
     return at::Tensor();
   }
+  const bool wide = kernel == AttentionKernel::kAvx512;
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   at::Tensor out = at::empty_like(qc);
   const int64_t entries = q.size(0), seq = q.size(1) / group, total = k.size(1);
-  const int64_t padded = (total + 7) / 8 * 8;
+  const int64_t lanes = wide ? 16 : 8, padded = (total + lanes - 1) / lanes * lanes;
   const float* qp = qc.data_ptr<float>();
   const float* kp = kc.data_ptr<float>();
   const float* vp = vc.data_ptr<float>();
@@ -244,18 +413,29 @@ at::Tensor FusedCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
       const float* ve = vp + e * total * dim;
       float* oe = op + e * seq * group * dim;
       const float s = static_cast<float>(scale);
+      float* kt = keys_t.data();
+      float* sc = scores.data();
+      if (wide) {
+        switch (dim) {
+          case 8: FusedEntry512<8>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+          case 16: FusedEntry512<16>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+          default: FusedEntry512<32>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        }
+        continue;
+      }
       switch (dim / 8) {
-        case 1: FusedEntry<1>(qe, ke, ve, oe, seq, past, group, s, keys_t.data(), scores.data()); break;
-        case 2: FusedEntry<2>(qe, ke, ve, oe, seq, past, group, s, keys_t.data(), scores.data()); break;
-        case 3: FusedEntry<3>(qe, ke, ve, oe, seq, past, group, s, keys_t.data(), scores.data()); break;
-        default: FusedEntry<4>(qe, ke, ve, oe, seq, past, group, s, keys_t.data(), scores.data()); break;
+        case 1: FusedEntry<1>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        case 2: FusedEntry<2>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        case 3: FusedEntry<3>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        default: FusedEntry<4>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
       }
     }
   });
   return out;
 }
 #else
-at::Tensor FusedCausalAttention(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, double) {
+at::Tensor FusedCausalAttention(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, double,
+                                AttentionKernel) {
   return at::Tensor();
 }
 #endif
@@ -269,8 +449,16 @@ at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::T
                   k.size(1) == past + q.size(1) / group,
               "CausalAttention: q ", q.sizes(), ", k ", k.sizes(), ", v ", v.sizes(), ", past ", past, ", group ",
               group, " do not fit together");
-  at::Tensor fused = FusedCausalAttention(q, k, v, past, group, scale);
-  return fused.defined() ? fused : BlockedCausalAttention(q, k, v, past, group, scale);
+  for (const AttentionKernel kernel : {AttentionKernel::kAvx512, AttentionKernel::kAvx2}) {
+    at::Tensor fused = FusedCausalAttention(q, k, v, past, group, scale, kernel);
+    if (fused.defined()) return fused;
+  }
+  return BlockedCausalAttention(q, k, v, past, group, scale);
+}
+
+at::Tensor FusedCausalAttentionWith(AttentionKernel kernel, const at::Tensor& q, const at::Tensor& k,
+                                    const at::Tensor& v, int64_t past, int64_t group, double scale) {
+  return FusedCausalAttention(q, k, v, past, group, scale, kernel);
 }
 
 }  // namespace fedprllm

@@ -46,7 +46,7 @@ absl::Status Run() {
   std::fprintf(stderr, "%zu tokens, %zu windows of %lld\n", tokens.size(), tokens.size() / options.seqlen,
                static_cast<long long>(options.seqlen));
   ASSIGN_OR_RETURN(PerplexityResult result, EvaluatePerplexity(model, tokens, options, PrintProgress("evaluating")));
-  std::printf("windows: %lld\npredicted tokens: %lld\nmean nll: %.6f\nperplexity: %.4f\n",
+  std::printf("windows: %lld\npredicted tokens: %lld\nmean nll: %.12f\nperplexity: %.4f\n",
               static_cast<long long>(result.windows), static_cast<long long>(result.predicted_tokens),
               result.mean_nll, result.perplexity);
   return absl::OkStatus();
