@@ -10,8 +10,8 @@
 #                  0 = whole texts everywhere). Headline rows are always scored on whole texts.
 #   LOCAL_CLIENTS  local-only cells evaluate this many clients per (client count, run) (default 2)
 #   JOBS           sim processes at once, each single-threaded (default 2, one per core)
-#   FULL_RUNS      the runs whose headline rows are also scored on whole texts (default
-#                  "s260-ts-50 s260-ts-24"; the others are capped only, to fit the time budget)
+#   FULL_RUNS      the runs whose headline rows are also scored on whole texts (default: every
+#                  table run but the split-only one)
 #   STORIES_ONLY=1 skips babyllama-1M
 #   WORK=DIR       keep every run's output in DIR (default: a temporary directory, removed)
 #   ASSEMBLE_ONLY=1  with WORK: run nothing, write the docs from the runs DIR holds (a partial
@@ -34,7 +34,7 @@ EVAL_WINDOWS="${EVAL_WINDOWS:-128}"
 LOCAL_CLIENTS="${LOCAL_CLIENTS:-2}"
 JOBS="${JOBS:-2}"
 STORIES_ONLY="${STORIES_ONLY:-0}"
-FULL_RUNS="${FULL_RUNS:-s260-ts-50 s260-ts-24}"
+FULL_RUNS="${FULL_RUNS:-b1m-ts-50 s260-ts-50 s260-ts-24 s260-c4-50 s260-c4-24 s260-ts-70 s260-c4-70}"
 NSAMPLES=128 CLIENT_COUNTS=64,8,16 HEADLINE=64
 if [ "${SMOKE:-0}" = 1 ]; then
   NSAMPLES=16 CLIENT_COUNTS=16,8 HEADLINE=16 EVAL_WINDOWS=2 FULL_RUNS=""
@@ -61,26 +61,35 @@ CAL_C4="c4=$TMP/c4_calib.jsonl:prefix+gold_completion"
 EVALS="tinystories=$TS@first-half,wikitext2=$DATA/wikitext-2-raw/wiki.test.raw,c4=$TMP/c4_eval.jsonl:prefix+gold_completion"
 S260="--model $ROOT/models/stories260K/stories260K.bin"
 B1M="--model $DATA/babyllama-1M/model5000.bin --tokenizer $DATA/babyllama-1M/tok105.model"
+# Every run shares one evaluation cache: dense and magnitude, the same model in every run of a
+# model, are scored once.
 COMMON="--eval $EVALS --nsamples $NSAMPLES --seqlen 256 --eval_seqlen 256 --eval_max_windows $EVAL_WINDOWS
-  --local_only_max_clients $LOCAL_CLIENTS --headline_clients $HEADLINE --full_local_only_clients 1 --jobs 1"
+  --local_only_max_clients $LOCAL_CLIENTS --headline_clients $HEADLINE --full_local_only_clients 1 --jobs 1
+  --eval_cache $TMP/eval-cache"
+# Whole texts: the headline one-shot rows with the index tie-break (FedPrLLM's rule); the
+# reference's run also with the magnitude tie-break and the column group.
+FULL_INDEX="--full_headline_tie_breaks index"
 FULL="--strategies one-shot,iterative,exact --tie_breaks magnitude,random,index"
 DRAW="--seeds 0,1,2 --split_seeds 0"
 
-# One line per run: NAME|ARGS. The reference cells, the plot and babyllama-1M first, so that a
-# run cut short still holds them; then the largest first.
+# One line per run: NAME|ARGS. The reference cells, babyllama-1M (the longest run) and the plot
+# first, so that a run cut short still holds them; then the largest first.
 {
-  echo "s260-ts-50|$S260 --calib $CAL_TS --clients $CLIENT_COUNTS --patterns unstructured --sparsity 0.5 $FULL $DRAW"
-  echo "s260-ts-24|$S260 --calib $CAL_TS --clients $CLIENT_COUNTS --patterns 2:4 $FULL $DRAW"
+  if [ "$STORIES_ONLY" != 1 ]; then
+    echo "b1m-ts-50|$B1M --calib $CAL_TS --clients $HEADLINE --patterns unstructured --sparsity 0.5 --groups layer,row \
+--scaling no --strategies one-shot,iterative,exact --tie_breaks magnitude,index $DRAW $FULL_INDEX"
+  fi
+  echo "s260-ts-50|$S260 --calib $CAL_TS --clients $CLIENT_COUNTS --patterns unstructured --sparsity 0.5 $FULL $DRAW \
+--full_headline_groups layer,column"
+  echo "s260-ts-24|$S260 --calib $CAL_TS --clients $CLIENT_COUNTS --patterns 2:4 $FULL $DRAW $FULL_INDEX"
   echo "sweep-s260|$S260 --calib $CAL_TS --clients $HEADLINE --seeds 0 --table=false --sweep --model_name stories260K"
   if [ "$STORIES_ONLY" != 1 ]; then
     echo "sweep-b1m|$B1M --calib $CAL_TS --clients $HEADLINE --seeds 0 --table=false --sweep --model_name babyllama-1M"
-    echo "b1m-ts-50|$B1M --calib $CAL_TS --clients $HEADLINE --patterns unstructured --sparsity 0.5 --groups layer,row \
---scaling no --strategies one-shot,iterative,exact --tie_breaks magnitude,index $DRAW"
   fi
-  echo "s260-c4-50|$S260 --calib $CAL_C4 --clients $CLIENT_COUNTS --patterns unstructured --sparsity 0.5 $FULL $DRAW"
-  echo "s260-c4-24|$S260 --calib $CAL_C4 --clients $CLIENT_COUNTS --patterns 2:4 $FULL $DRAW"
-  echo "s260-ts-70|$S260 --calib $CAL_TS --clients $HEADLINE --patterns unstructured --sparsity 0.7 $FULL $DRAW"
-  echo "s260-c4-70|$S260 --calib $CAL_C4 --clients $HEADLINE --patterns unstructured --sparsity 0.7 $FULL $DRAW"
+  echo "s260-c4-50|$S260 --calib $CAL_C4 --clients $CLIENT_COUNTS --patterns unstructured --sparsity 0.5 $FULL $DRAW $FULL_INDEX"
+  echo "s260-c4-24|$S260 --calib $CAL_C4 --clients $CLIENT_COUNTS --patterns 2:4 $FULL $DRAW $FULL_INDEX"
+  echo "s260-ts-70|$S260 --calib $CAL_TS --clients $HEADLINE --patterns unstructured --sparsity 0.7 $FULL $DRAW $FULL_INDEX"
+  echo "s260-c4-70|$S260 --calib $CAL_C4 --clients $HEADLINE --patterns unstructured --sparsity 0.7 $FULL $DRAW $FULL_INDEX"
   echo "s260-ts-50-split|$S260 --calib $CAL_TS --clients $HEADLINE --patterns unstructured --sparsity 0.5 --groups layer,row,column \
 --strategies one-shot --tie_breaks magnitude,index --seeds 0 --split_seeds 0,1,2"
 } > "$TMP/runs.txt"
@@ -102,7 +111,7 @@ export -f run_one
 export SIM TMP COMMON FULL_RUNS
 
 if [ "${ASSEMBLE_ONLY:-0}" != 1 ]; then
-  rm -f "$TMP/times.txt" "$TMP/seconds.txt"
+  rm -rf "$TMP/times.txt" "$TMP/seconds.txt" "$TMP/eval-cache"
   start=$(date +%s)
   tr '\n' '\0' < "$TMP/runs.txt" | xargs -0 -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {} ||
     echo "make_results.sh: some runs failed; the table lists them as missing" >&2
@@ -229,7 +238,8 @@ Generated by \`scripts/make_results.sh\` (fedprllm-sim) in ${seconds} s on $(npr
 ${missing:+**Partial table: the runs${missing} did not finish and are missing.**}
 **${evaluations} evaluations** (a model scored on every text, on the capped windows or on the whole
 texts) for ${requests} cells asked for; a cell whose pruned model is bit-identical to one already
-scored in its run (same SHA-256 of every tensor) reuses that evaluation: **cache hit rate ${hit_rate}%**.
+scored on the same windows, in its run or another (same SHA-256 of every tensor; one cache shared
+by the runs), reuses that evaluation: **cache hit rate ${hit_rate}%**.
 Per-run times: $(sort "$TMP/times.txt" | awk '{printf "%s%s %d s", (NR > 1 ? ", " : ""), $1, $2}').
 
 - **Models:** stories260K (llama2.c, dim 64, 5 layers, 512-piece tokenizer) and babyllama-1M
@@ -256,10 +266,9 @@ Per-run times: $(sort "$TMP/times.txt" | awk '{printf "%s%s %d s", (NR > 1 ? ", 
   from the calibration records). Windows of 256 tokens, non-overlapping.
   - **Whole texts** for the headline rows (dense, magnitude per matrix, centralized, local-only (its
     first client per run), and one-shot layer without scaling at ${HEADLINE} clients with the
-    magnitude and index tie-breaks) in the runs ${FULL_RUNS:-(none)}: every window of each text;
-    each run's table lists the window counts. The other runs are capped only: whole-text scoring
-    of every run's headline rows did not fit the time budget (one whole-text evaluation of
-    stories260K is 5,277 windows, 41 times a capped one).
+    index tie-break; in s260-ts-50 also the magnitude tie-break and the column group) in the runs
+    ${FULL_RUNS:-(none)}: every window of each text; each run's table lists the window counts
+    (stories260K: 5,277 windows over the three texts, 41 times a capped evaluation).
   - **Capped** everywhere else (and for the headline rows too, in the main sections, so every row of
     a section is comparable): the first ${EVAL_WINDOWS} windows of each text, the same windows for
     every cell.

@@ -264,6 +264,99 @@ TEST_F(SimTest, SeedsWholeTextsAndTheEvaluationCache) {
   if (!HasFailure()) std::filesystem::remove_all(dir);
 }
 
+// A second run with the same evaluation cache directory reads every evaluation back (no model
+// scored again) and gives the same numbers; a run on other windows scores its own. The whole-
+// text headline rows are the listed one-shot groups and tie-breaks only.
+TEST_F(SimTest, AnEvaluationCacheDirectoryIsSharedByRuns) {
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok());
+  std::string dir = ::testing::TempDir() + "fedprllm-sim-cache-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const std::string eval_path = dir + "/eval.txt";
+  std::ofstream(eval_path) << SplitHalves(*text).first.substr(0, 3000);
+  SimSettings s;
+  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
+  s.evals = {*ParseEvalText("small=" + eval_path)};
+  s.clients = {2};
+  s.headline_clients = 2;
+  s.nsamples = 2;
+  s.seqlen = 32;
+  s.seeds = {0};
+  s.patterns = {SparsityPattern{0.5, 0, 0}};
+  s.groups = {ComparisonGroup::kLayer, ComparisonGroup::kColumn};
+  s.scalings = {false};
+  s.tie_breaks = {TieBreak::kSmallerMagnitude, TieBreak::kIndex};
+  s.strategies = {Strategy::kOneShot};
+  s.eval_seqlen = 32;
+  s.eval_max_windows = 2;
+  s.full_headline_groups = {ComparisonGroup::kColumn};
+  s.full_headline_tie_breaks = {TieBreak::kIndex};
+  s.eval_cache_dir = dir + "/cache";
+  std::filesystem::create_directories(s.eval_cache_dir);
+  auto first = RunSimulation(s);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_GT(first->models_evaluated, 0);
+  for (const SimRow& row : first->rows) {
+    if (row.method != "fedprllm") continue;
+    EXPECT_EQ(!row.full_ppl.empty(), row.group == "column" && row.tie_break == "index") << row.Label();
+  }
+  auto second = RunSimulation(s);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->models_evaluated, 0);
+  EXPECT_EQ(second->evaluation_requests, first->evaluation_requests);
+  EXPECT_EQ(second->full_windows, first->full_windows);
+  ASSERT_EQ(second->rows.size(), first->rows.size());
+  for (size_t i = 0; i < first->rows.size(); ++i) {
+    EXPECT_EQ(second->rows[i].ppl.at("small").values, first->rows[i].ppl.at("small").values)
+        << first->rows[i].Label();
+    EXPECT_EQ(second->rows[i].full_ppl.size(), first->rows[i].full_ppl.size());
+    for (const auto& [name, values] : first->rows[i].full_ppl) {
+      EXPECT_EQ(second->rows[i].full_ppl.at(name).values, values.values) << first->rows[i].Label();
+    }
+  }
+  s.eval_max_windows = 1;  // another window set: nothing to read back
+  auto other = RunSimulation(s);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_GT(other->models_evaluated, 0);
+  if (!HasFailure()) std::filesystem::remove_all(dir);
+}
+
+// The findings count a gap as resolved only where it is larger than the two cells' seed
+// spreads together, and name the N:M rows' group "any (N:M)".
+TEST(FindingsTest, AGapIsResolvedOnlyBeyondTheSeedSpreads) {
+  SimTable table;
+  table.eval_names = {"a", "b"};
+  auto row = [](const std::string& pattern, const std::string& method, const std::string& group,
+                std::vector<double> a, std::vector<double> b) {
+    SimRow r;
+    r.calibration = "ts";
+    r.pattern = pattern;
+    r.method = method;
+    if (method == "fedprllm") {
+      r.clients = 4;
+      r.strategy = "one-shot";
+      r.group = group;
+      r.tie_break = "index";
+    }
+    r.ppl["a"].values = std::move(a);
+    r.ppl["b"].values = std::move(b);
+    return r;
+  };
+  // Eval a: 10 vs 12 with spreads of 1% and ~0.8%: resolved, one-shot worse. Eval b: 10 vs
+  // 10.5 with spreads of 10% and ~9.5%: inside the noise.
+  table.rows.push_back(row("unstructured 50%", "centralized-wanda", "", {9.9, 10.1}, {9.0, 11.0}));
+  table.rows.push_back(row("unstructured 50%", "fedprllm", "layer", {11.9, 12.1}, {9.5, 11.5}));
+  std::string findings = FormatFindings(table);
+  EXPECT_NE(findings.find("One-shot, layer, no scaling (tie-break index)"), std::string::npos) << findings;
+  EXPECT_NE(findings.find("exceeds the two spreads together in 1 of 2 cells (one-shot worse in 1, better in 0)"),
+            std::string::npos)
+      << findings;
+  table.rows[0].pattern = table.rows[1].pattern = "2:4";
+  table.rows[1].group = "any (N:M)";
+  findings = FormatFindings(table);
+  EXPECT_NE(findings.find("One-shot, any (N:M), no scaling"), std::string::npos) << findings;
+}
+
 TEST_F(SimTest, SpecsParse) {
   auto set = ParseCalibrationSet("c4=a.jsonl:prefix+gold_completion|b.txt@second-half");
   ASSERT_TRUE(set.ok()) << set.status();

@@ -101,9 +101,12 @@ struct SimSettings {
   // With eval_max_windows > 0: the headline rows are also scored on the whole texts, into
   // SimRow::full_ppl. Headline rows: dense, magnitude (per matrix), centralized Wanda, and at
   // `headline_clients` clients local-only (its first full_local_only_clients clients per run)
-  // and FedPrLLM one-shot, layer group (N:M: any), no scaling, with the magnitude and index
-  // tie-breaks (random is no paper's rule). Defaults: true, 64 clients, 1 local-only client.
+  // and FedPrLLM one-shot, no scaling, in full_headline_groups (N:M: any) with
+  // full_headline_tie_breaks. Defaults: true, 64 clients, 1 local-only client, the layer
+  // group, the magnitude and index tie-breaks (random is no paper's rule).
   bool full_headline = true;
+  std::vector<ComparisonGroup> full_headline_groups = {ComparisonGroup::kLayer};
+  std::vector<TieBreak> full_headline_tie_breaks = {TieBreak::kSmallerMagnitude, TieBreak::kIndex};
   int headline_clients = 64;
   int full_local_only_clients = 1;
   // Local-only rows evaluate at most this many clients per (client count, seed); 0 = all.
@@ -113,6 +116,11 @@ struct SimSettings {
   // one per core for small models on CPU (whose single operations are too small to spread
   // over cores), else 1.
   int jobs = 0;
+  // A directory shared by runs (created by the caller): every evaluation is stored there by
+  // (model SHA-256, evaluation tokens, window set), and a later run or another process that
+  // scores a bit-identical model on the same windows reads it back instead. Empty (the
+  // default): evaluations are cached in memory for this run only.
+  std::string eval_cache_dir;
   ComputeOptions compute;
 
   absl::Status Validate() const;

@@ -44,6 +44,13 @@ ABSL_FLAG(int64_t, eval_max_windows, 0,
 ABSL_FLAG(bool, full_headline, true,
           "With --eval_max_windows: also score the headline rows (dense, magnitude, centralized, local-only and "
           "one-shot layer without scaling at --headline_clients clients) on the whole texts");
+ABSL_FLAG(std::vector<std::string>, full_headline_groups, std::vector<std::string>({"layer"}),
+          "The one-shot groups of the headline rows scored on whole texts");
+ABSL_FLAG(std::vector<std::string>, full_headline_tie_breaks, std::vector<std::string>({"magnitude", "index"}),
+          "The tie-breaks of the headline one-shot rows scored on whole texts");
+ABSL_FLAG(std::string, eval_cache, "",
+          "Directory shared by runs that stores every evaluation by (model SHA-256, tokens, windows), so a "
+          "bit-identical model scored by another run is read back (created if missing; default: none)");
 ABSL_FLAG(int, headline_clients, 64, "Client count of the headline rows' one-shot and local-only cells");
 ABSL_FLAG(int, full_local_only_clients, 1, "Headline local-only cells on whole texts: clients per run");
 ABSL_FLAG(std::string, model_name, "", "The model's name in the sweep plot's title (default: the file's stem)");
@@ -121,6 +128,21 @@ absl::Status Run() {
   s.eval_seqlen = absl::GetFlag(FLAGS_eval_seqlen);
   s.eval_max_windows = absl::GetFlag(FLAGS_eval_max_windows);
   s.full_headline = absl::GetFlag(FLAGS_full_headline);
+  ASSIGN_OR_RETURN(s.full_headline_groups,
+                   ParseList<ComparisonGroup>(absl::GetFlag(FLAGS_full_headline_groups), "full_headline_groups",
+                                              [](const std::string& t) { return ParseComparisonGroup(t); }));
+  ASSIGN_OR_RETURN(s.full_headline_tie_breaks,
+                   ParseList<TieBreak>(absl::GetFlag(FLAGS_full_headline_tie_breaks), "full_headline_tie_breaks",
+                                       [](const std::string& t) { return ParseTieBreak(t); }));
+  s.eval_cache_dir = absl::GetFlag(FLAGS_eval_cache);
+  if (!s.eval_cache_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(s.eval_cache_dir, error);
+    if (error) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--eval_cache: cannot create ", s.eval_cache_dir, ": ", error.message()));
+    }
+  }
   s.headline_clients = absl::GetFlag(FLAGS_headline_clients);
   s.full_local_only_clients = absl::GetFlag(FLAGS_full_local_only_clients);
   s.local_only_max_clients = absl::GetFlag(FLAGS_local_only_max_clients);
