@@ -321,13 +321,19 @@ absl::StatusOr<at::Tensor> LlamaModel::DecoderLayer(const DecoderLayerWeights& w
     const RopeTables rope = CachedRopeTables(config_, past, seq, past + seq, hidden.device(), hidden.scalar_type());
     const bool blocked = hidden.device().is_cpu();
     const std::vector<at::Tensor> qkv = linears(0, 3, x);
-    at::Tensor q = RopeRotate(qkv[0].view({batch, seq, heads, head_dim}), rope.cos, rope.sin)
-                       .view({batch, seq, kv_heads, group, head_dim});
-    q = blocked ? q.permute({0, 2, 1, 3, 4}).reshape({batch * kv_heads, seq * group, head_dim})
-                : q.permute({0, 2, 3, 1, 4}).reshape({batch * kv_heads, group * seq, head_dim});
-    at::Tensor k = RopeRotate(qkv[1].view({batch, seq, kv_heads, head_dim}), rope.cos, rope.sin)
-                       .transpose(1, 2)
-                       .reshape({batch * kv_heads, seq, head_dim});
+    at::Tensor q, k;
+    if (blocked) {
+      q = RotateToHeadMajor(qkv[0].view({batch, seq, heads, head_dim}), rope.cos, rope.sin, kv_heads);
+      k = RotateToHeadMajor(qkv[1].view({batch, seq, kv_heads, head_dim}), rope.cos, rope.sin, kv_heads);
+    } else {
+      q = RopeRotate(qkv[0].view({batch, seq, heads, head_dim}), rope.cos, rope.sin)
+              .view({batch, seq, kv_heads, group, head_dim})
+              .permute({0, 2, 3, 1, 4})
+              .reshape({batch * kv_heads, group * seq, head_dim});
+      k = RopeRotate(qkv[1].view({batch, seq, kv_heads, head_dim}), rope.cos, rope.sin)
+              .transpose(1, 2)
+              .reshape({batch * kv_heads, seq, head_dim});
+    }
     at::Tensor v = qkv[2].view({batch, seq, kv_heads, head_dim}).transpose(1, 2).reshape(
         {batch * kv_heads, seq, head_dim});
     if (cache != nullptr) {

@@ -2,6 +2,8 @@
 // per-thread cache of their cos and sin tables.
 #include "model/rotary_embedding.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <tuple>
 
@@ -88,6 +90,55 @@ RopeTables CachedRopeTables(const LlamaConfig& config, int64_t first, int64_t co
   const int64_t dim = config.head_dim();
   return RopeTables{entry->cos.narrow(0, first, count).view({count, 1, dim}),
                     entry->sin.narrow(0, first, count).view({count, 1, dim})};
+}
+
+at::Tensor RotateToHeadMajor(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t kv_heads) {
+  TORCH_CHECK(x.dim() == 4 && kv_heads >= 1 && x.size(2) % kv_heads == 0 && x.size(3) % 2 == 0 &&
+                  cos.sizes() == sin.sizes() && cos.dim() == 3 && cos.size(0) == x.size(1) && cos.size(1) == 1 &&
+                  cos.size(2) == x.size(3),
+              "RotateToHeadMajor: x ", x.sizes(), ", cos ", cos.sizes(), ", sin ", sin.sizes(), ", kv_heads ",
+              kv_heads, " do not fit together");
+  const int64_t batch = x.size(0), seq = x.size(1), heads = x.size(2), dim = x.size(3);
+  const int64_t group = heads / kv_heads, half = dim / 2;
+  const bool one_pass = x.device().is_cpu() && x.scalar_type() == at::kFloat && cos.scalar_type() == at::kFloat &&
+                        sin.scalar_type() == at::kFloat && x.stride(3) == 1;
+  if (!one_pass) {
+    const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+    return (x * cos + rotated * sin)
+        .view({batch, seq, kv_heads, group, dim})
+        .permute({0, 2, 1, 3, 4})
+        .reshape({batch * kv_heads, seq * group, dim});
+  }
+  const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
+  at::Tensor out = at::empty({batch * kv_heads, seq * group, dim}, x.options());
+  const float* in = x.data_ptr<float>();
+  const float* cp = cos_c.data_ptr<float>();
+  const float* sp = sin_c.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t sb = x.stride(0), ss = x.stride(1), sh = x.stride(2);
+  at::parallel_for(0, batch * seq, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t bs = begin; bs < end; ++bs) {
+      const int64_t b = bs / seq, s = bs % seq;
+      const float* c = cp + s * dim;
+      const float* sn = sp + s * dim;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* row = in + b * sb + s * ss + h * sh;
+        const int64_t kv = h / group, g = h % group;
+        float* o = op + ((b * kv_heads + kv) * seq + s) * group * dim + g * dim;
+        for (int64_t d = 0; d < half; ++d) {
+          const float straight = row[d] * c[d];
+          const float turned = -row[d + half] * sn[d];
+          o[d] = straight + turned;
+        }
+        for (int64_t d = half; d < dim; ++d) {
+          const float straight = row[d] * c[d];
+          const float turned = row[d - half] * sn[d];
+          o[d] = straight + turned;
+        }
+      }
+    }
+  });
+  return out;
 }
 
 }  // namespace fedprllm

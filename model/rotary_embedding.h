@@ -39,4 +39,13 @@ struct RopeTables {
 RopeTables CachedRopeTables(const LlamaConfig& config, int64_t first, int64_t count, int64_t sequence_length,
                             const at::Device& device, at::ScalarType dtype);
 
+// x rotated by the tables (x * cos + rotate_half(x) * sin, HF's apply_rotary_pos_emb) and laid
+// out by key/value head for CausalAttention: x is [batch, seq, kv_heads * group, head_dim],
+// cos and sin [seq, 1, head_dim]; the result is [batch * kv_heads, seq * group, head_dim],
+// whose row s * group + g of entry b * kv_heads + kv is head kv * group + g at position s. On
+// the CPU in float32 one pass computes it with the same float operations as the tensor
+// expression (two rounded products and their rounded sum), so the values are identical;
+// elsewhere it is that expression, permuted. Throws c10::Error like any LibTorch call.
+at::Tensor RotateToHeadMajor(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t kv_heads);
+
 }  // namespace fedprllm
