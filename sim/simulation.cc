@@ -85,8 +85,9 @@ absl::Status CheckWindowsFitModel(const SimSettings& s, const LlamaModel& model,
 // the whole texts, cached by the model's fingerprint (SHA-256 of every tensor) and the
 // window set. Safe to call from several jobs at once; a model two jobs race on is evaluated
 // twice, with the same result, and counted once. With a cache directory, evaluations are also
-// stored there, one file per (model, texts, window set), and read back by any later run or
-// process; a stored evaluation counts as a cache hit.
+// stored there, one file per (model, texts, window set, device, dtype), and read back by any
+// later run or process; a stored evaluation counts as a cache hit. The key does not hold the
+// build: a directory is for the runs of one build (make_results.sh empties it each time).
 class Evaluator {
  public:
   // `capped` scores options.max_windows windows per text (0 = all); the full evaluation uses
@@ -116,7 +117,8 @@ class Evaluator {
         cache_dir_.empty() ? ""
                            : absl::StrCat(cache_dir_, "/",
                                           Sha256Hex(absl::StrCat(key, "|", texts_digest_, "|", options.seqlen, "|",
-                                                                 options.max_windows)),
+                                                                 options.max_windows, "|", options.compute.device.str(),
+                                                                 "|", c10::toString(options.compute.dtype))),
                                           ".txt");
     std::vector<double> ppl;
     std::vector<int64_t> windows;
@@ -173,7 +175,8 @@ class Evaluator {
                             const std::vector<int64_t>& windows) {
     std::string text;
     for (size_t i = 0; i < ppl.size(); ++i) absl::StrAppendFormat(&text, "%.17g %d\n", ppl[i], windows[i]);
-    const std::string temporary = absl::StrCat(path, ".tmp.", getpid(), ".", std::hash<std::thread::id>()(std::this_thread::get_id()));
+    const std::string temporary =
+        absl::StrCat(path, ".tmp.", getpid(), ".", std::hash<std::thread::id>()(std::this_thread::get_id()));
     {
       std::ofstream out(temporary, std::ios::trunc);
       out << text;

@@ -117,8 +117,9 @@ struct SimSettings {
   // over cores), else 1.
   int jobs = 0;
   // A directory shared by runs (created by the caller): every evaluation is stored there by
-  // (model SHA-256, evaluation tokens, window set), and a later run or another process that
-  // scores a bit-identical model on the same windows reads it back instead. Empty (the
+  // (model SHA-256, evaluation tokens, window set, device, dtype), and a later run or another
+  // process that scores a bit-identical model on the same windows reads it back instead. For
+  // the runs of one build: the key does not hold the code that computed the values. Empty (the
   // default): evaluations are cached in memory for this run only.
   std::string eval_cache_dir;
   ComputeOptions compute;

@@ -49,8 +49,9 @@ ABSL_FLAG(std::vector<std::string>, full_headline_groups, std::vector<std::strin
 ABSL_FLAG(std::vector<std::string>, full_headline_tie_breaks, std::vector<std::string>({"magnitude", "index"}),
           "The tie-breaks of the headline one-shot rows scored on whole texts");
 ABSL_FLAG(std::string, eval_cache, "",
-          "Directory shared by runs that stores every evaluation by (model SHA-256, tokens, windows), so a "
-          "bit-identical model scored by another run is read back (created if missing; default: none)");
+          "Directory shared by the runs of one build that stores every evaluation by (model SHA-256, tokens, "
+          "windows, device, dtype), so a bit-identical model scored by another run is read back (created if "
+          "missing; default: none)");
 ABSL_FLAG(int, headline_clients, 64, "Client count of the headline rows' one-shot and local-only cells");
 ABSL_FLAG(int, full_local_only_clients, 1, "Headline local-only cells on whole texts: clients per run");
 ABSL_FLAG(std::string, model_name, "", "The model's name in the sweep plot's title (default: the file's stem)");
