@@ -186,37 +186,7 @@ __attribute__((target("avx2,fma"))) void FusedRows(const float* q, const float* 
   }
 }
 
-// One batch entry: q [seq * group, D], k and v [total, D] (total = past + seq), out like q.
-// D = kVectors * 8. keys_t and scores are scratch of D * padded and 2 * padded floats,
-// padded = total rounded up to 8. The group rows of one position see the same keys and are
-// done two at a time.
-template <int kVectors>
-__attribute__((target("avx2,fma"))) void FusedEntry(const float* q, const float* k, const float* v, float* out,
-                                                    int64_t seq, int64_t past, int64_t group, float scale,
-                                                    float* keys_t, float* scores) {
-  constexpr int64_t D = kVectors * 8;
-  const int64_t total = past + seq, padded = (total + 7) / 8 * 8;
-  // keys_t[d * padded + j] = k[j][d], zero past the end.
-  for (int64_t d = 0; d < D; ++d) {
-    float* row = keys_t + d * padded;
-    for (int64_t j = 0; j < total; ++j) row[j] = k[j * D + d];
-    for (int64_t j = total; j < padded; ++j) row[j] = 0.0f;
-  }
-  for (int64_t s = 0; s < seq; ++s) {
-    const int64_t visible = past + s + 1;  // keys 0 .. position
-    int64_t g = 0;
-    for (; g + 2 <= group; g += 2) {
-      const int64_t r = s * group + g;
-      FusedRows<kVectors, 2>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
-    }
-    if (g < group) {
-      const int64_t r = s * group + g;
-      FusedRows<kVectors, 1>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
-    }
-  }
-}
-
-// The AVX-512 kernels: the same computation as FusedRows/FusedEntry, 16 keys per vector.
+// The AVX-512 row kernel: the same computation as FusedRows, 16 keys per vector.
 
 // Exp8 for 16 floats.
 __attribute__((target("avx512f,avx2,fma"))) inline __m512 Exp16(__m512 x) {
@@ -348,30 +318,42 @@ __attribute__((target("avx512f,avx2,fma"))) void FusedRows512(const float* q, co
   }
 }
 
-// FusedEntry with FusedRows512; padded = total rounded up to 16.
-template <int D>
-__attribute__((target("avx512f,avx2,fma"))) void FusedEntry512(const float* q, const float* k, const float* v, float* out,
-                                                      int64_t seq, int64_t past, int64_t group, float scale,
-                                                      float* keys_t, float* scores) {
-  const int64_t total = past + seq, padded = (total + 15) / 16 * 16;
+// A row kernel: FusedRows or FusedRows512 for a head size and a row count.
+using FusedRowsFn = void (*)(const float* q, const float* keys_t, const float* v, float* out, int64_t visible,
+                             int64_t padded, float scale, float* scores);
+
+// One batch entry: q [seq * group, D], k and v [total, D] (total = past + seq), out like q.
+// keys_t and scores are scratch of D * padded and 2 * padded floats, padded = total rounded up
+// to kLanes, the row kernels' keys per vector. The group rows of one position see the same
+// keys and are done two at a time (TwoRows), an odd last one alone (OneRow).
+template <int64_t D, int64_t kLanes, FusedRowsFn TwoRows, FusedRowsFn OneRow>
+void FusedEntry(const float* q, const float* k, const float* v, float* out, int64_t seq, int64_t past,
+                int64_t group, float scale, float* keys_t, float* scores) {
+  const int64_t total = past + seq, padded = (total + kLanes - 1) / kLanes * kLanes;
+  // keys_t[d * padded + j] = k[j][d], zero past the end.
   for (int64_t d = 0; d < D; ++d) {
     float* row = keys_t + d * padded;
     for (int64_t j = 0; j < total; ++j) row[j] = k[j * D + d];
     for (int64_t j = total; j < padded; ++j) row[j] = 0.0f;
   }
   for (int64_t s = 0; s < seq; ++s) {
-    const int64_t visible = past + s + 1;
+    const int64_t visible = past + s + 1;  // keys 0 .. position
     int64_t g = 0;
     for (; g + 2 <= group; g += 2) {
       const int64_t r = s * group + g;
-      FusedRows512<D, 2>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
+      TwoRows(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
     }
     if (g < group) {
       const int64_t r = s * group + g;
-      FusedRows512<D, 1>(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
+      OneRow(q + r * D, keys_t, v, out + r * D, visible, padded, scale, scores);
     }
   }
 }
+
+template <int kVectors>
+constexpr auto kAvx2Entry = FusedEntry<kVectors * 8, 8, FusedRows<kVectors, 2>, FusedRows<kVectors, 1>>;
+template <int D>
+constexpr auto kAvx512Entry = FusedEntry<D, 16, FusedRows512<D, 2>, FusedRows512<D, 1>>;
 
 bool CpuRuns(AttentionKernel kernel) {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -417,17 +399,17 @@ at::Tensor FusedCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
       float* sc = scores.data();
       if (wide) {
         switch (dim) {
-          case 8: FusedEntry512<8>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
-          case 16: FusedEntry512<16>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
-          default: FusedEntry512<32>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+          case 8: kAvx512Entry<8>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+          case 16: kAvx512Entry<16>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+          default: kAvx512Entry<32>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
         }
         continue;
       }
       switch (dim / 8) {
-        case 1: FusedEntry<1>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
-        case 2: FusedEntry<2>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
-        case 3: FusedEntry<3>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
-        default: FusedEntry<4>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        case 1: kAvx2Entry<1>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        case 2: kAvx2Entry<2>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        case 3: kAvx2Entry<3>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
+        default: kAvx2Entry<4>(qe, ke, ve, oe, seq, past, group, s, kt, sc); break;
       }
     }
   });
