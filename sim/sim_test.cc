@@ -182,18 +182,25 @@ TEST_F(SimTest, ExactRowsMatchCentralizedWanda) {
   EXPECT_NEAR(exact->ppl.at("ts").mean(), centralized->ppl.at("ts").mean(), 1e-3 * centralized->ppl.at("ts").mean());
 }
 
+// TinyStoriesSettings with one evaluation text "small": the first 3,000 characters of the
+// held-out TinyStories half, written to *eval_path in a new temporary directory *dir.
+void SmallEvalSettings(const std::string& tag, std::string* dir, std::string* eval_path, SimSettings* s) {
+  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
+  ASSERT_TRUE(text.ok());
+  *dir = ::testing::TempDir() + "fedprllm-sim-" + tag + "-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir->data()), nullptr);
+  *eval_path = *dir + "/eval.txt";
+  std::ofstream(*eval_path) << SplitHalves(*text).first.substr(0, 3000);
+  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(s));
+  s->evals = {*ParseEvalText("small=" + *eval_path)};
+}
+
 // Runs vary the draw or the split as asked; a capped table scores its headline rows on the
 // whole text too; a bit-identical model (one client's local-only = centralized) is evaluated once.
 TEST_F(SimTest, SeedsWholeTextsAndTheEvaluationCache) {
-  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
-  ASSERT_TRUE(text.ok());
-  std::string dir = ::testing::TempDir() + "fedprllm-sim-eval-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  const std::string eval_path = dir + "/eval.txt";
-  std::ofstream(eval_path) << SplitHalves(*text).first.substr(0, 3000);
+  std::string dir, eval_path;
   SimSettings s;
-  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
-  s.evals = {*ParseEvalText("small=" + eval_path)};
+  ASSERT_NO_FATAL_FAILURE(SmallEvalSettings("eval", &dir, &eval_path, &s));
   s.clients = {1};
   s.headline_clients = 1;
   s.nsamples = 1;  // one window: the split's shuffle keeps the one client's samples as drawn
@@ -268,15 +275,9 @@ TEST_F(SimTest, SeedsWholeTextsAndTheEvaluationCache) {
 // scored again) and gives the same numbers; a run on other windows scores its own. The whole-
 // text headline rows are the listed one-shot groups and tie-breaks only.
 TEST_F(SimTest, AnEvaluationCacheDirectoryIsSharedByRuns) {
-  auto text = ReadTextFile(testing::SharedData("tinystories/tinystories_val.txt"));
-  ASSERT_TRUE(text.ok());
-  std::string dir = ::testing::TempDir() + "fedprllm-sim-cache-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  const std::string eval_path = dir + "/eval.txt";
-  std::ofstream(eval_path) << SplitHalves(*text).first.substr(0, 3000);
+  std::string dir, eval_path;
   SimSettings s;
-  ASSERT_NO_FATAL_FAILURE(TinyStoriesSettings(&s));
-  s.evals = {*ParseEvalText("small=" + eval_path)};
+  ASSERT_NO_FATAL_FAILURE(SmallEvalSettings("cache", &dir, &eval_path, &s));
   s.clients = {2};
   s.headline_clients = 2;
   s.nsamples = 2;
